@@ -1,0 +1,402 @@
+"""The building blocks of the CRATE family, each beside its derivation-literal twin.
+
+Tokens are rows: a layer input has shape (B, N, d). Parameter names are the official ones, so an
+official state dict loads without renaming (DESIGN.md §3).
+
+=====================  ==========================================================================
+block                  what it computes (paper equation; official realisation)
+=====================  ==========================================================================
+``MSSA``               multi-head subspace self-attention, eqs. 10–12: w = U^T x per head (shared
+                       ``qkv``), softmax(w w^T / sqrt(p)) w, then learned ``to_out``
+``ISTA``               one non-negative ISTA step, eqs. 16–17: ReLU(x + η D^T(x − D x) − ηλ)
+``OvercompleteISTA``   CRATE-α sparse coding: two ISTA steps from 0 on an overcomplete D (d × 4d),
+                       decoded by a separate D1 (d × 4d)
+``LinearDictionary``   CRATE-MAE decoder's square map D̃ (no bias)
+``PreNorm``            LayerNorm, then the block (``norm`` / ``fn``, the official names)
+=====================  ==========================================================================
+
+Every block has a ``literal`` attribute. ``literal=False`` (default) is the fast path: MSSA through
+``torch.nn.functional.scaled_dot_product_attention``, ISTA with two matmuls. ``literal=True``
+computes exactly what the official code computes (explicit softmax over the N × N scores, three
+matmuls in ISTA); ``tests/test_blocks.py`` shows the two agree. ``set_literal(model, True)``
+switches a whole model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+__all__ = [
+    "LayerTrace",
+    "PreNorm",
+    "MSSA",
+    "ISTA",
+    "OvercompleteISTA",
+    "LinearDictionary",
+    "CRATELayer",
+    "CRATEAlphaLayer",
+    "CRATEDecoderLayer",
+    "Transformer",
+    "set_literal",
+]
+
+
+@dataclass
+class LayerTrace:
+    """What one layer computed, for analysis without hooks.
+
+    Attributes:
+        proj: (B, h, N, p) per-head projections U_k^T LN(Z^ℓ) (the ``qkv`` output split by head;
+            for the ViT baseline, the keys).
+        attn: (B, h, N, N) attention probabilities; row i is token i's softmax over tokens.
+        z_half: (B, N, d) Z^{ℓ+½}, the stream after the attention (compression) step.
+        z_out: (B, N, d) Z^{ℓ+1}, the layer output (after ISTA / the MLP).
+    """
+
+    proj: Tensor
+    attn: Tensor
+    z_half: Tensor
+    z_out: Tensor
+
+
+class PreNorm(nn.Module):
+    """``fn(LayerNorm(x))``: the official pre-norm wrapper (attribute names ``norm`` and ``fn``)."""
+
+    def __init__(self, dim: int, fn: nn.Module, eps: float = 1e-5):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.fn = fn
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        return self.fn(self.norm(x), **kwargs)
+
+
+class MSSA(nn.Module):
+    """Multi-head subspace self-attention (eqs. 10–12, as the official code realises it).
+
+    The shared projection ``qkv`` (bias-free, ``heads * dim_head`` outputs) plays the stacked
+    [U_1 … U_K]^T: head k sees w_k = U_k^T z for every token. Queries, keys and values are all
+    w_k, so each head computes the softmax "membership" of tokens in subspace k and averages the
+    projected tokens with it::
+
+        SSA_k = softmax(w_k w_k^T * dim_head**-0.5) w_k          # (B, N, p)  eq. 11
+        MSSA  = to_out([SSA_1, …, SSA_K])                         # (B, N, d)  eq. 12
+
+    Departures from the derivation (DESIGN.md §3): ``to_out`` is a learned linear map (with bias
+    for CRATE, without for CRATE-α) instead of γ[U_1 … U_K]; the temperature dim_head**-0.5 is not
+    in the derivation; the layer adds MSSA to its input with coefficient 1 instead of (1 − κγ).
+
+    Args:
+        dim: token width d.
+        heads: number of subspaces K.
+        dim_head: subspace dimension p.
+        dropout: dropout on the attention probabilities and on the output (official: 0).
+        out_bias: whether ``to_out`` has a bias (CRATE: True; CRATE-α: False).
+        literal: compute the explicit N × N softmax (the official arithmetic) instead of the
+            fused ``scaled_dot_product_attention`` kernel.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 8,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        out_bias: bool = True,
+        literal: bool = False,
+    ):
+        super().__init__()
+        inner_dim = heads * dim_head
+        self.heads = heads
+        self.dim_head = dim_head
+        self.scale = dim_head**-0.5
+        self.dropout_p = dropout
+        self.literal = literal
+        self.attend = nn.Softmax(dim=-1)
+        self.dropout = nn.Dropout(dropout)
+        self.qkv = nn.Linear(dim, inner_dim, bias=False)  # [U_1 … U_K]^T
+        project_out = not (heads == 1 and dim_head == dim)  # as officially: identity if nothing to map
+        self.to_out = (
+            nn.Sequential(nn.Linear(inner_dim, dim, bias=out_bias), nn.Dropout(dropout))
+            if project_out
+            else nn.Identity()
+        )
+
+    def project(self, x: Tensor) -> Tensor:
+        """Per-head projections U_k^T x: (B, N, d) -> (B, h, N, p)."""
+        return rearrange(self.qkv(x), "b n (h p) -> b h n p", h=self.heads)
+
+    def attention(self, w: Tensor) -> Tensor:
+        """Membership probabilities softmax(w w^T / sqrt(p)): (B, h, N, p) -> (B, h, N, N)."""
+        dots = torch.matmul(w, w.transpose(-1, -2)) * self.scale  # (B, h, N, N)
+        return self.attend(dots)
+
+    def forward(self, x: Tensor, return_attn: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, N, d) -> (B, N, d); with ``return_attn`` also the (B, h, N, N) probabilities."""
+        out, _, attn = self.forward_parts(x, need_attn=return_attn)
+        return (out, attn) if return_attn else out
+
+    def forward_parts(self, x: Tensor, need_attn: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Output, per-head projections and (if asked, or on the literal path) attention maps."""
+        w = self.project(x)  # (B, h, N, p)
+        if self.literal or need_attn:
+            attn = self.attention(w)  # (B, h, N, N)
+            out = torch.matmul(self.dropout(attn), w)  # (B, h, N, p)
+        else:
+            attn = None
+            out = F.scaled_dot_product_attention(
+                w, w, w, dropout_p=self.dropout_p if self.training else 0.0, scale=self.scale
+            )  # (B, h, N, p)
+        out = rearrange(out, "b h n p -> b n (h p)")
+        return self.to_out(out), w, attn
+
+
+class ISTA(nn.Module):
+    """One step of non-negative ISTA on the LASSO problem (eqs. 16–17), CRATE's MLP replacement.
+
+    With dictionary D = ``weight`` (d × d), step size η and sparsity penalty λ, warm-started at the
+    input x = LN(Z^{ℓ+½}) (tokens as rows, so D x is ``x @ D.T``)::
+
+        ISTA(x) = ReLU(x + η D^T (x − D x) − η λ)
+
+    ``D^T x − D^T D x = D^T (x − D x)``, so the fast path needs two matmuls where the official code
+    (``literal=True``) uses three. λ = 0.1 for CRATE classifiers, 0.5 in the CRATE-MAE encoder.
+    """
+
+    def __init__(self, dim: int, eta: float = 0.1, lambd: float = 0.1, literal: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim, dim))  # D
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.weight)  # the official initialisation
+        self.eta = eta
+        self.lambd = lambd
+        self.literal = literal
+
+    def forward(self, x: Tensor) -> Tensor:
+        D = self.weight
+        if self.literal:
+            x1 = F.linear(x, D)  # D x                 (B, N, d)
+            grad_1 = F.linear(x1, D.t())  # D^T D x     (B, N, d)
+            grad_2 = F.linear(x, D.t())  # D^T x        (B, N, d)
+            grad_update = self.eta * (grad_2 - grad_1) - self.eta * self.lambd
+            return F.relu(x + grad_update)
+        residual = x - F.linear(x, D)  # x − D x          (B, N, d)
+        return F.relu(x + self.eta * F.linear(residual, D.t()) - self.eta * self.lambd)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.weight.shape[0]}, eta={self.eta}, lambd={self.lambd}, literal={self.literal}"
+
+
+class OvercompleteISTA(nn.Module):
+    """CRATE-α sparse coding block: two ISTA steps on an overcomplete dictionary, then decode.
+
+    D, D1 ∈ R^{d × r·d} (r = ``overcomplete_ratio``, 4 officially); input X = LN(Z^{ℓ+½})::
+
+        A1 = ReLU(η D^T X − η λ)                         # one step from A0 = 0   (B, N, r·d)
+        A2 = ReLU(A1 − η D^T (D A1 − X) − η λ)           # a second ISTA step     (B, N, r·d)
+        out = D1 A2                                      # decoded by D1          (B, N, d)
+
+    The layer adds ``out`` to its input (a residual, unlike CRATE's ISTA).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        overcomplete_ratio: int = 4,
+        eta: float = 0.1,
+        lambd: float = 0.1,
+        literal: bool = False,
+    ):
+        super().__init__()
+        self.D = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(dim, overcomplete_ratio * dim)))
+        self.D1 = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(dim, overcomplete_ratio * dim)))
+        self.eta = eta
+        self.lambd = lambd
+        self.overcomplete_ratio = overcomplete_ratio
+        self.literal = literal
+
+    def codes(self, x: Tensor) -> Tensor:
+        """The sparse codes A2: (B, N, d) -> (B, N, r·d), non-negative."""
+        D, eta, lambd = self.D, self.eta, self.lambd
+        if self.literal:  # the official einsums
+            a1 = F.relu(eta * torch.einsum("pd,nlp->nld", D, x) - eta * lambd)
+            Da1 = torch.einsum("dp,nlp->nld", D, a1)
+            lasso_grad = torch.einsum("pd,nlp->nld", D, Da1 - x)
+            return F.relu(a1 - eta * lasso_grad - eta * lambd)
+        a1 = F.relu(eta * (x @ D) - eta * lambd)  # (B, N, r·d)
+        residual = a1 @ D.t() - x  # D A1 − X          (B, N, d)
+        return F.relu(a1 - eta * (residual @ D) - eta * lambd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a2 = self.codes(x)
+        if self.literal:
+            return torch.einsum("dp,nlp->nld", self.D1, a2)
+        return a2 @ self.D1.t()  # (B, N, d)
+
+    def extra_repr(self) -> str:
+        d, rd = self.D.shape
+        return f"dim={d}, codes={rd}, eta={self.eta}, lambd={self.lambd}, literal={self.literal}"
+
+
+class LinearDictionary(nn.Module):
+    """The CRATE-MAE decoder's square linear map D̃ (no bias): x -> D̃ x, tokens as rows."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim, dim))
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight)
+
+
+class CRATELayer(nn.ModuleList):
+    """One CRATE layer (official: ``[PreNorm(MSSA), PreNorm(ISTA)]``)::
+
+    Z^{ℓ+½} = Z^ℓ + MSSA(LN(Z^ℓ))        # compression step (residual coefficient 1)
+    Z^{ℓ+1} = ISTA(LN(Z^{ℓ+½}))           # sparsification; no residual: ReLU output replaces Z
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        dropout: float = 0.0,
+        eta: float = 0.1,
+        lambd: float = 0.1,
+        literal: bool = False,
+    ):
+        super().__init__(
+            [
+                PreNorm(dim, MSSA(dim, heads, dim_head, dropout, out_bias=True, literal=literal)),
+                PreNorm(dim, ISTA(dim, eta=eta, lambd=lambd, literal=literal)),
+            ]
+        )
+
+    @property
+    def mssa(self) -> MSSA:
+        return self[0].fn
+
+    @property
+    def ista(self) -> ISTA:
+        return self[1].fn
+
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+        attn_block, ista_block = self[0], self[1]
+        if not return_trace:
+            z_half = x + attn_block(x)
+            return ista_block(z_half)
+        out, w, attn = attn_block.fn.forward_parts(attn_block.norm(x), need_attn=True)
+        z_half = x + out
+        z_out = ista_block(z_half)
+        return z_out, LayerTrace(proj=w, attn=attn, z_half=z_half, z_out=z_out)
+
+
+class CRATEAlphaLayer(nn.ModuleList):
+    """One CRATE-α layer: both blocks residual, LayerNorm eps 1e-6, ``to_out`` without bias::
+
+    Z^{ℓ+½} = Z^ℓ + MSSA(LN(Z^ℓ))
+    Z^{ℓ+1} = Z^{ℓ+½} + D1 · ISTA²(LN(Z^{ℓ+½}); D)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        dropout: float = 0.0,
+        overcomplete_ratio: int = 4,
+        eta: float = 0.1,
+        lambd: float = 0.1,
+        literal: bool = False,
+    ):
+        super().__init__(
+            [
+                PreNorm(dim, MSSA(dim, heads, dim_head, dropout, out_bias=False, literal=literal), eps=1e-6),
+                PreNorm(dim, OvercompleteISTA(dim, overcomplete_ratio, eta, lambd, literal), eps=1e-6),
+            ]
+        )
+
+    @property
+    def mssa(self) -> MSSA:
+        return self[0].fn
+
+    @property
+    def ista(self) -> OvercompleteISTA:
+        return self[1].fn
+
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+        attn_block, ista_block = self[0], self[1]
+        if not return_trace:
+            z_half = x + attn_block(x)
+            return z_half + ista_block(z_half)
+        out, w, attn = attn_block.fn.forward_parts(attn_block.norm(x), need_attn=True)
+        z_half = x + out
+        z_out = z_half + ista_block(z_half)
+        return z_out, LayerTrace(proj=w, attn=attn, z_half=z_half, z_out=z_out)
+
+
+class CRATEDecoderLayer(nn.ModuleList):
+    """One CRATE-MAE decoder layer, the inverse of encoder layer L + 1 − ℓ (DESIGN.md §2)::
+
+        Z̃^{ℓ+½} = D̃ LN(Z̃^ℓ)                        # undoes ISTA's sparsification (linear map)
+        Z̃^{ℓ+1} = Z̃^{ℓ+½} − MSSA(LN(Z̃^{ℓ+½}))        # undoes the compression step
+
+    Official attribute order: the linear map first (``0``), then MSSA (``1``).
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, literal: bool = False):
+        super().__init__(
+            [
+                PreNorm(dim, LinearDictionary(dim)),
+                PreNorm(dim, MSSA(dim, heads, dim_head, dropout, out_bias=True, literal=literal)),
+            ]
+        )
+
+    @property
+    def mssa(self) -> MSSA:
+        return self[1].fn
+
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+        dict_block, attn_block = self[0], self[1]
+        z_half = dict_block(x)
+        if not return_trace:
+            return z_half - attn_block(z_half)
+        out, w, attn = attn_block.fn.forward_parts(attn_block.norm(z_half), need_attn=True)
+        z_out = z_half - out
+        return z_out, LayerTrace(proj=w, attn=attn, z_half=z_half, z_out=z_out)
+
+
+class Transformer(nn.Module):
+    """A stack of layers under the official attribute name ``layers``."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, list[LayerTrace]]:
+        traces = []
+        for layer in self.layers:
+            x, trace = layer(x, return_trace=True)
+            traces.append(trace)
+        return x, traces
+
+
+def set_literal(model: nn.Module, literal: bool = True) -> nn.Module:
+    """Switch every block of ``model`` to the derivation-literal (True) or fast (False) path."""
+    for module in model.modules():
+        if hasattr(module, "literal") and isinstance(module.literal, bool):
+            module.literal = literal
+    return model

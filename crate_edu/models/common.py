@@ -1,0 +1,130 @@
+"""Pieces shared by every model: input checks with helpful errors and the classifier interface."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from crate_edu.blocks import LayerTrace
+
+__all__ = ["pair", "check_geometry", "check_images", "ImageClassifier"]
+
+
+def pair(t: int | tuple[int, int]) -> tuple[int, int]:
+    return tuple(t) if isinstance(t, (tuple, list)) else (t, t)  # type: ignore[return-value]
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(2, n) if n % k == 0]
+
+
+def check_geometry(image_size, patch_size, dim: int, heads: int, dim_head: int | None, pool: str) -> None:
+    """Validate a model configuration; raise ``ValueError`` saying what to change."""
+    (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
+    for side, p in ((ih, ph), (iw, pw)):
+        if p <= 0 or side <= 0:
+            raise ValueError(f"image_size {image_size} and patch_size {patch_size} must be positive")
+        if side % p:
+            raise ValueError(
+                f"image size {side} is not divisible by patch size {p}; resize the images or choose "
+                f"patch_size in {_divisors(side)}"
+            )
+    if dim_head is None and dim % heads:
+        raise ValueError(
+            f"dim {dim} is not divisible by heads {heads}; choose heads in {[1, *_divisors(dim), dim]} "
+            "or pass dim_head explicitly"
+        )
+    if pool not in ("cls", "mean"):
+        raise ValueError(f"pool must be 'cls' (the [CLS] token) or 'mean' (mean of all tokens), got {pool!r}")
+
+
+def check_images(x: Tensor, channels: int, image_size, name: str) -> None:
+    """Raise a clear error unless ``x`` is a float batch (B, channels, H, W) of the model's size."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} expects a torch.Tensor of images (B, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        hint = " (a single image? add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
+        raise ValueError(f"{name} expects images of shape (B, C, H, W), got shape {tuple(x.shape)}{hint}")
+    if not torch.is_floating_point(x):
+        raise TypeError(
+            f"{name} expects floating-point images, got dtype {x.dtype}; convert with x.float() / 255 "
+            "and normalise as the dataset does (crate_edu.data.dataset_info(name).mean / .std)"
+        )
+    if x.shape[1] != channels:
+        fix = (
+            "repeat a grayscale channel with x.expand(-1, 3, -1, -1)"
+            if x.shape[1] == 1 and channels == 3
+            else f"convert the images, or build the model with channels={x.shape[1]}"
+        )
+        raise ValueError(
+            f"{name} expects {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)}); {fix}"
+        )
+    h, w = pair(image_size)
+    if tuple(x.shape[-2:]) != (h, w):
+        raise ValueError(
+            f"{name} was built for {h}x{w} images, got {x.shape[-2]}x{x.shape[-1]}; resize the images "
+            f"(e.g. torchvision.transforms.Resize(({h}, {w}))) or create the model with "
+            f"image_size={x.shape[-2] if x.shape[-2] == x.shape[-1] else tuple(x.shape[-2:])}"
+        )
+
+
+class ImageClassifier(nn.Module):
+    """The interface shared by CRATE, CRATE-α and the ViT baseline.
+
+    Subclasses define ``embed`` (images -> tokens with [CLS] first), ``transformer`` (with a
+    ``layers`` list), ``mlp_head`` (LayerNorm, Linear), ``cls_token``, ``pos_embedding`` and
+    ``dropout``, and set ``self.config``.
+
+    - ``forward(img)`` -> logits (B, num_classes)
+    - ``forward_features(img)`` -> tokens after the last layer (B, N + 1, d)
+    - ``forward_head(tokens)`` -> logits, pooling by ``config.pool``
+    - ``forward_intermediates(img)`` -> (logits, [LayerTrace per layer]): per-head projections,
+      attention maps, Z^{ℓ+½} and Z^{ℓ+1}, with no hooks
+    - ``reset_classifier(num_classes)`` replaces the head (fine-tuning)
+    """
+
+    config: object
+    transformer: nn.Module
+    mlp_head: nn.Sequential
+
+    def embed(self, img: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def add_cls_and_positions(self, x: Tensor) -> Tensor:
+        """Patch tokens (B, N, d) -> [CLS; tokens] + pos_embedding, then embedding dropout."""
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, d)
+        x = torch.cat((cls, x), dim=1) + self.pos_embedding  # (B, N + 1, d)
+        return self.dropout(x)
+
+    def check_input(self, img: Tensor) -> None:
+        cfg = self.config
+        check_images(img, cfg.channels, cfg.image_size, type(self).__name__)
+
+    def forward_features(self, img: Tensor) -> Tensor:
+        return self.transformer(self.embed(img))  # (B, N + 1, d)
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """(B, N + 1, d) -> (B, d): the [CLS] token, or the mean over all tokens."""
+        return tokens.mean(dim=1) if self.config.pool == "mean" else tokens[:, 0]
+
+    def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.pool(tokens)
+        return x if pre_logits else self.mlp_head(x)
+
+    def forward(self, img: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(img))  # (B, num_classes)
+
+    def forward_intermediates(self, img: Tensor) -> tuple[Tensor, list[LayerTrace]]:
+        tokens, traces = self.transformer.forward_trace(self.embed(img))
+        return self.forward_head(tokens), traces
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final Linear with a freshly initialised one of ``num_classes`` outputs."""
+        old = self.mlp_head[-1]
+        self.mlp_head[-1] = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+        self.config = replace(self.config, num_classes=num_classes)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

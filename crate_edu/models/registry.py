@@ -1,0 +1,168 @@
+"""Model registry: ``create_model(name, **overrides)`` and ``list_models()``, timm-style.
+
+Every preset is a family class plus a frozen config; ``create_model`` applies overrides with
+``dataclasses.replace`` so a bad value is caught by the config's own checks. The official presets
+(``crate_*``, ``crate_alpha_*``, ``crate_mae_*``) match the published configurations exactly
+(DESIGN.md §3); the ``*_cifar`` presets are for 32×32 images (patch 4; override ``patch_size=2``
+for finer tokens).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, fields, replace
+
+from torch import nn
+
+from crate_edu.models.crate import CRATE, CRATEConfig
+from crate_edu.models.crate_alpha import CRATEAlpha, CRATEAlphaConfig
+from crate_edu.models.crate_mae import CRATEMAE, CRATEMAEConfig
+from crate_edu.models.vit import ViT, ViTConfig
+
+__all__ = ["ModelSpec", "create_model", "list_models", "model_config", "model_spec", "register_model"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered preset: the model class, its config and where the configuration comes from."""
+
+    name: str
+    cls: type[nn.Module]
+    config: object
+    description: str
+    official: str | None = None  # the official constructor this preset reproduces, if any
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str, cls: type[nn.Module], config: object, description: str, official: str | None = None
+):
+    if name in _REGISTRY:
+        raise ValueError(f"model name {name!r} is already registered")
+    _REGISTRY[name] = ModelSpec(name, cls, config, description, official)
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered names, sorted; ``pattern`` is a shell-style filter such as ``'crate_mae_*'``."""
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def model_spec(name: str) -> ModelSpec:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"unknown model {name!r}; {hint}valid names: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def model_config(name: str, **overrides):
+    """The preset's config with ``overrides`` applied (validated), without building the model."""
+    spec = model_spec(name)
+    valid = [f.name for f in fields(spec.config)]
+    unknown = [k for k in overrides if k not in valid]
+    if unknown:
+        raise TypeError(
+            f"{name} has no option(s) {', '.join(map(repr, unknown))}; valid options: {', '.join(valid)}"
+        )
+    return replace(spec.config, **overrides)
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered model, e.g. ``create_model('crate_small', num_classes=10, image_size=32)``.
+
+    Any config field can be overridden (``num_classes``, ``image_size``, ``patch_size``, ``depth``,
+    ``pool``, ``dim``, ``heads``, ``dropout``, ``eta``, ``lambd``, ``literal``, ...). Weights are
+    randomly initialised as in the official code; for published weights use
+    ``crate_edu.load_official``.
+    """
+    spec = model_spec(name)
+    return spec.cls(model_config(name, **overrides))
+
+
+# ------------------------------------------------------------------------------------- presets
+_CRATE = {"tiny": (384, 12, 6), "small": (576, 12, 12), "base": (768, 12, 12), "large": (1024, 24, 16)}
+for size, (dim, depth, heads) in _CRATE.items():
+    register_model(
+        f"crate_{size}",
+        CRATE,
+        CRATEConfig(image_size=224, patch_size=16, num_classes=1000, dim=dim, depth=depth, heads=heads),
+        f"CRATE-{size[0].upper()}/16, 224 px, ImageNet-1K head (official config)",
+        official=f"model/crate.py:CRATE_{size}",
+    )
+    register_model(
+        f"crate_mae_{size}",
+        CRATEMAE,
+        CRATEMAEConfig(
+            image_size=224,
+            patch_size=16,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            decoder_depth=depth,
+            decoder_heads=heads,
+        ),
+        f"CRATE-MAE-{size[0].upper()}/16 masked autoencoder, 224 px (official config)",
+        official=f"model/crate_ae/crate_ae.py:mae_crate_{size}",
+    )
+
+register_model(
+    "crate_alpha_b16",
+    CRATEAlpha,
+    CRATEAlphaConfig(image_size=224, patch_size=16, dim=768, depth=12, heads=12),
+    "CRATE-α-B/16, 224 px, ImageNet-1K head (official config)",
+    official="torch_inference/model/crate_alpha.py:CRATE_base",
+)
+register_model(
+    "crate_alpha_l14",
+    CRATEAlpha,
+    CRATEAlphaConfig(image_size=224, patch_size=14, dim=1024, depth=24, heads=16),
+    "CRATE-α-L/14, 224 px, ImageNet-1K head (official config)",
+    official="torch_inference/model/crate_alpha.py:CRATE_large",
+)
+register_model(
+    "vit_tiny", ViT, ViTConfig(dim=192, depth=12, heads=3), "ViT-T/16 baseline, 224 px (DeiT-T widths)"
+)
+register_model(
+    "vit_small", ViT, ViTConfig(dim=384, depth=12, heads=6), "ViT-S/16 baseline, 224 px (DeiT-S widths)"
+)
+
+# 32×32 presets (CIFAR, digits): patch 4 gives 8×8 = 64 tokens.
+_SMALL_IMAGES = dict(image_size=32, patch_size=4, num_classes=10)
+_CIFAR = {
+    "nano": (128, 6, 4),  # CPU-friendly: seconds per epoch on the offline digits
+    "tiny": (384, 12, 6),
+    "small": (576, 12, 12),
+}
+for size, (dim, depth, heads) in _CIFAR.items():
+    register_model(
+        f"crate_{size}_cifar",
+        CRATE,
+        CRATEConfig(dim=dim, depth=depth, heads=heads, **_SMALL_IMAGES),
+        f"CRATE ({dim} wide, {depth} layers, {heads} heads) for 32×32 images, patch 4",
+    )
+for size in ("nano", "tiny"):
+    dim, depth, heads = _CIFAR[size]
+    register_model(
+        f"crate_alpha_{size}_cifar",
+        CRATEAlpha,
+        CRATEAlphaConfig(dim=dim, depth=depth, heads=heads, **_SMALL_IMAGES),
+        f"CRATE-α ({dim} wide, {depth} layers, {heads} heads) for 32×32 images, patch 4",
+    )
+_VIT_CIFAR = {"nano": (128, 6, 4), "tiny": (192, 12, 3), "small": (384, 12, 6)}
+for size, (dim, depth, heads) in _VIT_CIFAR.items():
+    register_model(
+        f"vit_{size}_cifar",
+        ViT,
+        ViTConfig(dim=dim, depth=depth, heads=heads, **_SMALL_IMAGES),
+        f"ViT baseline ({dim} wide, {depth} layers, {heads} heads, MLP 4×) for 32×32 images, patch 4",
+    )
+register_model(
+    "crate_mae_nano_cifar",
+    CRATEMAE,
+    CRATEMAEConfig(image_size=32, patch_size=4, dim=128, depth=6, heads=4, decoder_depth=6, decoder_heads=4),
+    "CRATE-MAE (128 wide, 6 + 6 layers, 4 heads) for 32×32 images, patch 4",
+)
