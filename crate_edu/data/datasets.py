@@ -1,0 +1,572 @@
+"""Datasets by name, with the splits, normalisation and augmentations of the official CRATE recipes.
+
+    >>> from crate_edu.data import build_dataset, dataset_info
+    >>> ds = build_dataset("digits", "train")            # offline, 1,438 images
+    >>> x, y = ds[0]                                     # x: float32 (3, 32, 32), y: int
+    >>> dataset_info("cifar10").mean                     # CIFAR-10 train statistics
+
+Where the facts come from (the official Ma-Lab-Berkeley/CRATE repository):
+
+- ``data/dataset.py`` (used by ``finetune.py``): CIFAR-10/100 through torchvision's train/test
+  flag; ``Flowers102(split="train")`` for training and ``split="test"`` for testing (the 1,020
+  ``val`` images are not used); ``OxfordIIITPet(split="trainval")`` / ``split="test"``.
+- ``finetune.py``: 224 px; train ``RandomResizedCrop((224, 224))``, ``RandomHorizontalFlip``,
+  ``RandAugment(2, 14)``; test ``Resize((224, 224))``; **ImageNet mean/std for every dataset**
+  (the weights were pre-trained on ImageNet). Pass ``normalize="imagenet"`` to reproduce that
+  exactly on CIFAR; by default CIFAR is normalised with its own train statistics, the usual choice
+  when training from scratch at 32 px. (CRATE's patch embedding starts with a LayerNorm over each
+  patch, so the choice matters little.)
+- ``main.py`` (ImageNet): ``ImageFolder(DIR/train)`` with ``RandomResizedCrop(224)`` +
+  ``RandomHorizontalFlip``; ``ImageFolder(DIR/val)`` with ``Resize(256)`` + ``CenterCrop(224)``;
+  ImageNet mean/std.
+
+On-disk layouts are torchvision's, so that ``torchvision`` downloads and ours are interchangeable,
+and one ``--data-dir`` can hold them all::
+
+    DIR/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}   (python pickles)
+    DIR/cifar-100-python/{train, test, meta}
+    DIR/oxford-iiit-pet/{images/*.jpg, annotations/{trainval,test}.txt}
+    DIR/flowers-102/{jpg/image_00001.jpg.., imagelabels.mat, setid.mat}
+    DIR/imagenette2-160/{train,val}/nXXXXXXXX/*.JPEG        (imagenette2-320, imagenette2 for 320px, full)
+    DIR/{train,val}/nXXXXXXXX/*.JPEG  or  DIR/imagenet/{train,val}/...   (ImageNet, ImageNet-100)
+
+CIFAR and Flowers-102 are read by small readers here, not by the torchvision classes: those check
+the MD5 of every file on each load, which no test file can pass; torchvision still does the
+downloads (``download=True``, ``fetch_dataset``), where it verifies the archives' MD5.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from crate_edu.data import synthetic
+from crate_edu.data.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetInfo,
+    DatasetUnavailableError,
+    TensorImageDataset,
+    default_data_dir,
+)
+from crate_edu.data.transforms import POLICIES, build_transform, check_policy
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+#: torchvision's Imagenette classes, in label (sorted WordNet id) order.
+IMAGENETTE_WNIDS = (
+    "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
+    "n03394916", "n03417042", "n03425413", "n03445777", "n03888257",
+)  # fmt: skip
+IMAGENETTE_CLASSES = (
+    "tench", "English springer", "cassette player", "chain saw", "church",
+    "French horn", "garbage truck", "gas pump", "golf ball", "parachute",
+)  # fmt: skip
+IMAGENETTE_SIZES = ("160px", "320px", "full")
+
+
+def imagenet100_classes() -> list[str]:
+    """The 100 WordNet ids of the standard ImageNet-100 subset (the CMC paper's list), sorted.
+
+    Label ``k`` of ``imagenet-100`` is the ``k``-th id of this list.
+    """
+    text = resources.files("crate_edu").joinpath("resources/imagenet100_classes.txt").read_text()
+    wnids = sorted({line.strip() for line in text.splitlines() if line.strip()})
+    if len(wnids) != 100:
+        raise RuntimeError(f"imagenet100_classes.txt should list 100 distinct synsets, found {len(wnids)}")
+    return wnids
+
+
+_INFOS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in [
+        DatasetInfo(
+            "cifar10", 10, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), CIFAR10_CLASSES, True,
+            "CIFAR-10 (Krizhevsky 2009): 50,000 train / 10,000 test colour images, 32x32, 10 classes. "
+            "Mean/std: per-channel statistics of the train split.",
+            "cifar",
+        ),
+        DatasetInfo(
+            "cifar100", 100, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), None, True,
+            "CIFAR-100: 50,000 train / 10,000 test, 32x32, 100 fine classes (names read from the meta "
+            "file). Mean/std: per-channel statistics of the train split.",
+            "cifar",
+        ),
+        DatasetInfo(
+            "oxford-pets", 37, 224, IMAGENET_MEAN, IMAGENET_STD, None, True,
+            "Oxford-IIIT Pet: 37 cat and dog breeds; train = 'trainval' (3,680), test = 'test' (3,669), "
+            "as in the official CRATE finetune.py.",
+            "randaugment",
+        ),
+        DatasetInfo(
+            "flowers102", 102, 224, IMAGENET_MEAN, IMAGENET_STD, None, True,
+            "Oxford Flowers-102: train = 'train' (1,020 images, 10 per class), test = 'test' (6,149), as "
+            "in the official CRATE finetune.py; include_val=True adds the 1,020 'val' images to train.",
+            "randaugment",
+        ),
+        DatasetInfo(
+            "imagenette", 10, 160, IMAGENET_MEAN, IMAGENET_STD, IMAGENETTE_CLASSES, True,
+            "Imagenette v2 (fast.ai): 10 easy ImageNet classes, 9,469 train / 3,925 val; size='160px' "
+            "(default), '320px' or 'full' (shorter side of the stored images).",
+            "imagenet",
+        ),
+        DatasetInfo(
+            "imagenet", 1000, 224, IMAGENET_MEAN, IMAGENET_STD, None, False,
+            "ImageNet-1K (ILSVRC 2012): 1,281,167 train / 50,000 val images in an ImageFolder tree "
+            "DIR/{train,val}/<wnid>/; cannot be downloaded automatically.",
+            "imagenet",
+        ),
+        DatasetInfo(
+            "imagenet-100", 100, 224, IMAGENET_MEAN, IMAGENET_STD, None, False,
+            "ImageNet-100: the 100-class subset of the CMC paper (Tian et al. 2019), read from an "
+            "ImageNet (or ImageNet-100) ImageFolder tree; about 1,300 train and 50 val images per class.",
+            "imagenet",
+        ),
+        DatasetInfo(
+            "digits", 10, 32, synthetic.DIGITS_MEAN, synthetic.DIGITS_STD, tuple("0123456789"), False,
+            "scikit-learn's 1,797 handwritten 8x8 digits, upsampled to 32x32 (bilinear), 3 channels; "
+            "fixed stratified split 1,438 train / 359 test. Ships with scikit-learn: no download.",
+            "none",
+        ),
+        DatasetInfo(
+            "cluttered-digits", 10, 32, synthetic.CLUTTERED_MEAN, synthetic.CLUTTERED_STD,
+            tuple("0123456789"), False,
+            "The digits at random scale, position and colour on textured scikit-image backgrounds, "
+            "with a ground-truth foreground mask per image (ds.masks, ds.get(i, with_mask=True)). "
+            "Generated at construction, deterministic given seed; no download.",
+            "none",
+        ),
+    ]
+}  # fmt: skip
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`build_dataset`, :func:`dataset_info` and :func:`fetch_dataset`."""
+    return list(_INFOS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` record of a dataset (no files are touched)."""
+    try:
+        info = _INFOS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(_INFOS)}") from None
+    if name == "imagenet-100" and info.classes is None:
+        info = replace(info, classes=tuple(imagenet100_classes()))
+    return info
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers for the formats whose torchvision classes insist on MD5 at load time
+
+
+def read_cifar_batches(
+    folder: Path, files: Sequence[str], label_key: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read CIFAR python-pickle batches: images uint8 ``(N, 3, 32, 32)``, labels int64 ``(N,)``.
+
+    Each file is a pickled dict with ``'data'`` (uint8 ``(n, 3072)``: the red, green, then blue
+    32×32 planes, row-major) and ``label_key`` (a list of n ints); the same format torchvision reads.
+    """
+    data, labels = [], []
+    for f in files:
+        with open(folder / f, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")
+        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(int(v) for v in entry[label_key])
+    return torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64)
+
+
+_CIFAR = {
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": "batches.meta",
+        "label_key": "labels",
+        "names_key": "label_names",
+    },
+    "cifar100": {
+        "folder": "cifar-100-python",
+        "train": ["train"],
+        "test": ["test"],
+        "meta": "meta",
+        "label_key": "fine_labels",
+        "names_key": "fine_label_names",
+    },
+}
+
+
+class ImageFileDataset(Dataset):
+    """Photographs on disk: ``ds[i]`` = ``(transform(PIL RGB image), label)``."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: Sequence[int],
+        transform: Callable | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.targets = [int(v) for v in labels]
+        self.transform = transform
+        self.classes = list(classes) if classes is not None else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            img = im.convert("RGB")
+        return (self.transform(img) if self.transform else img), self.targets[i]
+
+
+def read_flowers102(base: Path, splits: Sequence[str]) -> tuple[list[Path], list[int]]:
+    """Image paths and labels (0..101) of Flowers-102 splits from ``setid.mat`` / ``imagelabels.mat``.
+
+    ``setid.mat`` holds the 1-based image ids of each split (``trnid``, ``valid``, ``tstid``);
+    ``imagelabels.mat`` holds ``labels``, the 1-based class of every image; images are
+    ``jpg/image_{id:05d}.jpg``.
+    """
+    from scipy.io import loadmat
+
+    key = {"train": "trnid", "val": "valid", "test": "tstid"}
+    set_ids = loadmat(base / "setid.mat", squeeze_me=True)
+    all_labels = np.atleast_1d(loadmat(base / "imagelabels.mat", squeeze_me=True)["labels"])
+    paths, labels = [], []
+    for split in splits:
+        for image_id in np.atleast_1d(set_ids[key[split]]).tolist():
+            paths.append(base / "jpg" / f"image_{int(image_id):05d}.jpg")
+            labels.append(int(all_labels[int(image_id) - 1]) - 1)
+    return paths, labels
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding the files, and the one error message
+
+
+def _resolve_dir(data_dir: str | Path | None) -> Path:
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+
+
+def _locate(data_dir: Path, folder: str) -> Path:
+    """``data_dir/folder``, or ``data_dir`` itself when the user pointed at the dataset folder."""
+    return data_dir if data_dir.name == folder else data_dir / folder
+
+
+def _unavailable(name: str, looked_for: str, *, reason: str = "") -> DatasetUnavailableError:
+    info = _INFOS[name]
+    how = (
+        f"run `crate-edu fetch {name}` on a machine with internet access and copy the folder here, "
+        f"or pass --data-dir pointing at the folder that holds it (build_dataset(..., data_dir=...)); "
+        f"download=True fetches it directly where there is internet"
+        if info.downloadable
+        else _IMAGENET_HOWTO
+    )
+    why = f" ({reason})" if reason else ""
+    return DatasetUnavailableError(
+        f"dataset '{name}' not found{why}: looked for {looked_for}. To get it: {how}."
+    )
+
+
+_IMAGENET_HOWTO = (
+    "ImageNet cannot be downloaded automatically (it needs an account at https://image-net.org); "
+    "download ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz into DIR, "
+    "run torchvision.datasets.ImageNet(DIR, split='train') and (DIR, split='val') once to unpack them "
+    "into DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG (the val images sorted into class folders), "
+    "then pass --data-dir DIR; for imagenet-100 a tree holding only the 100 class folders also works"
+)
+
+
+def _download(name: str, root: Path, fn: Callable[[], Any]) -> None:
+    """Run a torchvision download, turning any failure into one DatasetUnavailableError."""
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        fn()
+    except Exception as e:  # network errors, HTTP errors, MD5 mismatches, full disks ...
+        raise DatasetUnavailableError(
+            f"dataset '{name}' could not be downloaded into {root} ({type(e).__name__}: {e}). "
+            f"Run `crate-edu fetch {name}` on a machine with internet access and copy the folder, "
+            f"or pass --data-dir pointing at an existing copy."
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# One builder per family. Each returns a Dataset of (float image (3, S, S), int label).
+
+
+def _build_cifar(name, train, root, transform, download, mean, std, **kw) -> Dataset:
+    spec = _CIFAR[name]
+    folder = _locate(root, spec["folder"])
+    files = spec["train"] if train else spec["test"]
+    missing = [f for f in [*files, spec["meta"]] if not (folder / f).is_file()]
+    if missing and download:
+        import torchvision
+
+        tv = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        _download(name, folder.parent, lambda: tv(str(folder.parent), train=train, download=True))
+        missing = [f for f in [*files, spec["meta"]] if not (folder / f).is_file()]
+    if missing:
+        raise _unavailable(name, f"{folder} with the python pickles {', '.join(missing)}")
+    images, labels = read_cifar_batches(folder, files, spec["label_key"])
+    with open(folder / spec["meta"], "rb") as fh:
+        classes = pickle.load(fh, encoding="latin1")[spec["names_key"]]
+    return TensorImageDataset(images, labels, mean=mean, std=std, transform=transform, classes=classes)
+
+
+def _build_pets(name, train, root, transform, download, mean, std, **kw) -> Dataset:
+    import torchvision
+
+    base = _locate(root, "oxford-iiit-pet")
+    split = "trainval" if train else "test"
+    ann = base / "annotations" / f"{split}.txt"
+    if not (ann.is_file() and (base / "images").is_dir()) and download:
+        _download(
+            name, base.parent, lambda: torchvision.datasets.OxfordIIITPet(str(base.parent), download=True)
+        )
+    if not (ann.is_file() and (base / "images").is_dir()):
+        raise _unavailable(name, f"{base}/images/*.jpg and {ann}")
+    return torchvision.datasets.OxfordIIITPet(str(base.parent), split=split, transform=transform)
+
+
+def _build_flowers(name, train, root, transform, download, mean, std, include_val: bool = False, **kw):
+    base = _locate(root, "flowers-102")
+    needed = [base / "setid.mat", base / "imagelabels.mat", base / "jpg"]
+    if not all(p.exists() for p in needed) and download:
+        import torchvision
+
+        _download(name, base.parent, lambda: torchvision.datasets.Flowers102(str(base.parent), download=True))
+    if not all(p.exists() for p in needed):
+        raise _unavailable(name, f"{base} with jpg/, setid.mat and imagelabels.mat")
+    splits = (["train", "val"] if include_val else ["train"]) if train else ["test"]
+    paths, labels = read_flowers102(base, splits)
+    return ImageFileDataset(paths, labels, transform)
+
+
+def _build_imagenette(name, train, root, transform, download, mean, std, size: str = "160px", **kw):
+    import torchvision
+
+    if size not in IMAGENETTE_SIZES:
+        raise ValueError(f"unknown Imagenette size {size!r}; choose one of {', '.join(IMAGENETTE_SIZES)}")
+    folder_name = {"160px": "imagenette2-160", "320px": "imagenette2-320", "full": "imagenette2"}[size]
+    base = _locate(root, folder_name)
+    split = "train" if train else "val"
+    if not (base / split).is_dir() and download:
+        _download(
+            name,
+            base.parent,
+            lambda: torchvision.datasets.Imagenette(str(base.parent), size=size, download=True),
+        )
+    if not (base / split).is_dir():
+        raise _unavailable(name, f"{base / split}/<wnid>/*.JPEG (Imagenette v2, size {size})")
+    return torchvision.datasets.Imagenette(str(base.parent), split=split, size=size, transform=transform)
+
+
+def _imagenet_root(name: str, root: Path, split_dir: str) -> Path:
+    candidates = [root, root / name, root / "imagenet"]
+    if name == "imagenet-100":
+        candidates.insert(2, root / "imagenet100")
+    for c in candidates:
+        if (c / split_dir).is_dir():
+            return c
+    raise _unavailable(name, " or ".join(str(c / split_dir) for c in candidates) + " (an ImageFolder tree)")
+
+
+def _restricted_image_folder(root: Path, wnids: Sequence[str], transform: Callable | None) -> Dataset:
+    """``ImageFolder`` over only the class folders ``wnids``; label k = ``wnids[k]``."""
+    from torchvision.datasets import ImageFolder
+
+    class _Subset(ImageFolder):
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            missing = [w for w in wnids if not (Path(directory) / w).is_dir()]
+            if missing:
+                raise DatasetUnavailableError(
+                    f"dataset 'imagenet-100' incomplete: {len(missing)} of its {len(wnids)} class folders "
+                    f"are missing from {directory} (first: {', '.join(missing[:5])}); the class list is "
+                    f"crate_edu/resources/imagenet100_classes.txt; point --data-dir at an ImageNet tree "
+                    f"DIR/{{train,val}}/<wnid>/ that holds all of them"
+                )
+            return list(wnids), {w: k for k, w in enumerate(wnids)}
+
+    return _Subset(str(root), transform=transform)
+
+
+def _build_imagenet(name, train, root, transform, download, mean, std, **kw) -> Dataset:
+    from torchvision.datasets import ImageFolder
+
+    if download:
+        raise _unavailable(name, "a download source", reason="ImageNet has no public download")
+    split_dir = "train" if train else "val"
+    base = _imagenet_root(name, root, split_dir)
+    if name == "imagenet-100":
+        return _restricted_image_folder(base / split_dir, imagenet100_classes(), transform)
+    try:
+        return ImageFolder(str(base / split_dir), transform=transform)
+    except FileNotFoundError as e:
+        raise _unavailable(name, str(base / split_dir), reason=str(e)) from None
+
+
+def _build_digits(name, train, root, transform, download, mean, std, image_size: int = 32, **kw) -> Dataset:
+    images, labels = synthetic.digits_arrays("train" if train else "test", image_size)
+    return TensorImageDataset(
+        images, labels, mean=mean, std=std, transform=transform, classes=list("0123456789")
+    )
+
+
+def _build_cluttered(name, train, root, transform, download, mean, std, image_size=32, seed=0, **kw):
+    return synthetic.ClutteredDigits(
+        "train" if train else "test",
+        image_size=image_size,
+        seed=seed,
+        mean=mean,
+        std=std,
+        transform=transform,
+        **kw,
+    )
+
+
+_BUILDERS: dict[str, Callable[..., Dataset]] = {
+    "cifar10": _build_cifar,
+    "cifar100": _build_cifar,
+    "oxford-pets": _build_pets,
+    "flowers102": _build_flowers,
+    "imagenette": _build_imagenette,
+    "imagenet": _build_imagenet,
+    "imagenet-100": _build_imagenet,
+    "digits": _build_digits,
+    "cluttered-digits": _build_cluttered,
+}
+#: Datasets whose images are generated in memory at the requested size (no resize step needed).
+_GENERATED = ("digits", "cluttered-digits")
+#: Datasets stored at one fixed square size.
+_NATIVE = {"cifar10": 32, "cifar100": 32}
+
+
+def build_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    data_dir: str | Path | None = None,
+    image_size: int | None = None,
+    augment: str | None = None,
+    download: bool = False,
+    seed: int = 0,
+    normalize: str | tuple[Sequence[float], Sequence[float]] | None = None,
+    **kw: Any,
+) -> Dataset:
+    """Build a dataset split whose items are ``(image, label)``.
+
+    Args:
+        name: one of :func:`list_datasets`.
+        split: ``'train'`` or ``'test'`` (``'val'`` is accepted as another name for ``'test'``; for
+            ImageNet and Imagenette the test split is their ``val`` folder).
+        data_dir: root folder of the downloaded datasets (layouts in the module docstring); default
+            :func:`default_data_dir`. Ignored by ``digits`` and ``cluttered-digits``.
+        image_size: side ``S`` of the output images in pixels; default ``dataset_info(name).image_size``.
+        augment: a policy of :mod:`crate_edu.data.transforms` (``'none'``, ``'cifar'``, ``'shift'``,
+            ``'randaugment'``, ``'imagenet'``), or None for the recipe default: the dataset's
+            ``default_augment`` (for CIFAR resized above 32 px: ``'randaugment'``, the fine-tuning
+            recipe). The test split always gets the policy's deterministic test transform.
+        download: fetch the files with torchvision if they are missing (needs internet).
+        seed: the realisation of generated datasets (``cluttered-digits``); keep it fixed across
+            training seeds so that every run sees the same test set. Ignored by the others.
+        normalize: None or ``'dataset'`` for ``dataset_info(name).mean/std``; ``'imagenet'`` for
+            the ImageNet statistics (what ``finetune.py`` uses on every dataset); or ``(mean, std)``.
+        **kw: dataset options: ``size`` (imagenette: ``'160px'``, ``'320px'``, ``'full'``),
+            ``include_val`` (flowers102), and the ``cluttered-digits`` options of
+            :class:`crate_edu.data.synthetic.ClutteredDigits`.
+
+    Returns:
+        A ``torch.utils.data.Dataset``; ``ds[i]`` is ``(x, y)`` with ``x`` float32 ``(3, S, S)``
+        normalised per channel and ``y`` an int in ``0 .. num_classes - 1``.
+
+    Raises:
+        DatasetUnavailableError: the files are not under ``data_dir`` and ``download`` is False or
+            the download failed. ``ValueError``: an unknown name, split, policy or option.
+    """
+    info = dataset_info(name)
+    if split not in ("train", "test", "val"):
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    train = split == "train"
+    S = int(image_size) if image_size is not None else info.image_size
+    if S <= 0:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+    if normalize is None or normalize == "dataset":
+        mean, std = info.mean, info.std
+    elif normalize == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    elif isinstance(normalize, (tuple, list)) and len(normalize) == 2:
+        mean, std = tuple(normalize[0]), tuple(normalize[1])
+    else:
+        raise ValueError(f"normalize must be None, 'dataset', 'imagenet' or (mean, std), got {normalize!r}")
+
+    if augment is None:
+        policy = info.default_augment
+        if name in _NATIVE and S != _NATIVE[name]:
+            policy = "randaugment"
+    else:
+        policy = check_policy(augment)
+
+    native = S if name in _GENERATED else _NATIVE.get(name)
+    transform: Callable | None = build_transform(policy, train, S, mean, std, native_size=native)
+    if native == S and (policy == "none" or not train) and policy != "imagenet":
+        transform = None  # fixed-size tensors already at S: normalise directly (fast path)
+
+    root = _resolve_dir(data_dir)
+    extra = dict(kw)
+    if name in _GENERATED:
+        extra["image_size"] = S
+    if name == "cluttered-digits":
+        extra["seed"] = seed
+    return _BUILDERS[name](name, train, root, transform, download, mean, std, **extra)
+
+
+def fetch_dataset(name: str, data_dir: str | Path | None = None, **kw: Any) -> Path:
+    """Download a dataset ahead of time (torchvision verifies the archives' MD5) and return its folder.
+
+    ``digits`` and ``cluttered-digits`` ship with scikit-learn / scikit-image: nothing to do, the
+    data root is returned. ImageNet and ImageNet-100 cannot be downloaded: raises
+    :class:`DatasetUnavailableError` explaining how to obtain them and lay out the folder.
+    ``kw``: ``size`` for imagenette (default ``'160px'``).
+    """
+    info = dataset_info(name)
+    root = _resolve_dir(data_dir)
+    if name in _GENERATED:
+        return root
+    if not info.downloadable:
+        raise DatasetUnavailableError(f"dataset '{name}' cannot be fetched automatically. {_IMAGENET_HOWTO}.")
+    # Building both splits with download=True fetches (and MD5-checks) whatever is missing.
+    for split in ("train", "test"):
+        build_dataset(name, split, data_dir=root, download=True, augment="none", **kw)
+    if name in _CIFAR:
+        return _locate(root, _CIFAR[name]["folder"])
+    if name == "imagenette":
+        size = kw.get("size", "160px")
+        return _locate(
+            root, {"160px": "imagenette2-160", "320px": "imagenette2-320", "full": "imagenette2"}[size]
+        )
+    return _locate(root, {"oxford-pets": "oxford-iiit-pet", "flowers102": "flowers-102"}[name])
+
+
+__all__ = [
+    "POLICIES",
+    "DatasetInfo",
+    "DatasetUnavailableError",
+    "build_dataset",
+    "dataset_info",
+    "default_data_dir",
+    "fetch_dataset",
+    "imagenet100_classes",
+    "list_datasets",
+]

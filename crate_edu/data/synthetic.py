@@ -1,0 +1,360 @@
+"""Offline datasets built from images that ship inside installed packages: no download, ever.
+
+``digits``
+    scikit-learn's ``load_digits``: 1,797 handwritten digits, 8×8 pixels, integer intensities
+    0..16, 10 classes (about 180 per class). Scaled to [0, 1], upsampled to 32×32 (bilinear), and
+    repeated over 3 channels. Bilinear rather than nearest: nearest turns every source pixel into a
+    constant 4×4 block, which for a patch-4 model means each patch is one flat colour (the task
+    silently becomes "8×8 pixels in disguise") and the pictures look like mosaics; bilinear gives
+    smooth strokes with structure inside each patch, and a soft alpha for compositing the
+    cluttered variant. Split: a fixed stratified 80/20 split (1,438 train, 359 test), drawn per
+    class with ``numpy.random.RandomState(0)`` (whose stream numpy guarantees never to change), so
+    it is the same on every machine and independent of any training seed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+#: Share of each class that goes to the test split of ``digits``.
+DIGITS_TEST_FRACTION = 0.2
+#: Per-channel mean/std of the ``digits`` train split at 32×32 (bilinear), on the [0, 1] scale.
+#: All three channels are equal (grey digits). Checked by ``tests/test_data.py``.
+DIGITS_MEAN: tuple[float, float, float] = (0.3057, 0.3057, 0.3057)
+DIGITS_STD: tuple[float, float, float] = (0.3241, 0.3241, 0.3241)
+
+
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: images float32 ``(1797, 8, 8)`` in [0, 1], labels int64 ``(1797,)``."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images / 16.0).astype(np.float32)  # 0..16 -> [0, 1]
+    return images, d.target.astype(np.int64)
+
+
+def digits_split_indices(split: str) -> np.ndarray:
+    """Indices into ``load_digits()`` of the fixed stratified split (``'train'`` or ``'test'``), sorted."""
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    _, labels = _digits_arrays()
+    rs = np.random.RandomState(0)
+    test: list[np.ndarray] = []
+    for c in range(10):
+        idx = np.flatnonzero(labels == c)
+        n_test = int(round(DIGITS_TEST_FRACTION * len(idx)))
+        test.append(rs.permutation(idx)[:n_test])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[np.concatenate(test)] = True
+    return np.flatnonzero(is_test if split == "test" else ~is_test)
+
+
+def upsample_digits(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear upsampling of grey digits ``(N, 8, 8)`` in [0, 1] to float32 ``(N, size, size)`` in [0, 1]."""
+    x = torch.as_tensor(images, dtype=torch.float32)[:, None]  # (N, 1, 8, 8)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (N, 1, size, size)
+    return x[:, 0].clamp_(0.0, 1.0)
+
+
+def digits_arrays(split: str, image_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``digits`` split as uint8 images ``(N, 3, S, S)`` (grey, repeated over RGB) and labels ``(N,)``."""
+    images, labels = _digits_arrays()
+    idx = digits_split_indices(split)
+    grey = upsample_digits(images[idx], image_size)  # (N, S, S) in [0, 1]
+    rgb = (grey * 255.0).round_().to(torch.uint8)[:, None].expand(-1, 3, -1, -1).contiguous()
+    return rgb, torch.from_numpy(labels[idx])
+
+
+# --------------------------------------------------------------------------------------------------
+# cluttered-digits
+
+#: scikit-image sample images used as backgrounds (all ship inside the package). Grey ones are tinted.
+TEXTURE_SOURCES: tuple[str, ...] = (
+    "brick", "grass", "gravel", "coffee", "chelsea", "astronaut", "rocket",
+    "immunohistochemistry", "hubble_deep_field", "camera", "moon", "coins",
+)  # fmt: skip
+#: Each source is also used shrunk by these factors, so crops range from fine texture to whole objects.
+TEXTURE_SCALES: tuple[int, ...] = (1, 2, 4)
+
+#: Per-channel mean/std of the default ``cluttered-digits`` train split (seed 0, 32 px), [0, 1] scale.
+#: Checked by ``tests/test_data.py``; other settings keep these (normalisation need not be exact).
+CLUTTERED_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
+CLUTTERED_STD: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+
+@lru_cache(maxsize=1)
+def _texture_bank() -> tuple[tuple[torch.Tensor, ...], tuple[bool, ...]]:
+    """The background sources as float32 ``(3, H, W)`` in [0, 1] at every scale, and whether each is grey."""
+    import skimage.data
+
+    images, grey = [], []
+    for name in TEXTURE_SOURCES:
+        a = np.asarray(getattr(skimage.data, name)())
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        t = torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1).float() / 255.0  # (3, H, W)
+        is_grey = bool((t[0] - t[1]).abs().max() < 1e-6 and (t[1] - t[2]).abs().max() < 1e-6)
+        for f in TEXTURE_SCALES:
+            images.append(F.avg_pool2d(t[None], f)[0] if f > 1 else t)
+            grey.append(is_grey)
+    return tuple(images), tuple(grey)
+
+
+def _luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of ``(..., 3)`` colours in [0, 1] -> ``(...)``."""
+    return rgb @ torch.tensor([0.299, 0.587, 0.114])
+
+
+def _contrasting_colours(
+    background_luma: torch.Tensor, min_contrast: float, rng: np.random.Generator
+) -> torch.Tensor:
+    """Random colours ``(N, 3)`` whose luma differs from ``background_luma`` ``(N,)`` by >= ``min_contrast``.
+
+    A uniform random colour is lightened towards white or darkened towards black, whichever side has
+    room (chosen at random when both do), just enough to reach the required luma difference.
+    """
+    n = background_luma.shape[0]
+    c = torch.from_numpy(rng.uniform(0.0, 1.0, size=(n, 3))).float()  # (N, 3)
+    L0 = _luminance(c)
+    up_ok = background_luma + min_contrast <= 1.0
+    down_ok = background_luma - min_contrast >= 0.0
+    coin = torch.from_numpy(rng.uniform(size=n) < 0.5)
+    go_up = up_ok & (~down_ok | coin)
+    # lighten: c + t (1 - c) has luma L0 + t (1 - L0); darken: c (1 - t) has luma L0 (1 - t)
+    t_up = ((background_luma + min_contrast - L0) / (1.0 - L0).clamp_min(1e-6)).clamp(0.0, 1.0)
+    t_down = (1.0 - (background_luma - min_contrast) / L0.clamp_min(1e-6)).clamp(0.0, 1.0)
+    lighter = c + t_up[:, None] * (1.0 - c)
+    darker = c * (1.0 - t_down[:, None])
+    return torch.where(go_up[:, None], lighter, darker)
+
+
+def _render(
+    glyphs: torch.Tensor, size: int, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor
+):
+    """Place 8×8 grey glyphs ``(M, 8, 8)`` into ``(M, size, size)`` alpha maps (bilinear).
+
+    The glyph box spans ``2 fx`` by ``2 fy`` in normalised image coordinates ([-1, 1] across the image)
+    and is centred at ``(cx, cy)``; every argument is ``(M,)``.
+    """
+    zeros = torch.zeros_like(fx)
+    theta = torch.stack(
+        [torch.stack([1 / fx, zeros, -cx / fx], -1), torch.stack([zeros, 1 / fy, -cy / fy], -1)], 1
+    )  # (M, 2, 3): output coords -> glyph coords
+    grid = F.affine_grid(theta, [glyphs.shape[0], 1, size, size], align_corners=False)  # (M, S, S, 2)
+    out = F.grid_sample(glyphs[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[:, 0]  # (M, S, S)
+
+
+def generate_cluttered(
+    digits: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    *,
+    scale: tuple[float, float],
+    texture_contrast: float,
+    fragments: int,
+    min_contrast: float,
+    fragment_pool: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite digits onto textured backgrounds.
+
+    Args:
+        digits: grey digits ``(N, 8, 8)`` in [0, 1], one per output image.
+        size: output side ``S`` in pixels.
+        rng: the random stream (everything random is drawn from it, in a fixed order).
+        scale: range of the digit's side as a fraction of ``S``.
+        texture_contrast: 0 = a flat background of the crop's mean colour, 1 = the crop as is.
+        fragments: number of distractor pieces per image: a random 4×4-pixel quarter-window of
+            another digit, drawn at the digit's scale, at a random place, under the digit.
+        min_contrast: least luma difference between the digit's colour and the mean background
+            under it (and between each fragment and the crop's mean).
+        fragment_pool: digits ``(P, 8, 8)`` the fragments are cut from (default: ``digits``).
+
+    Returns:
+        images uint8 ``(N, 3, S, S)`` and masks bool ``(N, S, S)``: True where the digit's alpha is at
+        least 0.5, i.e. where the digit contributes at least half of the pixel's colour.
+    """
+    n, S = digits.shape[0], int(size)
+    bank, grey = _texture_bank()
+    usable = [i for i, b in enumerate(bank) if min(b.shape[1:]) >= S]
+    if not usable:
+        raise ValueError(f"image_size {S} is larger than every background source; use image_size <= 512")
+
+    # 1. backgrounds: a random S×S crop of a random source (grey ones tinted), contrast scaled
+    src = rng.choice(np.asarray(usable), size=n)
+    u = rng.uniform(size=(n, 2))
+    tint = torch.from_numpy(rng.uniform(0.35, 1.0, size=(n, 3))).float()
+    crops = []
+    for i in range(n):
+        b = bank[src[i]]
+        y0 = int(u[i, 0] * (b.shape[1] - S + 1))
+        x0 = int(u[i, 1] * (b.shape[2] - S + 1))
+        crops.append(b[:, y0 : y0 + S, x0 : x0 + S])
+    bg = torch.stack(crops)  # (N, 3, S, S)
+    is_grey = torch.tensor([grey[s] for s in src])
+    bg = torch.where(is_grey[:, None, None, None], bg * tint[:, :, None, None], bg)
+    mean_colour = bg.mean((2, 3), keepdim=True)  # (N, 3, 1, 1)
+    img = mean_colour + texture_contrast * (bg - mean_colour)
+
+    def place(glyphs: torch.Tensor, m: int, inside: bool) -> torch.Tensor:
+        f = torch.from_numpy(rng.uniform(scale[0], scale[1], size=m)).float()
+        aspect = torch.from_numpy(rng.uniform(0.85, 1.15, size=m)).float().sqrt()
+        fx, fy = (f * aspect).clamp(max=0.98), (f / aspect).clamp(max=0.98)
+        c = torch.from_numpy(rng.uniform(-1.0, 1.0, size=(m, 2))).float()
+        if inside:  # the whole glyph box stays in the image
+            cx, cy = c[:, 0] * (1 - fx), c[:, 1] * (1 - fy)
+        else:
+            cx, cy = c[:, 0], c[:, 1]
+        return _render(glyphs, S, fx, fy, cx, cy)  # (m, S, S)
+
+    # 2. distractors: quarter-windows of other digits, under the digit
+    if fragments > 0:
+        pool = digits if fragment_pool is None else fragment_pool
+        m = n * fragments
+        pieces = torch.from_numpy(pool[rng.integers(0, len(pool), size=m)]).float()  # (m, 8, 8)
+        corner = rng.integers(0, 5, size=(m, 2))
+        window = torch.zeros(m, 8, 8)
+        for j in range(m):
+            window[j, corner[j, 0] : corner[j, 0] + 4, corner[j, 1] : corner[j, 1] + 4] = 1.0
+        alpha_f = place(pieces * window, m, inside=False).view(n, fragments, S, S)
+        base_luma = _luminance(mean_colour.view(n, 3)).repeat_interleave(fragments)
+        col_f = _contrasting_colours(base_luma, min_contrast, rng).view(n, fragments, 3)
+        for k in range(fragments):
+            a = alpha_f[:, k, None]  # (N, 1, S, S)
+            img = img * (1 - a) + col_f[:, k, :, None, None] * a
+
+    # 3. the digit, on top, in a colour that stands out from the background under it
+    alpha = place(torch.from_numpy(digits).float(), n, inside=True)  # (N, S, S)
+    mask = alpha >= 0.5
+    under = (img * mask[:, None]).sum((2, 3)) / mask.sum((1, 2)).clamp_min(1)[:, None]  # (N, 3)
+    col = _contrasting_colours(_luminance(under), min_contrast, rng)  # (N, 3)
+    img = img * (1 - alpha[:, None]) + col[:, :, None, None] * alpha[:, None]
+
+    images = (img.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
+    return images, mask
+
+
+#: ``clutter`` presets. Keys: texture_contrast, fragments, min_contrast, scale (fraction of S).
+def clutter_settings(clutter: float) -> dict:
+    """The generator settings of a clutter level in [0, 1] (0: flat background, 1: hardest).
+
+    texture_contrast = clutter, fragments = round(3 * clutter), min_contrast = 0.45 - 0.25 * clutter,
+    scale = (0.55 - 0.15 * clutter, 0.85 - 0.15 * clutter).
+    """
+    if not 0.0 <= clutter <= 1.0:
+        raise ValueError(f"clutter must lie in [0, 1], got {clutter}")
+    return {
+        "texture_contrast": float(clutter),
+        "fragments": int(round(3 * clutter)),
+        "min_contrast": 0.45 - 0.25 * clutter,
+        "scale": (0.55 - 0.15 * clutter, 0.85 - 0.15 * clutter),
+    }
+
+
+#: Default clutter level of ``cluttered-digits``.
+DEFAULT_CLUTTER = 0.5
+
+
+class ClutteredDigits(Dataset):
+    """``cluttered-digits``: digits at random scale, position and colour on textured backgrounds.
+
+    ``ds[i]`` is ``(image, label)`` like every dataset here (image float32 ``(3, S, S)``
+    normalised); ``ds.masks`` is the bool ``(N, S, S)`` ground-truth foreground, and
+    ``ds.get(i, with_mask=True)`` returns ``(image, label, mask)`` with the mask carried through the
+    same (geometric) augmentation as the image.
+
+    Args:
+        split: ``'train'`` or ``'test'``; the source digits are the ``digits`` split of that name.
+        image_size: side ``S`` in pixels (default 32).
+        seed: the realisation; the stream is seeded from ``(seed, split)``, so a given seed always
+            yields the same images and masks.
+        samples_per_digit: composites per source digit (default 4: 5,752 train / 1,436 test).
+        clutter: difficulty in [0, 1] (default :data:`DEFAULT_CLUTTER`), see :func:`clutter_settings`;
+            ``texture_contrast``, ``fragments``, ``min_contrast``, ``scale`` override single settings.
+        mean, std: normalisation (default the dataset's).
+        transform: a ``crate_edu.data.transforms.build_transform`` pipeline, or None (normalise only).
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        image_size: int = 32,
+        seed: int = 0,
+        samples_per_digit: int = 4,
+        clutter: float = DEFAULT_CLUTTER,
+        texture_contrast: float | None = None,
+        fragments: int | None = None,
+        min_contrast: float | None = None,
+        scale: tuple[float, float] | None = None,
+        mean: tuple[float, float, float] = CLUTTERED_MEAN,
+        std: tuple[float, float, float] = CLUTTERED_STD,
+        transform=None,
+    ) -> None:
+        if samples_per_digit < 1:
+            raise ValueError(f"samples_per_digit must be >= 1, got {samples_per_digit}")
+        settings = clutter_settings(clutter)
+        for key, value in [
+            ("texture_contrast", texture_contrast),
+            ("fragments", fragments),
+            ("min_contrast", min_contrast),
+            ("scale", scale),
+        ]:
+            if value is not None:
+                settings[key] = value
+        self.settings = settings
+        self.split, self.seed, self.image_size = split, int(seed), int(image_size)
+        all_digits, all_labels = _digits_arrays()
+        idx = np.repeat(digits_split_indices(split), samples_per_digit)
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence([self.seed, 0 if split == "train" else 1]))
+        )
+        idx = rng.permutation(idx)  # mix the copies, so a prefix of the dataset covers every digit
+        images, masks = generate_cluttered(
+            all_digits[idx],
+            self.image_size,
+            rng,
+            fragment_pool=all_digits[digits_split_indices(split)],
+            **settings,
+        )
+        self.images = images  # (N, 3, S, S) uint8
+        self.masks = masks  # (N, S, S) bool
+        self.labels = torch.from_numpy(all_labels[idx])  # (N,) int64
+        self.source_index = torch.from_numpy(idx)  # (N,) index into sklearn's load_digits()
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.transform = transform
+        self.classes = list("0123456789")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def targets(self) -> list[int]:
+        """Labels as a list of ints."""
+        return self.labels.tolist()
+
+    def get(self, i: int, with_mask: bool = False):
+        """``(image, label)``, or ``(image, label, mask)`` with ``mask`` bool ``(S', S')`` aligned."""
+        from crate_edu.data.transforms import normalize_uint8
+
+        img, mask = self.images[i], self.masks[i]
+        if self.transform is None:
+            x = normalize_uint8(img, self.mean, self.std)
+        elif with_mask:
+            from torchvision import tv_tensors
+
+            x, m = self.transform(tv_tensors.Image(img), tv_tensors.Mask(mask.to(torch.uint8)))
+            mask = m.as_subclass(torch.Tensor).bool()
+        else:
+            x = self.transform(img)
+        x = x.as_subclass(torch.Tensor)
+        return (x, int(self.labels[i]), mask) if with_mask else (x, int(self.labels[i]))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.get(i)
