@@ -1,0 +1,175 @@
+"""The fast path of every block equals its derivation-literal twin (forward and gradients)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crate_edu.blocks import (
+    ISTA,
+    MSSA,
+    CRATEAlphaLayer,
+    CRATEDecoderLayer,
+    CRATELayer,
+    OvercompleteISTA,
+    set_literal,
+)
+
+ATOL = 1e-5  # float32, equal computations in a different order
+
+
+def _twins(make, seed=0):
+    torch.manual_seed(seed)
+    fast = make(False)
+    literal = make(True)
+    literal.load_state_dict(fast.state_dict())
+    return fast, literal
+
+
+def _assert_same_forward_and_grads(fast, literal, x, atol=ATOL):
+    x1 = x.clone().requires_grad_(True)
+    x2 = x.clone().requires_grad_(True)
+    y1, y2 = fast(x1), literal(x2)
+    torch.testing.assert_close(y1, y2, atol=atol, rtol=1e-5)
+    g = torch.randn_like(y1)
+    (y1 * g).sum().backward()
+    (y2 * g).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, atol=atol, rtol=1e-5)
+    for (n1, p1), (_, p2) in zip(fast.named_parameters(), literal.named_parameters(), strict=True):
+        torch.testing.assert_close(p1.grad, p2.grad, atol=atol, rtol=1e-5, msg=f"gradient of {n1}")
+
+
+@pytest.mark.parametrize("heads,dim_head", [(4, 16), (6, 8), (1, 32)])
+def test_mssa_fast_equals_literal(heads, dim_head):
+    fast, literal = _twins(lambda lit: MSSA(32, heads, dim_head, literal=lit))
+    _assert_same_forward_and_grads(fast, literal, torch.randn(3, 17, 32))
+
+
+def test_mssa_identity_output_when_one_full_head():
+    # As officially: with one head of the full width there is nothing to map back.
+    assert isinstance(MSSA(32, heads=1, dim_head=32).to_out, torch.nn.Identity)
+
+
+def test_mssa_attention_maps_are_what_the_output_uses():
+    torch.manual_seed(0)
+    block = MSSA(32, heads=4, dim_head=8).eval()
+    x = torch.randn(2, 10, 32)
+    out, attn = block(x, return_attn=True)
+    assert attn.shape == (2, 4, 10, 10)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 4, 10))
+    w = block.project(x)  # (B, h, N, p)
+    manual = block.to_out((attn @ w).transpose(1, 2).reshape(2, 10, 32))
+    torch.testing.assert_close(out, manual)
+    torch.testing.assert_close(out, block(x), atol=ATOL, rtol=1e-5)
+    # q = k = v: the scores are symmetric, so before the softmax the map is w w^T / sqrt(p)
+    scores = w @ w.transpose(-1, -2) / 8**0.5
+    torch.testing.assert_close(attn, scores.softmax(-1))
+
+
+def test_ista_fast_equals_literal():
+    fast, literal = _twins(lambda lit: ISTA(48, eta=0.1, lambd=0.1, literal=lit))
+    _assert_same_forward_and_grads(fast, literal, torch.randn(2, 9, 48))
+
+
+def test_ista_is_one_proximal_step_of_the_formula():
+    torch.manual_seed(1)
+    block = ISTA(16, eta=0.3, lambd=0.2)
+    x = torch.randn(4, 16)
+    D = block.weight
+    # column-vector form of eq. 17: ReLU(z + η D^T (z − D z) − η λ) with z = x
+    expected = F.relu(x.T + 0.3 * D.T @ (x.T - D @ x.T) - 0.3 * 0.2).T
+    torch.testing.assert_close(block(x), expected)
+
+
+def _lasso(z, x, D, lam):
+    """λ‖z‖₁ + ½‖x − D z‖², summed over tokens (tokens as rows)."""
+    return lam * z.abs().sum() + 0.5 * ((x - z @ D.T) ** 2).sum()
+
+
+@pytest.mark.parametrize("lam", [0.05, 0.1, 0.5])
+def test_ista_step_decreases_lasso_objective_for_small_eta(lam):
+    torch.manual_seed(2)
+    d = 24
+    block = ISTA(d, lambd=lam)
+    D = block.weight.detach()
+    lipschitz = torch.linalg.matrix_norm(D, ord=2) ** 2  # ‖D‖₂²
+    block.eta = float(0.9 / lipschitz)  # η < 1/L guarantees descent
+    x = torch.rand(64, d)  # non-negative, so the warm start z = x is feasible
+    with torch.no_grad():
+        z1 = block(x)
+        before, after = _lasso(x, x, D, lam), _lasso(z1, x, D, lam)
+    assert (z1 >= 0).all()
+    assert after < before, (before.item(), after.item())
+
+
+def test_overcomplete_ista_fast_equals_literal():
+    fast, literal = _twins(lambda lit: OvercompleteISTA(16, overcomplete_ratio=4, literal=lit))
+    _assert_same_forward_and_grads(fast, literal, torch.randn(2, 5, 16))
+
+
+def test_overcomplete_ista_is_two_ista_steps_from_zero():
+    torch.manual_seed(3)
+    block = OvercompleteISTA(8, overcomplete_ratio=4, eta=0.1, lambd=0.1)
+    x = torch.randn(5, 8)
+    D, D1 = block.D.detach(), block.D1.detach()
+    a = torch.zeros(5, 32)
+    for _ in range(2):  # a ← ReLU(a − η D^T (D a − x) − η λ), tokens as rows
+        a = F.relu(a - 0.1 * (a @ D.T - x) @ D - 0.01)
+    torch.testing.assert_close(block.codes(x), a)
+    torch.testing.assert_close(block(x), a @ D1.T)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lit: CRATELayer(32, 4, 8, literal=lit),
+        lambda lit: CRATEAlphaLayer(32, 4, 8, literal=lit),
+        lambda lit: CRATEDecoderLayer(32, 4, 8, literal=lit),
+    ],
+    ids=["crate", "crate_alpha", "crate_mae_decoder"],
+)
+def test_layers_fast_equal_literal_and_trace_matches(make):
+    fast, literal = _twins(make)
+    x = torch.randn(2, 11, 32)
+    _assert_same_forward_and_grads(fast, literal, x)
+    with torch.no_grad():
+        out, trace = fast(x, return_trace=True)
+    torch.testing.assert_close(out, fast(x), atol=ATOL, rtol=1e-5)
+    assert trace.proj.shape == (2, 4, 11, 8) and trace.attn.shape == (2, 4, 11, 11)
+    assert trace.z_half.shape == trace.z_out.shape == (2, 11, 32)
+    torch.testing.assert_close(trace.z_out, out)
+
+
+def test_crate_layer_structure():
+    """Z^{ℓ+½} = Z + MSSA(LN Z); Z^{ℓ+1} = ISTA(LN Z^{ℓ+½}) with no residual around ISTA."""
+    torch.manual_seed(4)
+    layer = CRATELayer(32, 4, 8).eval()
+    x = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        _, trace = layer(x, return_trace=True)
+        z_half = x + layer.mssa(layer[0].norm(x))
+        torch.testing.assert_close(trace.z_half, z_half, atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(trace.z_out, layer.ista(layer[1].norm(z_half)), atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(trace.proj, layer.mssa.project(layer[0].norm(x)))
+    assert (trace.z_out >= 0).all()  # the ReLU output replaces the stream
+
+
+def test_decoder_layer_structure():
+    """Z̃^{ℓ+½} = D̃ LN(Z̃); Z̃^{ℓ+1} = Z̃^{ℓ+½} − MSSA(LN Z̃^{ℓ+½})."""
+    torch.manual_seed(5)
+    layer = CRATEDecoderLayer(32, 4, 8).eval()
+    x = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        _, trace = layer(x, return_trace=True)
+        z_half = layer[0].norm(x) @ layer[0].fn.weight.T
+        torch.testing.assert_close(trace.z_half, z_half)
+        torch.testing.assert_close(
+            trace.z_out, z_half - layer.mssa(layer[1].norm(z_half)), atol=ATOL, rtol=1e-5
+        )
+
+
+def test_set_literal_switches_every_block():
+    layer = CRATEAlphaLayer(16, 2, 8)
+    set_literal(layer, True)
+    assert layer.mssa.literal and layer.ista.literal
+    set_literal(layer, False)
+    assert not layer.mssa.literal and not layer.ista.literal
