@@ -56,12 +56,16 @@ class LayerTrace:
         attn: (B, h, N, N) attention probabilities; row i is token i's softmax over tokens.
         z_half: (B, N, d) Z^{ℓ+½}, the stream after the attention (compression) step.
         z_out: (B, N, d) Z^{ℓ+1}, the layer output (after ISTA / the MLP).
+        codes: the sparse codes of the layer's ISTA block: Z^{ℓ+1} itself for CRATE, the
+            (B, N, r·d) codes A2 for CRATE-α (its stream is not sparse: the codes are decoded by
+            D1 and added back); None where there is no sparse coding (ViT, CRATE-MAE decoder).
     """
 
     proj: Tensor
     attn: Tensor
     z_half: Tensor
     z_out: Tensor
+    codes: Tensor | None = None
 
 
 class PreNorm(nn.Module):
@@ -232,11 +236,14 @@ class OvercompleteISTA(nn.Module):
         residual = a1 @ D.t() - x  # D A1 − X          (B, N, d)
         return F.relu(a1 - eta * (residual @ D) - eta * lambd)
 
-    def forward(self, x: Tensor) -> Tensor:
-        a2 = self.codes(x)
+    def decode(self, codes: Tensor) -> Tensor:
+        """D1 A2: (B, N, r·d) -> (B, N, d)."""
         if self.literal:
-            return torch.einsum("dp,nlp->nld", self.D1, a2)
-        return a2 @ self.D1.t()  # (B, N, d)
+            return torch.einsum("dp,nlp->nld", self.D1, codes)
+        return codes @ self.D1.t()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.codes(x))
 
     def extra_repr(self) -> str:
         d, rd = self.D.shape
@@ -296,7 +303,7 @@ class CRATELayer(nn.ModuleList):
         out, w, attn = attn_block.fn.forward_parts(attn_block.norm(x), need_attn=True)
         z_half = x + out
         z_out = ista_block(z_half)
-        return z_out, LayerTrace(proj=w, attn=attn, z_half=z_half, z_out=z_out)
+        return z_out, LayerTrace(proj=w, attn=attn, z_half=z_half, z_out=z_out, codes=z_out)
 
 
 class CRATEAlphaLayer(nn.ModuleList):
@@ -339,8 +346,9 @@ class CRATEAlphaLayer(nn.ModuleList):
             return z_half + ista_block(z_half)
         out, w, attn = attn_block.fn.forward_parts(attn_block.norm(x), need_attn=True)
         z_half = x + out
-        z_out = z_half + ista_block(z_half)
-        return z_out, LayerTrace(proj=w, attn=attn, z_half=z_half, z_out=z_out)
+        codes = ista_block.fn.codes(ista_block.norm(z_half))  # (B, N, r·d)
+        z_out = z_half + ista_block.fn.decode(codes)
+        return z_out, LayerTrace(proj=w, attn=attn, z_half=z_half, z_out=z_out, codes=codes)
 
 
 class CRATEDecoderLayer(nn.ModuleList):
