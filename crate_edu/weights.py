@@ -668,7 +668,7 @@ def _hint(name: str, model_family: str | None, state_dict: Mapping[str, Any], re
 
 
 def _describe_width_depth(state_dict: Mapping[str, Any]) -> str:
-    """`` (width 64, 2 layers)`` read from the file, to help choose overrides; empty if unclear."""
+    """`` (width dim=64, depth=2)`` read from the file, to help choose overrides; empty if unclear."""
     cls = state_dict.get("cls_token")
     if cls is None:
         return ""
