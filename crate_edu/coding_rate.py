@@ -1,0 +1,696 @@
+"""Coding rates, rate reduction and the two CRATE operators derived from them.
+
+Reference: Yu et al., "White-Box Transformers via Sparse Rate Reduction", arXiv 2306.01129.
+Equation numbers below are that paper's.
+
+Convention: **tokens are rows**. A set of N tokens of width d is a tensor ``Z`` of shape
+``(..., N, d)``, the transpose of the paper's ``Z ∈ R^{d×N}``, so it is laid out like the model
+tensors ``(B, N, d)`` and the per-head tensors ``(B, h, N, p)``. Every function batches over the
+leading dimensions. A family of K subspaces is one tensor ``U`` of shape ``(K, d, p)``; ``U[k]``
+is the paper's ``U_k ∈ R^{d×p}`` (orthonormal columns in theory; not required here). In row form
+the paper's ``U_k^T Z`` (p×N) becomes ``Z @ U_k`` of shape ``(N, p)``. Rates are in nats.
+
+Map of the module:
+
+=================================  ==============================================================
+eq. 7                              :func:`coding_rate` R(Z; ε), with the d×d or the N×N Gram
+eq. 8                              :func:`compression_rate` R^c(Z; U_[K])
+R − R^c                            :func:`rate_reduction` ΔR
+eq. 1                              :func:`sparse_rate_reduction` R − R^c − λ‖Z‖
+eq. 9                              :func:`grad_compression_rate` ∇_Z R^c in closed form
+App. A.2                           :func:`grad_compression_rate_neumann` (I + γA)^{-1} ≈ I − γA
+eq. 9 step                         :func:`gram_step` Z − κ ∇_Z R^c
+eqs. 10–11                         :func:`ssa` subspace self-attention
+eq. 12                             :func:`mssa`, :func:`mssa_step` (1 − κγ) Z + κγ MSSA(Z)
+eqs. 16–17                         :func:`lasso_objective`, :func:`soft_threshold_nonneg`,
+                                   :func:`ista_step`, :func:`ista_solve`, :func:`max_step_size`
+sparsity                           :func:`fraction_nonzero`, :func:`l1_norm`
+layer-wise figure                  :func:`measure_coding_rate`, :func:`measure_sparsity`,
+                                   :func:`measure_nonzero` (as the official ``vis_utils``)
+toy data                           :func:`union_of_subspaces`
+=================================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "coding_rate",
+    "compression_rate",
+    "rate_reduction",
+    "sparse_rate_reduction",
+    "grad_compression_rate",
+    "grad_compression_rate_neumann",
+    "gram_step",
+    "ssa",
+    "mssa",
+    "mssa_step",
+    "lasso_objective",
+    "soft_threshold_nonneg",
+    "ista_step",
+    "ista_solve",
+    "max_step_size",
+    "fraction_nonzero",
+    "l1_norm",
+    "measure_coding_rate",
+    "measure_sparsity",
+    "measure_nonzero",
+    "union_of_subspaces",
+]
+
+_FORMS = ("auto", "d", "n")
+
+
+# ---------------------------------------------------------------------------------------------
+# input checks: every message says what was received, what was expected and what to do
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_tokens(Z: torch.Tensor, name: str = "Z") -> None:
+    if not isinstance(Z, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (..., N, d), got {type(Z).__name__}")
+    if Z.ndim < 2:
+        raise ValueError(
+            f"{name} must have shape (..., N, d) with tokens as rows (at least 2 dims), got shape "
+            f"{tuple(Z.shape)}; for a single token use {name}[None, :], for the paper's d×N layout "
+            f"pass {name}.T"
+        )
+    if not Z.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {Z.dtype}; use {name}.float()")
+
+
+def _check_eps(eps: float, name: str = "eps") -> None:
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(
+            f"{name} is the distortion ε and must be a finite number > 0, got {eps!r}; "
+            f"the paper's examples use ε = 0.5, the official layer-wise measurement ε² = 0.01"
+        )
+
+
+def _check_subspaces(Z: torch.Tensor, U: torch.Tensor) -> None:
+    _check_tokens(Z)
+    if not isinstance(U, torch.Tensor):
+        raise TypeError(f"U must be a torch.Tensor of shape (K, d, p), got {type(U).__name__}")
+    if U.ndim != 3:
+        hint = "; for a single subspace U_k of shape (d, p) pass U_k[None]" if U.ndim == 2 else ""
+        raise ValueError(
+            f"U must have shape (K, d, p) (K subspaces U_k ∈ R^(d×p)), got {tuple(U.shape)}{hint}"
+        )
+    if U.shape[1] != Z.shape[-1]:
+        raise ValueError(
+            f"U has ambient dimension d={U.shape[1]} but the tokens in Z have width d={Z.shape[-1]} "
+            f"(Z shape {tuple(Z.shape)}, U shape {tuple(U.shape)}); U must be (K, d, p) with the same d "
+            f"as Z's last dim — if U is stored as (K, p, d) pass U.transpose(-1, -2)"
+        )
+
+
+def _check_form(form: str) -> None:
+    if form not in _FORMS:
+        raise ValueError(
+            f"form must be one of {_FORMS} ('d': d×d Gram Z^T Z, 'n': N×N Gram Z Z^T), got {form!r}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# log-determinant of I + c·Gram, the one numerical kernel everything below shares
+# ---------------------------------------------------------------------------------------------
+
+
+def _logdet_pd(M: torch.Tensor) -> torch.Tensor:
+    """log det of symmetric positive-definite matrices (..., m, m) -> (...), via Cholesky.
+
+    log det M = 2 Σ_i log L_ii for M = L L^T. I + c·Gram with c > 0 is always PD, so Cholesky only
+    fails for non-finite input or catastrophic round-off; then fall back to ``slogdet``.
+    """
+    L, info = torch.linalg.cholesky_ex(M)
+    if bool((info != 0).any()):
+        return torch.linalg.slogdet(M).logabsdet
+    return 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+
+
+def _half_logdet_gram(W: torch.Tensor, scale: float | torch.Tensor, form: str = "auto") -> torch.Tensor:
+    """½ logdet(I + scale · Gram(W)) for W (..., N, m) -> (...), with either Gram.
+
+    form "d": Gram = W^T W (m×m);  form "n": Gram = W W^T (N×N);  "auto": the smaller one.
+    The two are equal by Sylvester's identity det(I_m + c W^T W) = det(I_N + c W W^T).
+    """
+    N, m = W.shape[-2], W.shape[-1]
+    use_d = form == "d" or (form == "auto" and m <= N)
+    if use_d:
+        G = W.transpose(-2, -1) @ W  # (..., m, m)
+    else:
+        G = W @ W.transpose(-2, -1)  # (..., N, N)
+    eye = torch.eye(G.shape[-1], dtype=W.dtype, device=W.device)
+    return 0.5 * _logdet_pd(eye + scale * G)
+
+
+def _project(Z: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """Per-subspace coordinates U_k^T z_i of every token: (..., N, d), (K, d, p) -> (..., K, N, p)."""
+    U = U.to(dtype=Z.dtype, device=Z.device)
+    return Z.unsqueeze(-3) @ U  # (..., 1, N, d) @ (K, d, p) -> (..., K, N, p)
+
+
+def _lift(W: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """Σ_k W_k U_k^T, back to the ambient space: (..., K, N, p), (K, d, p) -> (..., N, d)."""
+    U = U.to(dtype=W.dtype, device=W.device)
+    return torch.einsum("...knp,kdp->...nd", W, U)
+
+
+# ---------------------------------------------------------------------------------------------
+# rates: eqs. 7, 8 and 1
+# ---------------------------------------------------------------------------------------------
+
+
+def coding_rate(Z: torch.Tensor, eps: float = 0.5, *, form: str = "auto") -> torch.Tensor:
+    """Coding rate R(Z; ε) of N tokens, eq. 7, in nats.
+
+    Paper notation (Z ∈ R^{d×N}): R(Z) = ½ logdet(I_N + d/(N ε²) Z^T Z). In row form (Z of shape
+    (N, d)) the same number is ½ logdet(I_d + d/(N ε²) Z^T Z) with the d×d Gram (``form="d"``)
+    or ½ logdet(I_N + d/(N ε²) Z Z^T) with the N×N Gram (``form="n"``); ``"auto"`` uses the
+    smaller. Computed by Cholesky (I + PSD is positive definite), differentiable.
+
+    Args:
+        Z: (..., N, d) tokens as rows.
+        eps: distortion ε > 0.
+        form: "auto", "d" or "n".
+
+    Returns:
+        (...) coding rate in nats.
+    """
+    _check_tokens(Z)
+    _check_eps(eps)
+    _check_form(form)
+    N, d = Z.shape[-2], Z.shape[-1]
+    return _half_logdet_gram(Z, d / (N * eps**2), form)  # (...)
+
+
+def compression_rate(
+    Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, *, form: str = "auto"
+) -> torch.Tensor:
+    """Compression term R^c(Z; U_[K]) = Σ_k R(U_k^T Z), eq. 8, in nats.
+
+    Each term is ½ logdet(I + p/(N ε²) (U_k^T Z)^T (U_k^T Z)): the coding rate of the tokens'
+    coordinates in subspace k, with the subspace dimension p in place of d.
+
+    Args:
+        Z: (..., N, d) tokens as rows.
+        U: (K, d, p) subspace bases.
+        eps: distortion ε > 0.
+        form: "auto", "d" (p×p Grams) or "n" (N×N Grams).
+
+    Returns:
+        (...) compression rate in nats.
+    """
+    _check_subspaces(Z, U)
+    _check_eps(eps)
+    _check_form(form)
+    N, p = Z.shape[-2], U.shape[-1]
+    W = _project(Z, U)  # (..., K, N, p)
+    return _half_logdet_gram(W, p / (N * eps**2), form).sum(-1)  # (..., K) -> (...)
+
+
+def rate_reduction(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5) -> torch.Tensor:
+    """Rate reduction ΔR(Z; U_[K]) = R(Z) − R^c(Z; U_[K]) (eqs. 7, 8), in nats.
+
+    Large when the tokens are spread out as a whole (large R) but each subspace's coordinates
+    are compact (small R^c). Not always ≥ 0: with U_k's that overlap or span more than R^d
+    (e.g. U_1 = U_2 = I_d gives ΔR = −R(Z)), Σ_k R(U_k^T Z) exceeds R(Z). Compare ΔR only between
+    U's that capture the same energy (e.g. Σ_k U_k U_k^T = I): a U that misses the data has a
+    small R^c, hence a large ΔR, for a bad reason.
+
+    Args:
+        Z: (..., N, d). U: (K, d, p). eps: ε > 0.
+
+    Returns:
+        (...) in nats.
+    """
+    return coding_rate(Z, eps) - compression_rate(Z, U, eps)
+
+
+def sparse_rate_reduction(
+    Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, lam: float = 0.1, norm: str = "l1"
+) -> torch.Tensor:
+    """Sparse rate reduction R(Z) − R^c(Z; U_[K]) − λ‖Z‖, the objective of eq. 1, in nats.
+
+    Normalisation of the sparsity term (a choice the paper leaves open): the **per-token average**
+    ‖Z‖ = (1/N) Σ_i ‖z_i‖, so it is O(d) like R and R^c (whose 1/N inside the logdet already makes
+    them rates for the whole set rather than sums over tokens) and λ keeps its meaning when N
+    changes. ``norm="l0"`` counts non-zeros (the paper's ‖·‖_0, not differentiable);
+    ``norm="l1"`` is the convex relaxation that ISTA (eqs. 16–17) works with.
+
+    Args:
+        Z: (..., N, d). U: (K, d, p). eps: ε > 0. lam: λ ≥ 0. norm: "l1" or "l0".
+
+    Returns:
+        (...) objective value (to be maximised).
+    """
+    if norm not in ("l1", "l0"):
+        raise ValueError(
+            f"norm must be 'l1' (relaxed, differentiable) or 'l0' (count of non-zeros), got {norm!r}"
+        )
+    rate_red = rate_reduction(Z, U, eps)  # (...)
+    if norm == "l1":
+        sparsity = Z.abs().sum(-1).mean(-1)  # (..., N) -> (...)
+    else:
+        sparsity = (Z != 0).to(Z.dtype).sum(-1).mean(-1)  # (...)
+    return rate_red - lam * sparsity
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient of R^c: eq. 9, and its Neumann approximation (App. A.2)
+# ---------------------------------------------------------------------------------------------
+
+
+def grad_compression_rate(
+    Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, *, form: str = "auto"
+) -> torch.Tensor:
+    """Closed-form gradient ∇_Z R^c(Z; U_[K]), eq. 9.
+
+    Paper (Z ∈ R^{d×N}): ∇_Z R^c = γ Σ_k U_k U_k^T Z (I_N + γ (U_k^T Z)^T (U_k^T Z))^{-1},
+    γ = p/(N ε²). Transposed to rows, with W_k = Z U_k of shape (N, p):
+
+        ∇_Z R^c = γ Σ_k (I_N + γ W_k W_k^T)^{-1} W_k U_k^T           (form "n", literal)
+                = γ Σ_k W_k (I_p + γ W_k^T W_k)^{-1} U_k^T           (form "d", push-through)
+
+    The two agree by (I + γ W W^T)^{-1} W = W (I + γ W^T W)^{-1}; "auto" solves the smaller system.
+
+    Args:
+        Z: (..., N, d). U: (K, d, p). eps: ε > 0. form: "auto", "d" or "n".
+
+    Returns:
+        (..., N, d), the same shape as Z.
+    """
+    _check_subspaces(Z, U)
+    _check_eps(eps)
+    _check_form(form)
+    N, p = Z.shape[-2], U.shape[-1]
+    gamma = p / (N * eps**2)
+    W = _project(Z, U)  # (..., K, N, p)
+    if form == "d" or (form == "auto" and p <= N):
+        M = torch.eye(p, dtype=Z.dtype, device=Z.device) + gamma * (W.transpose(-2, -1) @ W)  # (..., K, p, p)
+        S = torch.linalg.solve(M, W, left=False)  # W M^{-1}: (..., K, N, p)
+    else:
+        M = torch.eye(N, dtype=Z.dtype, device=Z.device) + gamma * (W @ W.transpose(-2, -1))  # (..., K, N, N)
+        S = torch.linalg.solve(M, W)  # M^{-1} W: (..., K, N, p)
+    return gamma * _lift(S, U)  # (..., N, d)
+
+
+def grad_compression_rate_neumann(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5) -> torch.Tensor:
+    """First-order Neumann approximation of eq. 9 (App. A.2, the first step towards MSSA).
+
+    (I + γ A_k)^{-1} ≈ I − γ A_k with A_k = W_k W_k^T (the N×N Gram of subspace k's coordinates),
+    γ = p/(N ε²), so
+
+        ∇_Z R^c ≈ γ Σ_k (W_k − γ W_k W_k^T W_k) U_k^T.
+
+    The error term per subspace is γ²A²(I + γA)^{-1} W_k: relative to the exact term it is at most
+    (γ‖A_k‖₂)² — tiny when γ‖A‖ ≪ 1 (large ε or small tokens), useless when γ‖A‖ ≳ 1.
+
+    Args:
+        Z: (..., N, d). U: (K, d, p). eps: ε > 0.
+
+    Returns:
+        (..., N, d).
+    """
+    _check_subspaces(Z, U)
+    _check_eps(eps)
+    N, p = Z.shape[-2], U.shape[-1]
+    gamma = p / (N * eps**2)
+    W = _project(Z, U)  # (..., K, N, p)
+    S = W - gamma * (W @ (W.transpose(-2, -1) @ W))  # W (W^T W) costs N p², not N² p: (..., K, N, p)
+    return gamma * _lift(S, U)  # (..., N, d)
+
+
+def gram_step(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, kappa: float = 0.1) -> torch.Tensor:
+    """One exact gradient-descent step on R^c: Z − κ ∇_Z R^c(Z; U_[K]) (eq. 9), shape like Z.
+
+    The step that MSSA approximates; use it beside :func:`mssa_step` to see what the approximations
+    change.
+    """
+    return Z - kappa * grad_compression_rate(Z, U, eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# MSSA as derived: eqs. 10–12
+# ---------------------------------------------------------------------------------------------
+
+
+def _membership(W: torch.Tensor, membership: str) -> torch.Tensor:
+    """The N×N matrix that mixes tokens: softmax_rows(W W^T) (eq. 11) or the raw Gram W W^T."""
+    G = W @ W.transpose(-2, -1)  # (..., N, N)
+    if membership == "softmax":
+        return torch.softmax(G, dim=-1)  # each row sums to 1
+    if membership == "gram":
+        return G
+    raise ValueError(
+        f"membership must be 'softmax' (eq. 11, MSSA as published) or 'gram' (the Neumann-series "
+        f"term before the softmax replacement), got {membership!r}"
+    )
+
+
+def ssa(Z: torch.Tensor, U_k: torch.Tensor, *, membership: str = "softmax") -> torch.Tensor:
+    """Subspace self-attention SSA(Z | U_k), eq. 11, in tokens-as-rows form.
+
+    Paper: SSA(Z | U_k) = (U_k^T Z) softmax((U_k^T Z)^T (U_k^T Z)) ∈ R^{p×N}, softmax over each
+    column. Transposed, with W = Z U_k (N, p) and the Gram symmetric, this is ordinary attention
+    with query = key = value = W and no temperature:
+
+        SSA(Z | U_k)^T = softmax_rows(W W^T) W.
+
+    ``membership="gram"`` keeps the Gram itself, W W^T W: the term the Neumann series produces
+    before the derivation swaps in the softmax (App. A.2), so the two can be compared.
+
+    Args:
+        Z: (..., N, d) tokens. U_k: (d, p) one subspace basis. membership: "softmax" or "gram".
+
+    Returns:
+        (..., N, p) subspace coordinates of the attended tokens.
+    """
+    _check_tokens(Z)
+    if not isinstance(U_k, torch.Tensor) or U_k.ndim != 2 or U_k.shape[0] != Z.shape[-1]:
+        got = tuple(U_k.shape) if isinstance(U_k, torch.Tensor) else type(U_k).__name__
+        raise ValueError(
+            f"U_k must be one basis of shape (d, p) with d = Z.shape[-1] = {Z.shape[-1]}, got {got}; "
+            f"for K stacked bases (K, d, p) use mssa(Z, U)"
+        )
+    W = Z @ U_k.to(dtype=Z.dtype, device=Z.device)  # (..., N, p)
+    return _membership(W, membership) @ W  # (..., N, N) @ (..., N, p) -> (..., N, p)
+
+
+def mssa(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, *, membership: str = "softmax") -> torch.Tensor:
+    """Multi-head subspace self-attention MSSA(Z | U_[K]), eq. 12, rows form.
+
+    Paper: MSSA = γ [U_1 … U_K] [SSA(Z|U_1); …; SSA(Z|U_K)], γ = p/(N ε²). In rows:
+    γ Σ_k SSA_k^T U_k^T, i.e. K heads of :func:`ssa`, each mapped back to R^d by its own U_k.
+    (The trained CRATE replaces γ[U_1 … U_K] by a learned output projection.)
+
+    Args:
+        Z: (..., N, d). U: (K, d, p). eps: ε > 0. membership: "softmax" (eq. 11) or "gram".
+
+    Returns:
+        (..., N, d).
+    """
+    _check_subspaces(Z, U)
+    _check_eps(eps)
+    N, p = Z.shape[-2], U.shape[-1]
+    gamma = p / (N * eps**2)
+    W = _project(Z, U)  # (..., K, N, p)  one head per subspace
+    A = _membership(W, membership)  # (..., K, N, N)
+    return gamma * _lift(A @ W, U)  # (..., N, d)
+
+
+def mssa_step(
+    Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, kappa: float = 0.1, *, membership: str = "softmax"
+) -> torch.Tensor:
+    """The derived attention step Z^{ℓ+½} = (1 − κγ) Z + κγ MSSA(Z | U_[K]) (App. A.2, eq. 12).
+
+    It is :func:`gram_step` after three approximations: first-order Neumann series
+    (:func:`grad_compression_rate_neumann`), Σ_k U_k U_k^T ≈ I, and the Gram W_k W_k^T replaced by
+    a softmax "membership" matrix. With ``membership="gram"`` and Σ_k U_k U_k^T = I it equals the
+    Neumann step Z − κ ∇R^c_neumann exactly. γ = p/(N ε²). The official model instead uses
+    Z + MSSA_learned(LN(Z)).
+
+    Args:
+        Z: (..., N, d). U: (K, d, p). eps: ε > 0. kappa: step size κ (κγ < 1 keeps the step a
+            contraction towards the attended tokens). membership: "softmax" or "gram".
+
+    Returns:
+        (..., N, d).
+    """
+    M = mssa(Z, U, eps, membership=membership)  # (..., N, d); validates the inputs
+    N, p = Z.shape[-2], U.shape[-1]
+    gamma = p / (N * eps**2)
+    return (1.0 - kappa * gamma) * Z + kappa * gamma * M
+
+
+# ---------------------------------------------------------------------------------------------
+# sparse coding: LASSO and ISTA, eqs. 16–17
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_lasso(Z: torch.Tensor | None, X: torch.Tensor, D: torch.Tensor) -> None:
+    _check_tokens(X, "X")
+    if not isinstance(D, torch.Tensor) or D.ndim < 2:
+        raise ValueError("D must be a dictionary tensor of shape (d, m) (X ≈ Z D^T with codes Z of width m)")
+    if D.shape[-2] != X.shape[-1]:
+        raise ValueError(
+            f"dictionary D has {D.shape[-2]} rows but the signals X have width d={X.shape[-1]}; "
+            f"D must be (d, m) so that X (N, d) ≈ Z (N, m) @ D^T — transpose D if it is (m, d)"
+        )
+    if Z is not None:
+        _check_tokens(Z)
+        if Z.shape[-1] != D.shape[-1]:
+            raise ValueError(
+                f"codes Z have width {Z.shape[-1]} but D has m={D.shape[-1]} atoms (columns); "
+                f"Z must be (..., N, m) for D of shape (d, m)"
+            )
+
+
+def lasso_objective(Z: torch.Tensor, X: torch.Tensor, D: torch.Tensor, lam: float = 0.1) -> torch.Tensor:
+    """Non-negative LASSO objective of the ISTA block (eqs. 16–17), rows form.
+
+        F(Z) = λ ‖Z‖₁ + ½ ‖X − Z D^T‖_F²,   minimised over Z ≥ 0
+
+    (paper: λ‖Z‖₁ + ½‖X − D Z‖_F² with X, Z as columns). Sums run over all tokens and entries.
+    Scaling: the paper writes the fit term without the ½; the official update
+    Z + η D^T(X − D Z) − ηλ, then ReLU, is exactly a proximal-gradient step of step size η on this
+    ½-version (equivalently of step size η/2 on the version without ½). The constraint Z ≥ 0 is
+    not added as +∞ here: evaluate F at feasible Z (ISTA iterates always are).
+
+    Args:
+        Z: (..., N, m) codes. X: (..., N, d) signals. D: (d, m) dictionary. lam: λ ≥ 0.
+
+    Returns:
+        (...) objective value.
+    """
+    _check_lasso(Z, X, D)
+    D = D.to(dtype=Z.dtype, device=Z.device)
+    R = X - Z @ D.transpose(-2, -1)  # (..., N, d) residual
+    return lam * Z.abs().sum((-2, -1)) + 0.5 * R.pow(2).sum((-2, -1))
+
+
+def soft_threshold_nonneg(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    """Proximal map of t‖·‖₁ + indicator(· ≥ 0): ReLU(x − t), elementwise."""
+    return F.relu(x - t)
+
+
+def ista_step(
+    Z: torch.Tensor, X: torch.Tensor, D: torch.Tensor, eta: float = 0.1, lam: float = 0.1
+) -> torch.Tensor:
+    """One non-negative ISTA step on :func:`lasso_objective` (eqs. 16–17), rows form.
+
+        Z⁺ = ReLU(Z + η (X − Z D^T) D − η λ)
+
+    (paper: ReLU(Z + η D^T (X − D Z) − η λ 1)). It decreases the objective whenever Z ≥ 0 and
+    η ≤ 1/‖D‖₂² (see :func:`max_step_size`). CRATE's ISTA block is one such step with a square D,
+    warm-started at the signal itself: ``ista_step(Z, Z, D, eta, lam)`` (η = λ = 0.1 officially).
+
+    Args:
+        Z: (..., N, m) current codes. X: (..., N, d) signals. D: (d, m). eta: step η > 0.
+        lam: λ ≥ 0.
+
+    Returns:
+        (..., N, m) non-negative codes.
+    """
+    _check_lasso(Z, X, D)
+    D = D.to(dtype=Z.dtype, device=Z.device)
+    residual = X - Z @ D.transpose(-2, -1)  # (..., N, d)
+    return soft_threshold_nonneg(Z + eta * (residual @ D), eta * lam)  # (..., N, m)
+
+
+def max_step_size(D: torch.Tensor) -> torch.Tensor:
+    """1/‖D‖₂², the largest ISTA step η with guaranteed descent (‖D‖₂ the spectral norm)."""
+    return 1.0 / torch.linalg.matrix_norm(D, ord=2).pow(2)
+
+
+def ista_solve(
+    X: torch.Tensor,
+    D: torch.Tensor,
+    eta: float = 0.1,
+    lam: float = 0.1,
+    steps: int = 100,
+    *,
+    init: str | torch.Tensor = "zeros",
+    return_history: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Run ``steps`` ISTA iterations (:func:`ista_step`) on the non-negative LASSO.
+
+    Args:
+        X: (..., N, d) signals. D: (d, m) dictionary. eta: step η (≤ 1/‖D‖₂² for monotone descent).
+        lam: λ. steps: number of iterations.
+        init: "zeros" (feasible start, any m), "x" (CRATE's warm start Z0 = X; needs m = d) or a
+            tensor (..., N, m).
+        return_history: also return the objective after each step.
+
+    Returns:
+        Z (..., N, m), or (Z, history) with history (steps + 1, ...) holding F(Z0), …, F(Z_steps).
+    """
+    _check_lasso(None, X, D)
+    if isinstance(init, torch.Tensor):
+        Z = init
+    elif init == "zeros":
+        Z = X.new_zeros(*X.shape[:-1], D.shape[-1])
+    elif init == "x":
+        if D.shape[-1] != X.shape[-1]:
+            raise ValueError(
+                f"init='x' needs a square dictionary (m = d = {X.shape[-1]}), got D of shape "
+                f"{tuple(D.shape)}; use init='zeros'"
+            )
+        Z = X
+    else:
+        raise ValueError(f"init must be 'zeros', 'x' or a tensor of shape (..., N, m), got {init!r}")
+    history = [lasso_objective(Z, X, D, lam)]
+    for _ in range(steps):
+        Z = ista_step(Z, X, D, eta, lam)
+        if return_history:
+            history.append(lasso_objective(Z, X, D, lam))
+    if return_history:
+        return Z, torch.stack(history)
+    return Z
+
+
+# ---------------------------------------------------------------------------------------------
+# sparsity measures
+# ---------------------------------------------------------------------------------------------
+
+
+def fraction_nonzero(
+    Z: torch.Tensor, dim: int | tuple[int, ...] | None = None, tol: float = 0.0
+) -> torch.Tensor:
+    """Fraction of entries with |z| > tol, over ``dim`` (all entries if None). In [0, 1]."""
+    dtype = Z.dtype if Z.is_floating_point() else torch.get_default_dtype()
+    mask = (Z.abs() > tol).to(dtype)
+    return mask.mean() if dim is None else mask.mean(dim)
+
+
+def l1_norm(Z: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """ℓ1 norm Σ|z| over ``dim`` (all entries if None)."""
+    return Z.abs().sum() if dim is None else Z.abs().sum(dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# layer-wise measurement, as the official vis_utils does it
+# ---------------------------------------------------------------------------------------------
+
+
+def measure_coding_rate(proj: torch.Tensor, eps: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Compression of one layer as the official CRATE code measures it (the layer-wise figure).
+
+    ``proj`` holds the per-head projections U_k^T LN(Z^ℓ) (the ``qkv`` output split into heads).
+    Each token's per-head vector is normalised to unit norm; per head,
+    R_k = ½ logdet(I_n + p/(n·eps) X_k X_k^T) — note ``eps`` sits in the ε² slot of eq. 7/8
+    (official eps = 0.01, i.e. ε = 0.1); the K heads are summed (the R^c of eq. 8 on normalised
+    tokens); then mean and unbiased std (``torch.std``) over the batch. The logdet is taken on the
+    smaller Gram (equal by Sylvester's identity); a zero token vector stays zero instead of NaN.
+
+    Args:
+        proj: (b, h, n, p) per-head token coordinates.
+        eps: the ε² stand-in, > 0.
+
+    Returns:
+        (mean, std), 0-dim tensors in nats.
+    """
+    _check_tokens(proj, "proj")
+    if proj.ndim != 4:
+        raise ValueError(
+            f"proj must be (b, h, n, p) per-head projections, got shape {tuple(proj.shape)}; "
+            f"split a (b, n, h·p) qkv output with einops.rearrange(x, 'b n (h p) -> b h n p', h=heads)"
+        )
+    _check_eps(eps)
+    n, p = proj.shape[-2], proj.shape[-1]
+    X = proj / proj.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(proj.dtype).tiny)  # (b, h, n, p)
+    R = _half_logdet_gram(X, p / (n * eps), "auto").sum(-1)  # (b, h) -> (b,)
+    return R.mean(), R.std()
+
+
+def _per_sample_zero_fraction(z: torch.Tensor) -> torch.Tensor:
+    if not isinstance(z, torch.Tensor) or z.ndim < 2:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"z must be a batch of ISTA outputs of shape (b, n, d), got {shape}")
+    dtype = z.dtype if z.is_floating_point() else torch.get_default_dtype()
+    return (z == 0).to(dtype).flatten(1).mean(-1)  # (b,)
+
+
+def measure_sparsity(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparsity of one layer's ISTA output as the official code measures it.
+
+    For each sample the fraction of entries that are exactly zero; then the mean and the
+    population std (ddof = 0, as ``numpy.std``) over the batch. The official layer-wise plot shows
+    ``1 − this``, the fraction of non-zeros (:func:`measure_nonzero`); lower is sparser there.
+
+    Args:
+        z: (b, n, d) ISTA outputs Z^{ℓ+1} (any (b, ...) works: all non-batch entries count).
+
+    Returns:
+        (mean, std) of the per-sample fraction of zeros, 0-dim tensors.
+    """
+    s = _per_sample_zero_fraction(z)  # (b,)
+    return s.mean(), s.std(correction=0)
+
+
+def measure_nonzero(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population std over the batch of the per-sample fraction of non-zero entries."""
+    s = 1.0 - _per_sample_zero_fraction(z)  # (b,)
+    return s.mean(), s.std(correction=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# toy data: tokens on a union of low-dimensional subspaces
+# ---------------------------------------------------------------------------------------------
+
+
+def union_of_subspaces(
+    n_per: int,
+    K: int,
+    d: int,
+    p: int,
+    noise: float = 0.0,
+    generator: torch.Generator | None = None,
+    *,
+    orthogonal: bool = True,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokens drawn from a union of K subspaces of dimension p in R^d: the ideal data of CRATE.
+
+    Token i of class k is z_i = U_k a_i + σ g_i with a_i ~ N(0, I_p / p) and g_i ~ N(0, I_d / d),
+    so the signal and the noise both have expected squared norm 1 and σ = ``noise`` is a
+    noise-to-signal ratio. Tokens are ordered by class.
+
+    Args:
+        n_per: tokens per subspace. K: number of subspaces. d: ambient dimension.
+        p: subspace dimension. noise: σ ≥ 0. generator: for reproducibility.
+        orthogonal: mutually orthogonal subspaces (needs K·p ≤ d); otherwise independent random
+            ones (each with orthonormal columns).
+        dtype: default ``torch.get_default_dtype()``.
+
+    Returns:
+        Z (K·n_per, d), labels (K·n_per,) int64, U (K, d, p) the true orthonormal bases.
+    """
+    if min(n_per, K, d, p) < 1 or p > d:
+        raise ValueError(f"need n_per, K, d, p ≥ 1 and p ≤ d, got n_per={n_per}, K={K}, d={d}, p={p}")
+    if noise < 0:
+        raise ValueError(f"noise is a standard-deviation ratio and must be ≥ 0, got {noise}")
+    if orthogonal and K * p > d:
+        raise ValueError(
+            f"K·p = {K * p} orthogonal directions do not fit in d = {d}; lower K or p, raise d, "
+            f"or pass orthogonal=False"
+        )
+    dtype = dtype or torch.get_default_dtype()
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=dtype)
+
+    if orthogonal:
+        Q, _ = torch.linalg.qr(randn(d, K * p))  # (d, K·p) orthonormal columns
+        U = Q.reshape(d, K, p).permute(1, 0, 2).contiguous()  # (K, d, p)
+    else:
+        U, _ = torch.linalg.qr(randn(K, d, p))  # (K, d, p)
+    A = randn(K, n_per, p) / math.sqrt(p)  # (K, n_per, p) coefficients
+    Z = (A @ U.transpose(-2, -1)).reshape(K * n_per, d)  # (N, d)
+    Z = Z + noise * randn(K * n_per, d) / math.sqrt(d)
+    labels = torch.arange(K).repeat_interleave(n_per)  # (N,)
+    return Z, labels, U
