@@ -27,6 +27,9 @@ _LAZY = {
     "load_official": "crate_edu.weights",
     "download_official": "crate_edu.weights",
     "list_official": "crate_edu.weights",
+    "verify_checkpoint": "crate_edu.weights",
+    "CheckpointError": "crate_edu.weights",
+    "WeightsUnavailableError": "crate_edu.weights",
 }
 
 __all__ = ["__version__", *_LAZY]
