@@ -15,16 +15,6 @@ FIXTURE = Path(__file__).parent / "fixtures" / "official_coding_rate_fixture.pt"
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are tiny matrices: one intra-op thread is several times faster than two on a busy
-    2-core machine (measured 3.7 s vs 11–17 s for this file); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data(seed: int = 0, n_per: int = 20, K: int = 3, d: int = 12, p: int = 4, noise: float = 0.05):
     g = torch.Generator().manual_seed(seed)
     return cr.union_of_subspaces(n_per, K, d, p, noise, g, dtype=F64)

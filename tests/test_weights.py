@@ -46,16 +46,6 @@ OFFICIAL_NAMES = {
 
 
 # ----------------------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: on a shared 2-core machine intra-op threads cost more than they
-    save (measured: the suite takes ~2x longer with 2 threads). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _fixture(name: str) -> dict:
     return torch.load(FIXTURES / f"official_{name}_fixture.pt", weights_only=True)
 
