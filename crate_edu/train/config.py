@@ -1,0 +1,234 @@
+"""The run configuration of :func:`crate_edu.train.train` and its checks.
+
+A :class:`TrainConfig` is plain data (numbers, strings, a dict of model overrides), so that it can be
+written as JSON next to the run and stored inside the checkpoint; ``--resume`` rebuilds the run from it.
+Every check raises :class:`ConfigError` with one line that says what was wrong and what is valid;
+the command line prints that line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Optimisers by name: ``lion`` (lion-pytorch, the official ImageNet recipe), ``adamw`` (the official
+#: fine-tuning recipe) and ``sgd`` (with momentum).
+OPTIMIZERS: tuple[str, ...] = ("lion", "adamw", "sgd")
+#: Mixed-precision settings: ``auto`` picks bf16 where the accelerator supports it, else fp16 on CUDA,
+#: else no mixed precision (CPU).
+PRECISIONS: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
+#: Run-time fields that may differ when a run is resumed (they do not change the computation).
+RESUMABLE_OVERRIDES: tuple[str, ...] = (
+    "data_dir",
+    "download",
+    "num_workers",
+    "threads",
+    "progress",
+    "epochs",
+)
+
+
+class ConfigError(ValueError):
+    """A bad value in a run configuration; ``str(err)`` is one line naming the valid choices."""
+
+
+def _choices(value: str, valid: list[str] | tuple[str, ...], what: str) -> ConfigError:
+    close = difflib.get_close_matches(str(value), list(valid), n=3)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return ConfigError(f"unknown {what} {value!r}{hint}; choose one of: {', '.join(valid)}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Recipes (:mod:`crate_edu.train.recipes`) fill it in.
+
+    Attributes:
+        model: a classifier name of ``crate_edu.list_models()``.
+        dataset: a name of ``crate_edu.data.list_datasets()``.
+        epochs: number of passes over the train split (the schedule spans all of them).
+        batch_size: GLOBAL batch size, summed over all processes (as in the official ``main.py``);
+            with N processes each one sees ``batch_size / N`` images a step.
+        optimizer: one of :data:`OPTIMIZERS`.
+        lr: peak learning rate, reached after the warm-up. It is used as given: not scaled with the
+            batch size (the official scripts do not scale it either).
+        weight_decay: decoupled weight decay (AdamW, Lion) or L2 penalty (SGD), on every parameter as
+            in the official scripts.
+        momentum: SGD momentum (ignored by the others).
+        betas: Adam/Lion betas; None for the optimiser's defaults ((0.9, 0.999) AdamW, (0.9, 0.99) Lion).
+        warmup_epochs: linear warm-up length in epochs (may be fractional); the learning rate then
+            follows a cosine from ``lr`` to ``lr * min_lr_ratio``, updated every step.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        label_smoothing: label smoothing of the training cross-entropy (0 for none).
+        grad_clip: clip the global gradient norm to this value; None for no clipping.
+        image_size: side of the images in pixels; None for the dataset's default size.
+        augment: a training augmentation policy of ``crate_edu.data`` (``none``, ``cifar``,
+            ``shift``, ``randaugment``, ``imagenet``); None for the dataset's default.
+        model_overrides: extra ``create_model`` options (``depth``, ``dim``, ``heads``,
+            ``patch_size``, ``pool``, ``dropout``, ...).
+        pretrained: initial weights: an official checkpoint file (read with ``load_official``), a
+            checkpoint of this trainer, or the key of published weights (downloaded). The classifier
+            head is replaced when the number of classes differs.
+        precision: one of :data:`PRECISIONS`.
+        seed: seeds Python, NumPy and torch; the order of the training images is a function of
+            (seed, epoch) alone.
+        data_dir: root folder of the datasets (None: ``crate_edu.data.default_data_dir()``).
+        download: download a missing dataset where its source allows it.
+        num_workers: data-loading processes per training process (None: 0 on CPU, else up to 8).
+        threads: CPU threads of torch in each process (None: torch's default). The small models
+            run their small matrix products no faster on several threads, and on a busy machine
+            ``1`` can be several times faster than the default.
+        eval_batch_size: batch size of the evaluation (None: ``batch_size``).
+        limit_train, limit_test: use a fixed random subset of this many images (for smoke tests and
+            quick experiments; the subset does not depend on ``seed``).
+        recipe: name of the recipe the defaults came from (informational).
+        progress: show a progress bar (None: only when stderr is a terminal).
+    """
+
+    model: str = "crate_nano_cifar"
+    dataset: str = "digits"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    betas: tuple[float, float] | None = None
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    image_size: int | None = None
+    augment: str | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+    precision: str = "auto"
+    seed: int = 0
+    data_dir: str | None = None
+    download: bool = False
+    num_workers: int | None = None
+    threads: int | None = None
+    eval_batch_size: int | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    recipe: str | None = None
+    progress: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-friendly plain values."""
+        d = dataclasses.asdict(self)
+        if d["betas"] is not None:
+            d["betas"] = list(d["betas"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys (from a newer version) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if kw.get("betas") is not None:
+            kw["betas"] = tuple(kw["betas"])
+        if "model_overrides" in kw:
+            kw["model_overrides"] = dict(kw["model_overrides"])
+        return cls(**kw)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (``None`` values are kept: use it to reset a field)."""
+        return dataclasses.replace(self, **changes)
+
+
+def classifier_models() -> list[str]:
+    """Model names the trainer accepts: every registered classifier (the MAE models are excluded)."""
+    import crate_edu
+
+    return [m for m in crate_edu.list_models() if "_mae" not in m]
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Check every field that can be checked without loading data; return ``cfg``.
+
+    Raises:
+        ConfigError: the first bad value, with the valid choices.
+    """
+    import crate_edu
+    from crate_edu.data import POLICIES, list_datasets
+
+    all_models = crate_edu.list_models()
+    models = classifier_models()
+    if cfg.model not in models:
+        if cfg.model in all_models:
+            raise ConfigError(
+                f"model {cfg.model!r} is a masked autoencoder; the trainer trains classifiers for now. "
+                f"Choose one of: {', '.join(models)}"
+            )
+        raise _choices(cfg.model, models, "model")
+    if cfg.dataset not in list_datasets():
+        raise _choices(cfg.dataset, list_datasets(), "dataset")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise _choices(cfg.optimizer, OPTIMIZERS, "optimizer")
+    if cfg.precision not in PRECISIONS:
+        raise _choices(cfg.precision, PRECISIONS, "precision")
+    if cfg.augment is not None and cfg.augment not in POLICIES:
+        raise _choices(cfg.augment, POLICIES, "augmentation policy")
+
+    def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+    positive_int("epochs", cfg.epochs)
+    positive_int("batch_size", cfg.batch_size)
+    positive_int("eval_batch_size", cfg.eval_batch_size, allow_none=True)
+    positive_int("limit_train", cfg.limit_train, allow_none=True)
+    positive_int("limit_test", cfg.limit_test, allow_none=True)
+    positive_int("image_size", cfg.image_size, allow_none=True)
+    positive_int("threads", cfg.threads, allow_none=True)
+    if cfg.num_workers is not None and (not isinstance(cfg.num_workers, int) or cfg.num_workers < 0):
+        raise ConfigError(f"num-workers must be 0 or more, got {cfg.num_workers!r}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"lr must be positive, got {cfg.lr!r}")
+    if not cfg.weight_decay >= 0:
+        raise ConfigError(f"weight-decay must be 0 or more, got {cfg.weight_decay!r}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"label-smoothing must be in [0, 1), got {cfg.label_smoothing!r}")
+    if cfg.grad_clip is not None and not cfg.grad_clip > 0:
+        raise ConfigError(f"grad-clip must be positive (or left out for no clipping), got {cfg.grad_clip!r}")
+    if not 0 <= cfg.warmup_epochs <= cfg.epochs:
+        raise ConfigError(
+            f"warmup-epochs must be between 0 and epochs ({cfg.epochs}), got {cfg.warmup_epochs!r}"
+        )
+    if not 0 <= cfg.min_lr_ratio <= 1:
+        raise ConfigError(f"min-lr-ratio must be in [0, 1], got {cfg.min_lr_ratio!r}")
+    if cfg.betas is not None and not (len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas)):
+        raise ConfigError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}")
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    try:
+        crate_edu.model_config(cfg.model, **model_kwargs(cfg))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model {cfg.model!r}: {e}") from None
+    return cfg
+
+
+def image_size_of(cfg: TrainConfig) -> int:
+    """The image side the run uses: ``cfg.image_size``, else the dataset's default size."""
+    from crate_edu.data import dataset_info
+
+    return int(cfg.image_size) if cfg.image_size is not None else dataset_info(cfg.dataset).image_size
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """``create_model`` keyword arguments of a run: its overrides, image size and number of classes.
+
+    The model is always built for the run's image size and the dataset's number of classes, so that
+    e.g. ``crate_small`` (224 px) trained on CIFAR-10 gets a 10-way head and a position embedding of
+    the right length.
+    """
+    from crate_edu.data import dataset_info
+
+    kw: dict[str, Any] = dict(cfg.model_overrides)
+    kw["image_size"] = image_size_of(cfg)
+    kw["num_classes"] = dataset_info(cfg.dataset).num_classes
+    return kw
