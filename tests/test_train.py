@@ -1,0 +1,359 @@
+"""Tests of the training loop, recipes and checkpoints (CPU, offline, tiny models on ``digits``)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import crate_edu
+from crate_edu.train import (
+    RECIPES,
+    ConfigError,
+    EpochSampler,
+    TrainConfig,
+    build_datasets,
+    build_model,
+    check_config,
+    fit,
+    load_checkpoint,
+    read_jsonl,
+    resolve_precision,
+    save_checkpoint,
+    train,
+    warmup_cosine,
+)
+from crate_edu.train import checkpoint as ckpt_module
+from crate_edu.train.checkpoint import CHECKPOINT_NAME, METRICS_NAME, rng_state, set_rng_state
+
+# A CRATE small enough for a few hundred CPU steps a second: 1 layer, width 32, 16 tokens.
+TINY = dict(depth=1, dim=32, heads=2, patch_size=8)
+METRIC_KEYS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr")
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = dict(
+        model="crate_nano_cifar",
+        dataset="digits",
+        epochs=3,
+        batch_size=32,
+        optimizer="adamw",
+        lr=3e-3,
+        weight_decay=0.05,
+        warmup_epochs=1,
+        label_smoothing=0.1,
+        grad_clip=1.0,
+        augment="none",
+        model_overrides=dict(TINY),
+        limit_train=256,
+        limit_test=128,
+        threads=1,
+        progress=False,
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def assert_same_history(a: list[dict], b: list[dict], tol: float) -> None:
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b, strict=True):
+        for k in METRIC_KEYS:
+            assert math.isclose(ra[k], rb[k], rel_tol=tol, abs_tol=tol), (k, ra, rb)
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+
+def test_warmup_cosine_schedule() -> None:
+    warm, total = 4, 20
+    f = [warmup_cosine(s, warm, total) for s in range(total)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0]  # linear warm-up, first step not at lr 0
+    assert f[4] == 1.0  # cosine starts at the peak
+    assert all(x >= y for x, y in zip(f[4:], f[5:], strict=False))  # then decays monotonically
+    assert math.isclose(warmup_cosine(12, warm, total), 0.5, abs_tol=1e-12)  # halfway down
+    assert math.isclose(warmup_cosine(total, warm, total, min_ratio=0.1), 0.1)
+    assert warmup_cosine(0, 0, 10) == 1.0  # no warm-up
+
+
+def test_epoch_sampler_depends_only_on_seed_and_epoch() -> None:
+    a, b = EpochSampler(50, seed=3), EpochSampler(50, seed=3)
+    torch.manual_seed(123)  # the global generator must not matter
+    a.set_epoch(2)
+    torch.manual_seed(456)
+    b.set_epoch(2)
+    assert list(a) == list(b)
+    assert sorted(a) == list(range(50))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+    assert list(EpochSampler(50, seed=4)) != list(EpochSampler(50, seed=3))
+
+
+def test_precision_resolution_on_cpu() -> None:
+    assert resolve_precision("auto", "cpu") in ("no", os.environ.get("ACCELERATE_MIXED_PRECISION", "no"))
+    assert resolve_precision("no", "cpu") == "no"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("bf16", "xla") == "bf16"
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", "cpu")
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_is_a_valid_configuration(name: str) -> None:
+    recipe = RECIPES[name]
+    cfg = check_config(recipe.config())
+    assert cfg.recipe == name
+    assert recipe.doc and len(recipe.doc) > 80  # says where its values come from
+    # any field can be overridden
+    assert recipe.config(epochs=3, lr=1e-4).epochs == 3
+    assert recipe.config(lr=1e-4).lr == 1e-4
+
+
+def test_official_recipe_values() -> None:
+    """The published ImageNet and fine-tuning recipes (arXiv 2306.01129; official main.py/finetune.py)."""
+    im = RECIPES["imagenet"]
+    assert (im.optimizer, im.lr, im.weight_decay, im.batch_size) == ("lion", 2.4e-4, 0.5, 2048)
+    assert (im.epochs, im.warmup_epochs, im.label_smoothing, im.image_size) == (150, 5, 0.1, 224)
+    assert im.grad_clip is None  # main.py defines grad_clip_norm but never applies it
+    ft = RECIPES["finetune"]
+    assert (ft.optimizer, ft.lr, ft.weight_decay, ft.batch_size) == ("adamw", 5e-5, 0.01, 512)
+    assert (ft.augment, ft.image_size, ft.needs_pretrained) == ("randaugment", 224, True)
+
+
+def test_recipe_model_overrides_merge_and_reset() -> None:
+    r = RECIPES["digits-quick"]
+    assert r.config(model_overrides={"dim": 64}).model_overrides == {**r.model_overrides, "dim": 64}
+    assert "depth" not in r.config(model_overrides={"depth": None}).model_overrides
+    # another model starts from its own preset, not the recipe's shape changes
+    assert r.config(model="vit_nano_cifar").model_overrides == {}
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(model="nope"), "unknown model 'nope'"),
+        (dict(model="crate_mae_tiny"), "masked autoencoder"),
+        (dict(dataset="mnist"), "unknown dataset 'mnist'"),
+        (dict(optimizer="adam"), "did you mean adamw"),
+        (dict(epochs=-1), "epochs must be a positive integer"),
+        (dict(epochs=0), "epochs must be a positive integer"),
+        (dict(batch_size=0), "batch-size must be a positive integer"),
+        (dict(lr=0.0), "lr must be positive"),
+        (dict(label_smoothing=1.0), "label-smoothing"),
+        (dict(warmup_epochs=10), "warmup-epochs"),
+        (dict(augment="mixup"), "unknown augmentation policy"),
+        (dict(model_overrides={"patch_size": 5}), "crate_nano_cifar"),
+        (dict(model_overrides={"colour": 1}), "no option"),
+    ],
+)
+def test_bad_configurations_are_one_line_errors(changes: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        check_config(tiny_config(**changes))
+    assert "\n" not in str(info.value)
+
+
+def test_rng_state_round_trips_through_a_safe_checkpoint(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(1)
+    random.seed(2)
+    np.random.seed(3)
+    save_checkpoint({"rng": [rng_state()]}, tmp_path / "c.pt")
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(99)
+    random.seed(99)
+    np.random.seed(99)
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"][0])  # weights_only=True load
+    got = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(expected[0], got[0]) and expected[1:] == got[1:]
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_one_epoch_on_digits_learns(tmp_path: Path) -> None:
+    """~90 AdamW steps of a 2-layer, width-64 CRATE on the 1,438 train digits: far above chance (0.1)."""
+    cfg = tiny_config(
+        epochs=1,
+        batch_size=16,
+        lr=3e-3,
+        weight_decay=0.0,
+        warmup_epochs=0,
+        label_smoothing=0.0,
+        grad_clip=None,
+        limit_train=None,
+        limit_test=None,
+        model_overrides=dict(depth=2, dim=64, heads=2, patch_size=8),
+    )
+    result = train(cfg, tmp_path / "run")
+    (record,) = read_jsonl(tmp_path / "run" / METRICS_NAME)
+    assert record == result.final
+    assert set(METRIC_KEYS) | {"seconds"} <= set(record)
+    assert record["epoch"] == 1 and record["step"] == 1438 // 16
+    assert record["test_acc"] > 0.5, record  # chance is 0.1; seeds 0-2 give 0.74-0.86
+    assert 0 <= record["test_acc"] <= 1 and record["test_loss"] < math.log(10)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt["epoch"] == 1 and ckpt["history"] == [record]
+
+
+class _InterruptAfter(torch.utils.data.Dataset):
+    """A dataset that raises KeyboardInterrupt (Ctrl-C) once ``n`` items have been read."""
+
+    def __init__(self, base, n: int) -> None:
+        self.base, self.n, self.reads = base, n, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads > self.n:
+            raise KeyboardInterrupt
+        return self.base[i]
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path: Path) -> None:
+    # Random augmentation, dropout, warm-up, clipping and smoothing: every RNG and state must resume.
+    cfg = tiny_config(augment="shift", model_overrides={**TINY, "dropout": 0.1})
+    full = train(cfg, tmp_path / "full")
+
+    # Same run, stopped by Ctrl-C in the middle of epoch 3 (256 images / epoch, batch 32).
+    torch.manual_seed(12345)  # scramble the global generators: the checkpoint must restore them
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
+    model = build_model(cfg)
+    train_set, test_set = build_datasets(cfg)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, _InterruptAfter(train_set, 2 * 256 + 100), test_set, cfg, tmp_path / "cut")
+    assert load_checkpoint(tmp_path / "cut")["epoch"] == 2
+    assert len(read_jsonl(tmp_path / "cut" / METRICS_NAME)) == 2
+
+    torch.manual_seed(999)
+    resumed = train(out_dir=tmp_path / "cut", resume=True)
+    assert_same_history(full.history, resumed.history, tol=1e-5)
+    assert_same_history(full.history, read_jsonl(tmp_path / "cut" / METRICS_NAME), tol=1e-5)
+    a = load_checkpoint(tmp_path / "full")["model"]
+    b = load_checkpoint(tmp_path / "cut")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_changed_hyperparameters_and_extends_epochs(tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=1, limit_train=64)
+    train(cfg, tmp_path / "r")
+    with pytest.raises(ConfigError, match="cannot change lr"):
+        train(cfg.replace(lr=0.1), tmp_path / "r", resume=True, explicit=["lr"])
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(cfg, tmp_path / "r")
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(cfg, tmp_path / "elsewhere", resume=True)
+    with pytest.warns(UserWarning, match="stretched"):
+        longer = train(cfg.replace(epochs=2), tmp_path / "r", resume=True, explicit=["epochs"])
+    assert [h["epoch"] for h in longer.history] == [1, 2]
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    cfg = tiny_config(epochs=2, limit_train=64)
+    out = tmp_path / "run"
+
+    def stop(record: dict) -> None:
+        raise KeyboardInterrupt  # Ctrl-C right after epoch 1 was saved
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, on_epoch_end=stop)
+    good = load_checkpoint(out)
+    assert good["epoch"] == 1
+    before = (out / CHECKPOINT_NAME).read_bytes()
+
+    def torn_write(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip file")  # some bytes reach the disk ...
+        raise OSError(28, "No space left on device")  # ... then the write fails
+
+    monkeypatch.setattr(ckpt_module.torch, "save", torn_write)
+    with pytest.raises(OSError, match="No space left"):
+        train(out_dir=out, resume=True)  # epoch 2 trains, then its checkpoint write fails
+    monkeypatch.undo()
+
+    assert (out / CHECKPOINT_NAME).read_bytes() == before  # untouched, still loadable
+    assert load_checkpoint(out)["epoch"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
+    assert [h["epoch"] for h in read_jsonl(out / METRICS_NAME)] == [1]
+    assert [h["epoch"] for h in train(out_dir=out, resume=True).history] == [1, 2]
+
+
+@pytest.mark.parametrize("optimizer, lr", [("lion", 3e-4), ("sgd", 0.05)])
+def test_other_optimisers_train(tmp_path: Path, optimizer: str, lr: float) -> None:
+    cfg = tiny_config(epochs=1, optimizer=optimizer, lr=lr, limit_train=64)
+    result = train(cfg, tmp_path / optimizer)
+    assert math.isfinite(result.final["train_loss"])
+    ckpt = load_checkpoint(tmp_path / optimizer)  # the optimiser state is weights_only-loadable
+    assert ckpt["optimizer"]["state"]
+
+
+def test_pretrained_from_a_trainer_checkpoint_replaces_the_head(tmp_path: Path) -> None:
+    src = train(tiny_config(epochs=1, limit_train=64), tmp_path / "src")
+    cfg = tiny_config(dataset="cluttered-digits", pretrained=str(src.checkpoint))
+    model = build_model(cfg)
+    weights = load_checkpoint(src.checkpoint)["model"]
+    own = model.state_dict()
+    head = [k for k in weights if k.startswith("mlp_head.1.")]
+    assert head and all(k in own for k in weights)
+    body = [k for k in weights if not k.startswith("mlp_head.1.")]
+    assert all(torch.equal(own[k], weights[k]) for k in body)
+    with pytest.raises(ConfigError, match="holds a 'crate_nano_cifar' model"):
+        build_model(cfg.replace(model="vit_nano_cifar", model_overrides={}))
+    with pytest.raises(ConfigError, match="no such file"):
+        build_model(cfg.replace(pretrained=str(tmp_path / "missing.pt")))
+
+
+def test_two_processes_equal_one_process(tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes and global batch 32 (16 each) == 1 process with batch 32.
+
+    They agree because both see the same batches ((seed, epoch) order, each batch split across the
+    ranks), DDP averages the two half-batch gradients into the full-batch mean, and nothing random
+    runs (no dropout, no augmentation).
+    """
+    cfg = tiny_config(epochs=2, warmup_epochs=0.5)
+    single = train(cfg, tmp_path / "one")
+
+    args = [
+        "train", "--model", cfg.model, "--dataset", cfg.dataset, "--epochs", "2", "--batch-size", "32",
+        "--optimizer", "adamw", "--lr", str(cfg.lr), "--weight-decay", str(cfg.weight_decay),
+        "--warmup-epochs", "0.5", "--label-smoothing", "0.1", "--grad-clip", "1.0", "--augment", "none",
+        "--limit-train", "256", "--limit-test", "128", "--threads", "1", "--no-progress",
+        "--depth", "1", "--dim", "32", "--heads", "2", "--patch-size", "8", "--out", str(tmp_path / "two"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*cmd, "-m", "crate_edu", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    two = read_jsonl(tmp_path / "two" / METRICS_NAME)
+    assert load_checkpoint(tmp_path / "two")["num_processes"] == 2
+    assert_same_history(single.history, two, tol=1e-5)
+    a = load_checkpoint(tmp_path / "one")["model"]
+    b = load_checkpoint(tmp_path / "two")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_matches_the_logged_test_metrics(tmp_path: Path) -> None:
+    from crate_edu.train import evaluate
+
+    cfg = tiny_config(epochs=1, limit_train=64)
+    result = train(cfg, tmp_path / "e")
+    model = crate_edu.create_model(cfg.model, num_classes=10, **TINY)
+    model.load_state_dict(load_checkpoint(result.checkpoint)["model"])
+    _, test_set = build_datasets(cfg)
+    ev = evaluate(model, test_set, batch_size=50, precision="no")
+    assert ev["n"] == 128
+    assert math.isclose(ev["acc"], result.final["test_acc"], abs_tol=1e-9)
+    assert math.isclose(ev["loss"], result.final["test_loss"], rel_tol=1e-5)
