@@ -181,3 +181,34 @@ def test_fetch_and_list(capsys) -> None:
     for what in ("models", "datasets", "weights"):
         code, out, _ = run_main(["list", what], capsys)
         assert code == 0 and out.strip()
+
+
+def test_finetune_recipe_from_an_official_checkpoint(tmp_path: Path, capsys) -> None:
+    """--pretrained reads an official-format file (module. prefix, 5-class head), replaces the head."""
+    import torch
+
+    fixture = torch.load(
+        Path(__file__).parent / "fixtures" / "official_crate_tiny_fixture.pt", weights_only=True
+    )
+    state = dict(fixture["state_dict"])
+    state["mlp_head.1.weight"] = torch.randn(5, 64)  # a head for 5 classes: must be replaced for 10
+    state["mlp_head.1.bias"] = torch.zeros(5)
+    official = tmp_path / "CRATE_fixture.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, official)
+
+    shape = ["--depth", "2", "--dim", "64", "--heads", "4", "--patch-size", "8", "--threads", "1"]
+    args = ["train", "--recipe", "finetune", "--pretrained", str(official), "--model", "crate_nano_cifar"]
+    args += [*shape, "--dataset", "digits", "--image-size", "32", *QUICK, "--out", str(tmp_path / "ft")]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    ckpt = load_checkpoint(tmp_path / "ft")
+    assert ckpt["config"]["optimizer"] == "adamw" and ckpt["config"]["lr"] == 5e-5
+    assert ckpt["model"]["mlp_head.1.weight"].shape == (10, 64)
+    # one epoch at lr 5e-5 barely moves the body: it started from the official weights
+    delta = (ckpt["model"]["pos_embedding"] - state["pos_embedding"]).abs().max()
+    assert delta < 1e-2
+
+    wrong = [*args[:-1], str(tmp_path / "ft2")]
+    wrong[wrong.index("--image-size") + 1] = "64"
+    code, _, err = run_main(wrong, capsys)
+    assert_one_line_error(code, err, "weights are for 32 px images", "--image-size 32")
