@@ -7,5 +7,4 @@ kernel starts, so that nbval's kernels inherit it.
 import os
 
 os.environ.setdefault("CRATE_EDU_QUICK", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

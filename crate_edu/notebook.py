@@ -33,11 +33,11 @@ def choose(quick: T, full: T) -> T:
     return quick if quick_mode() else full
 
 
-def check_close(what: str, actual, expected, *, atol: float = 1e-6, rtol: float = 0.0) -> float:
+def check_close(what: str, actual, expected, *, atol: float = 1e-6, rtol: float = 0.0) -> None:
     """Assert ``actual`` ≈ ``expected`` elementwise and print one line with the max abs difference.
 
     The printed line is rounded to an order of magnitude, so it reads the same on every run and
-    nbval can compare it.
+    nbval can compare it. Returns nothing, so a cell ending with it shows only that line.
     """
     a = torch.as_tensor(actual, dtype=torch.float64)
     b = torch.as_tensor(expected, dtype=torch.float64)
@@ -48,7 +48,6 @@ def check_close(what: str, actual, expected, *, atol: float = 1e-6, rtol: float 
     if not diff <= bound:
         raise AssertionError(f"{what}: max |difference| {diff:.3e} exceeds tolerance {bound:.1e}")
     print(f"✓ {what}: max |difference| < {max(bound, 1e-300):.0e}")
-    return diff
 
 
 def check(what: str, condition: bool, detail: str = "") -> None:
