@@ -56,6 +56,7 @@ _CONFIG_FLAGS = (
     "data_dir",
     "epochs",
     "batch_size",
+    "grad_accum",
     "lr",
     "optimizer",
     "weight_decay",
@@ -134,6 +135,7 @@ def _add_train(sub: Any) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="global batch size (summed over processes)")
+    g.add_argument("--grad-accum", type=int, help="forward passes per optimiser step (default 1)")
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--optimizer", help="lion, adamw or sgd")
     g.add_argument("--lr", type=float, help="peak learning rate")

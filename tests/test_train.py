@@ -345,6 +345,17 @@ def test_two_processes_equal_one_process(tmp_path: Path) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
 
 
+def test_gradient_accumulation_equals_the_full_batch(tmp_path: Path) -> None:
+    """Batch 32 as 4 passes of 8 == batch 32 at once (no dropout, no augmentation, LayerNorm only)."""
+    cfg = tiny_config(epochs=1, limit_train=128)
+    full = train(cfg, tmp_path / "full")
+    accum = train(cfg.replace(grad_accum=4), tmp_path / "accum")
+    assert accum.final["step"] == full.final["step"] == 128 // 32
+    assert_same_history(full.history, accum.history, tol=1e-5)
+    with pytest.raises(ConfigError, match="multiple of grad-accum"):
+        check_config(cfg.replace(grad_accum=3))
+
+
 def test_evaluate_matches_the_logged_test_metrics(tmp_path: Path) -> None:
     from crate_edu.train import evaluate
 

@@ -19,13 +19,15 @@ OPTIMIZERS: tuple[str, ...] = ("lion", "adamw", "sgd")
 #: Mixed-precision settings: ``auto`` picks bf16 where the accelerator supports it, else fp16 on CUDA,
 #: else no mixed precision (CPU).
 PRECISIONS: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
-#: Run-time fields that may differ when a run is resumed (they do not change the computation).
+#: Fields that may differ when a run is resumed (they do not change the computation, except
+#: ``epochs``, which stretches the schedule and is allowed with a warning).
 RESUMABLE_OVERRIDES: tuple[str, ...] = (
     "data_dir",
     "download",
     "num_workers",
     "threads",
     "progress",
+    "grad_accum",  # the same steps, in more or fewer passes (e.g. resuming on fewer GPUs)
     "epochs",
 )
 
@@ -50,6 +52,9 @@ class TrainConfig:
         epochs: number of passes over the train split (the schedule spans all of them).
         batch_size: GLOBAL batch size, summed over all processes (as in the official ``main.py``);
             with N processes each one sees ``batch_size / N`` images a step.
+        grad_accum: gradient accumulation: each optimiser step adds up the gradients of this many
+            forward passes of ``batch_size / grad_accum`` images, so one GPU can reproduce the
+            official 2,048-image batch that eight GPUs hold at once.
         optimizer: one of :data:`OPTIMIZERS`.
         lr: peak learning rate, reached after the warm-up. It is used as given: not scaled with the
             batch size (the official scripts do not scale it either).
@@ -90,6 +95,7 @@ class TrainConfig:
     dataset: str = "digits"
     epochs: int = 10
     batch_size: int = 128
+    grad_accum: int = 1
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -180,6 +186,12 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
 
     positive_int("epochs", cfg.epochs)
     positive_int("batch_size", cfg.batch_size)
+    positive_int("grad_accum", cfg.grad_accum)
+    if cfg.batch_size % cfg.grad_accum:
+        raise ConfigError(
+            f"batch-size {cfg.batch_size} must be a multiple of grad-accum {cfg.grad_accum} (each of the "
+            f"{cfg.grad_accum} forward passes takes batch-size / grad-accum images)"
+        )
     positive_int("eval_batch_size", cfg.eval_batch_size, allow_none=True)
     positive_int("limit_train", cfg.limit_train, allow_none=True)
     positive_int("limit_test", cfg.limit_test, allow_none=True)

@@ -80,12 +80,15 @@ class EpochSampler(Sampler[int]):
 
     Accelerate calls :meth:`set_epoch` before each pass. Every process draws the same permutation,
     and Accelerate hands each one its slice of every batch; after a resume the order of epoch ``e``
-    is the one the uninterrupted run used, whatever happened to the global generators.
+    is the one the uninterrupted run used, whatever happened to the global generators. ``length``
+    keeps only the first images of each permutation (the trainer drops the last incomplete batch
+    this way, so that gradient accumulation never ends an epoch on a partial step).
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, length: int | None = None) -> None:
         self.n = int(n)
         self.seed = int(seed)
+        self.length = self.n if length is None else min(int(length), self.n)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -93,16 +96,16 @@ class EpochSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def permutation(self) -> torch.Tensor:
-        """The order of the current epoch, an int64 tensor ``(n,)``."""
+        """The order of the current epoch: the first ``length`` entries of a permutation of ``range(n)``."""
         g = torch.Generator()
-        g.manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.n, generator=g)
+        g.manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        return torch.randperm(self.n, generator=g)[: self.length]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.permutation().tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self.length
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
@@ -442,13 +445,16 @@ def _fit(
     accelerator = Accelerator(
         cpu=cpu_only(),
         mixed_precision=mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
     nproc = accelerator.num_processes
-    if cfg.batch_size % nproc:
+    chunks = nproc * cfg.grad_accum
+    if cfg.batch_size % chunks:
         raise ConfigError(
             f"batch-size {cfg.batch_size} is the global batch and must be a multiple of the number of "
-            f"processes ({nproc}); try {max(nproc, cfg.batch_size // nproc * nproc)}"
+            f"processes times grad-accum ({nproc} x {cfg.grad_accum}); "
+            f"try {max(chunks, cfg.batch_size // chunks * chunks)}"
         )
     n_train = len(train_set)  # type: ignore[arg-type]
     if cfg.batch_size > n_train:
@@ -459,7 +465,9 @@ def _fit(
     eval_bs = cfg.eval_batch_size or cfg.batch_size
     eval_bs = max(nproc, eval_bs // nproc * nproc)
 
-    steps_per_epoch = n_train // cfg.batch_size  # the last partial batch is dropped
+    steps_per_epoch = n_train // cfg.batch_size  # optimiser steps; the last partial batch is dropped
+    micro_batch = cfg.batch_size // cfg.grad_accum  # images per forward pass, over all processes
+    micro_steps = steps_per_epoch * cfg.grad_accum
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
 
@@ -483,10 +491,10 @@ def _fit(
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     workers = _default_workers(device_type, nproc) if cfg.num_workers is None else cfg.num_workers
-    sampler = EpochSampler(n_train, cfg.seed)
+    sampler = EpochSampler(n_train, cfg.seed, length=steps_per_epoch * cfg.batch_size)
     train_loader = DataLoader(
         train_set,
-        batch_size=cfg.batch_size,
+        batch_size=micro_batch,
         sampler=sampler,
         drop_last=True,
         num_workers=workers,
@@ -541,7 +549,7 @@ def _fit(
         seen = 0
         bar = tqdm(
             train_loader,
-            total=steps_per_epoch,
+            total=micro_steps,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=not show_bar,
             leave=False,
@@ -550,28 +558,32 @@ def _fit(
         lr_used = optimizer.param_groups[0]["lr"]
         for i, (x, y) in enumerate(bar):
             lr_used = optimizer.param_groups[0]["lr"]
-            logits = model(x).float()  # (B / nproc, num_classes)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            accelerator.backward(loss)
-            if cfg.grad_clip is not None:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the step did not happen
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+            # accumulate(): with grad_accum > 1, gradients add up over that many micro-batches (no
+            # DDP all-reduce in between) and the prepared optimiser steps only on the last one.
+            with accelerator.accumulate(model):
+                logits = model(x).float()  # (micro_batch / nproc, num_classes)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                accelerator.backward(loss)  # divides by grad_accum
+                if cfg.grad_clip is not None and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                # fp16 overflow skips the optimiser step; the schedule then waits for it
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if accelerator.sync_gradients:
+                step += 1
             loss_sum += loss.detach().to(torch.float64)
             correct += (logits.detach().argmax(dim=-1) == y).sum().to(torch.float64)
             seen += int(y.numel())
-            if show_bar and (i % 10 == 0 or i == steps_per_epoch - 1):
+            if show_bar and (i % 10 == 0 or i == micro_steps - 1):
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_used:.2e}")
         bar.close()
 
-        # Averages over all processes: equal shares per step, so the mean of means is the mean.
+        # Averages over all processes: equal shares per micro-batch, so the mean of means is the mean.
         loss_sum = accelerator.reduce(loss_sum, "sum")
         correct = accelerator.reduce(correct, "sum")
-        steps_done = max(1, steps_per_epoch)
-        train_loss = float(loss_sum) / (steps_done * nproc)
+        train_loss = float(loss_sum) / (max(1, micro_steps) * nproc)
         train_acc = float(correct) / max(1, seen * nproc)
         ev = _evaluate_prepared(model, test_loader, accelerator)
         record = {

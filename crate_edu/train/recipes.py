@@ -203,7 +203,8 @@ _RECIPES: list[Recipe] = [
             "smoothing 0.1, 224 px, RandomResizedCrop + flip, no gradient clipping (main.py defines "
             "grad_clip_norm = 1.0 but never applies it), mixed precision. Published top-1: CRATE-T "
             "66.7, S 69.2, B 70.8, L 71.3. The README's example for CRATE_tiny differs (batch 512, "
-            "200 epochs, lr 2e-4, weight decay 0.04)."
+            "200 epochs, lr 2e-4, weight decay 0.04). With fewer GPUs than the batch needs, keep the "
+            "batch and add --grad-accum (e.g. 8 on one GPU: 256 images per pass)."
         ),
         model="crate_tiny",
         dataset="imagenet",
