@@ -227,10 +227,10 @@ class OvercompleteISTA(nn.Module):
     def codes(self, x: Tensor) -> Tensor:
         """The sparse codes A2: (B, N, d) -> (B, N, r·d), non-negative."""
         D, eta, lambd = self.D, self.eta, self.lambd
-        if self.literal:  # the official einsums
-            a1 = F.relu(eta * torch.einsum("pd,nlp->nld", D, x) - eta * lambd)
-            Da1 = torch.einsum("dp,nlp->nld", D, a1)
-            lasso_grad = torch.einsum("pd,nlp->nld", D, Da1 - x)
+        if self.literal:  # the official einsums (written for any leading dims)
+            a1 = F.relu(eta * torch.einsum("pd,...p->...d", D, x) - eta * lambd)
+            Da1 = torch.einsum("dp,...p->...d", D, a1)
+            lasso_grad = torch.einsum("pd,...p->...d", D, Da1 - x)
             return F.relu(a1 - eta * lasso_grad - eta * lambd)
         a1 = F.relu(eta * (x @ D) - eta * lambd)  # (B, N, r·d)
         residual = a1 @ D.t() - x  # D A1 − X          (B, N, d)
@@ -239,7 +239,7 @@ class OvercompleteISTA(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:
         """D1 A2: (B, N, r·d) -> (B, N, d)."""
         if self.literal:
-            return torch.einsum("dp,nlp->nld", self.D1, codes)
+            return torch.einsum("dp,...p->...d", self.D1, codes)
         return codes @ self.D1.t()
 
     def forward(self, x: Tensor) -> Tensor:

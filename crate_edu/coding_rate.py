@@ -458,7 +458,8 @@ def lasso_objective(Z: torch.Tensor, X: torch.Tensor, D: torch.Tensor, lam: floa
     (paper: λ‖Z‖₁ + ½‖X − D Z‖_F² with X, Z as columns). Sums run over all tokens and entries.
     Scaling: the paper writes the fit term without the ½; the official update
     Z + η D^T(X − D Z) − ηλ, then ReLU, is exactly a proximal-gradient step of step size η on this
-    ½-version (equivalently of step size η/2 on the version without ½). The constraint Z ≥ 0 is
+    ½-version (equivalently, of step size η/2 on λ'‖Z‖₁ + ‖X − D Z‖_F² with λ' = 2λ: dropping the
+    ½ doubles the fit term, so the same iterates need the penalty doubled). The constraint Z ≥ 0 is
     not added as +∞ here: evaluate F at feasible Z (ISTA iterates always are).
 
     Args:
