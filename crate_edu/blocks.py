@@ -16,7 +16,8 @@ block                  what it computes (paper equation; official realisation)
 =====================  ==========================================================================
 
 Every block has a ``literal`` attribute. ``literal=False`` (default) is the fast path: MSSA through
-``torch.nn.functional.scaled_dot_product_attention``, ISTA with two matmuls. ``literal=True``
+``torch.nn.functional.scaled_dot_product_attention``, ISTA folded into one matmul (or two, for
+small batches). ``literal=True``
 computes exactly what the official code computes (explicit softmax over the N × N scores, three
 matmuls in ISTA); ``tests/test_blocks.py`` shows the two agree. ``set_literal(model, True)``
 switches a whole model.
@@ -168,8 +169,17 @@ class ISTA(nn.Module):
 
         ISTA(x) = ReLU(x + η D^T (x − D x) − η λ)
 
-    ``D^T x − D^T D x = D^T (x − D x)``, so the fast path needs two matmuls where the official code
-    (``literal=True``) uses three. λ = 0.1 for CRATE classifiers, 0.5 in the CRATE-MAE encoder.
+    Three algebraically equal ways to compute it, each a method here:
+
+    - ``step_literal``: D^T x − D^T (D x), three matmuls per token, as the official code does
+      (used when ``literal=True``);
+    - ``step_two_matmuls``: D^T (x − D x), two matmuls per token;
+    - ``step_folded``: the step before the ReLU is *affine* in x, so fold it into one matrix,
+      x (I + η D − η D^T D) in row form: one matmul per token, plus O(d³) to form the matrix.
+
+    The fast path (``literal=False``) folds when the batch holds at least ``2 d`` tokens, where the
+    d³ is paid back, and uses two matmuls otherwise. λ = 0.1 for CRATE classifiers, 0.5 in the
+    CRATE-MAE encoder.
     """
 
     def __init__(self, dim: int, eta: float = 0.1, lambd: float = 0.1, literal: bool = False):
@@ -181,16 +191,36 @@ class ISTA(nn.Module):
         self.lambd = lambd
         self.literal = literal
 
-    def forward(self, x: Tensor) -> Tensor:
+    def step_literal(self, x: Tensor) -> Tensor:
         D = self.weight
-        if self.literal:
-            x1 = F.linear(x, D)  # D x                 (B, N, d)
-            grad_1 = F.linear(x1, D.t())  # D^T D x     (B, N, d)
-            grad_2 = F.linear(x, D.t())  # D^T x        (B, N, d)
-            grad_update = self.eta * (grad_2 - grad_1) - self.eta * self.lambd
-            return F.relu(x + grad_update)
+        x1 = F.linear(x, D)  # D x                 (B, N, d)
+        grad_1 = F.linear(x1, D.t())  # D^T D x     (B, N, d)
+        grad_2 = F.linear(x, D.t())  # D^T x        (B, N, d)
+        grad_update = self.eta * (grad_2 - grad_1) - self.eta * self.lambd
+        return F.relu(x + grad_update)
+
+    def step_two_matmuls(self, x: Tensor) -> Tensor:
+        D = self.weight
         residual = x - F.linear(x, D)  # x − D x          (B, N, d)
         return F.relu(x + self.eta * F.linear(residual, D.t()) - self.eta * self.lambd)
+
+    def folded_matrix(self) -> Tensor:
+        """The step's linear part as one matrix, laid out for ``F.linear``: I + η (D^T − D^T D)."""
+        D = self.weight
+        eye = torch.eye(D.shape[0], dtype=D.dtype, device=D.device)
+        return eye + self.eta * (D.t() - D.t() @ D)  # (d, d)
+
+    def step_folded(self, x: Tensor) -> Tensor:
+        bias = x.new_full((x.shape[-1],), -self.eta * self.lambd)  # −ηλ, fused into the matmul
+        return F.relu(F.linear(x, self.folded_matrix(), bias))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.literal:
+            return self.step_literal(x)
+        d = x.shape[-1]
+        if x.numel() >= 2 * d * d:  # at least 2d tokens: folding pays for its O(d³)
+            return self.step_folded(x)
+        return self.step_two_matmuls(x)
 
     def extra_repr(self) -> str:
         return f"dim={self.weight.shape[0]}, eta={self.eta}, lambd={self.lambd}, literal={self.literal}"

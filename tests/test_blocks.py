@@ -65,9 +65,33 @@ def test_mssa_attention_maps_are_what_the_output_uses():
     torch.testing.assert_close(attn, scores.softmax(-1))
 
 
-def test_ista_fast_equals_literal():
+@pytest.mark.parametrize("tokens", [9, 120], ids=["two-matmul path", "folded path"])
+def test_ista_fast_equals_literal(tokens):
     fast, literal = _twins(lambda lit: ISTA(48, eta=0.1, lambd=0.1, literal=lit))
-    _assert_same_forward_and_grads(fast, literal, torch.randn(2, 9, 48))
+    _assert_same_forward_and_grads(fast, literal, torch.randn(2, tokens, 48))
+
+
+@pytest.mark.parametrize("form", ["step_two_matmuls", "step_folded"])
+def test_ista_forms_equal_the_official_step(form):
+    """D^T x − D^T D x (official) = D^T (x − D x) = x (I + η D − η D^T D) − ηλ before the ReLU."""
+    torch.manual_seed(6)
+    block = ISTA(40, eta=0.1, lambd=0.1)
+    x = torch.randn(3, 50, 40, dtype=torch.float64)
+    block.double()
+    torch.testing.assert_close(getattr(block, form)(x), block.step_literal(x), atol=1e-12, rtol=0)
+    x32 = x.float()
+    block.float()
+    torch.testing.assert_close(getattr(block, form)(x32), block.step_literal(x32), atol=1e-5, rtol=1e-5)
+
+
+def test_ista_fast_path_folds_only_when_it_pays(monkeypatch):
+    block = ISTA(16)
+    calls = []
+    monkeypatch.setattr(block, "step_folded", lambda x: calls.append("folded") or x)
+    monkeypatch.setattr(block, "step_two_matmuls", lambda x: calls.append("two") or x)
+    block(torch.randn(1, 31, 16))  # 31 tokens < 2d = 32
+    block(torch.randn(1, 32, 16))
+    assert calls == ["two", "folded"]
 
 
 def test_ista_is_one_proximal_step_of_the_formula():
