@@ -33,8 +33,8 @@
 #   against brute-force minimisation.
 # - ISTA as proximal gradient descent; the step-size conditions (monotone descent for
 #   η < 2/‖D‖₂², the classical η ≤ 1/‖D‖₂²) and what happens when they are broken.
-# - The CRATE ISTA block: one step warm-started at the input, with η = λ = 0.1; its two-matmul
-#   fast path and the official three-matmul path.
+# - The CRATE ISTA block: one step warm-started at the input, with η = λ = 0.1; the official
+#   three-matmul arithmetic, the two-matmul form, and the fast path that folds the step into one.
 # - One step versus running ISTA to convergence: sparsity and reconstruction error, and how they
 #   move with λ and η (with sliders).
 # - Complete versus overcomplete dictionaries on real image patches, CRATE-α's two-step block, and
@@ -369,17 +369,20 @@ plt.show()
 # - The warm start x is usually **not feasible** (LayerNorm outputs are half negative). The descent
 #   guarantee of section 4 only starts from the first iterate; the first step is as much a
 #   projection onto Z ≥ 0 as it is descent.
-# - $D^\top x - D^\top D x = D^\top (x - Dx)$: the official code computes the three products $Dx$,
-#   $D^\top(Dx)$ and $D^\top x$; `crate_edu`'s fast path computes two. `literal=True` runs the
-#   official arithmetic.
+# - The official code computes the three products $Dx$, $D^\top(Dx)$ and $D^\top x$ for every
+#   token (`ISTA.step_literal`; `literal=True` runs it). Since $D^\top x - D^\top D x = D^\top (x - Dx)$,
+#   two suffice (`ISTA.step_two_matmuls`). And the step before the ReLU is *affine* in x, so it
+#   folds into one matrix, $x + \eta D^\top(x - Dx) = (I + \eta D^\top - \eta D^\top D)\,x$: one
+#   product per token, plus $O(d^3)$ once per batch to form the matrix (`ISTA.step_folded`).
+#   The fast path (the default) folds whenever the batch has at least $2d$ tokens.
 #
 # Checks: the block equals `ista_step(x, x, D)` (the warm start), equals the inline formula, and
-# the fast and literal paths agree (float64: to 1e-12; float32: to 1e-5).
+# the three forms agree (float64: to 1e-12; float32: to 1e-5).
 
 # %%
 torch.manual_seed(0)
 x = torch.randn(N, d, generator=g, dtype=F64)  # stand-in for LN(Z^{ℓ+½}), tokens as rows
-block = ISTA(d, eta=0.1, lambd=0.1).double()  # fast path (two matmuls)
+block = ISTA(d, eta=0.1, lambd=0.1).double()  # fast path (here: folded, one matmul per token)
 D_blk = block.weight.detach()
 with torch.no_grad():
     out = block(x)
@@ -395,9 +398,9 @@ check_close("ISTA block == ReLU(x + ηD^T(x − Dx) − ηλ)", out, inline, ato
 literal = ISTA(d, eta=0.1, lambd=0.1, literal=True).double()
 literal.load_state_dict(block.state_dict())
 with torch.no_grad():
-    check_close(
-        "fast (2 matmuls) == literal (3 matmuls, official), float64", block(x), literal(x), atol=1e-12
-    )
+    official = literal(x)  # three matmuls per token
+    check_close("folded (1 matmul) == official, float64", block.step_folded(x), official, atol=1e-12)
+    check_close("two matmuls == official, float64", block.step_two_matmuls(x), official, atol=1e-12)
     block32, literal32 = block.float(), literal.float()
     check_close("fast == literal, float32", block32(x.float()), literal32(x.float()), atol=1e-5)
 block = block.double()
@@ -890,8 +893,9 @@ plt.show()
 # - ISTA = gradient step on the fit + non-negative soft threshold. It descends monotonically for
 #   η < 2/‖D‖₂² with the classical rate at η ≤ 1/‖D‖₂²; here it still converged at 2.5/L and
 #   diverged at 3/L.
-# - CRATE's block is `ista_step(x, x, D)` with η = λ = 0.1: two matmuls suffice, the official code
-#   uses three; at Kaiming initialisation 1/‖D‖₂² ≈ 0.125, so η = 0.1 is (just) a safe step.
+# - CRATE's block is `ista_step(x, x, D)` with η = λ = 0.1: the official code uses three matmuls,
+#   two suffice, and folding the affine step into one matrix needs one per token; at Kaiming
+#   initialisation 1/‖D‖₂² ≈ 0.125, so η = 0.1 is (just) a safe step.
 # - One step is far from the LASSO solution (≈ 50 % non-zeros vs 9 %, error ≈ 1 vs 0.1 on our
 #   ground-truth problem): CRATE relies on a trained D, not on solving the problem.
 # - Non-negative codes with a complete dictionary reach only a 2^{-d} sliver of directions: on
