@@ -218,3 +218,17 @@ def test_mae_bad_noise_and_ratio():
         model(x, mask_ratio=1.0)
     with pytest.raises(RuntimeError, match="no classification head.*num_classes"):
         model.classify(x)
+
+
+@pytest.mark.parametrize(
+    "name", ["crate_nano_cifar", "crate_alpha_nano_cifar", "vit_nano_cifar", "crate_mae_nano_cifar"]
+)
+def test_models_trace_into_one_graph_for_torch_compile(name):
+    """torch.compile sees each model as one graph: no graph breaks (dynamo's own accounting)."""
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    model = crate_edu.create_model(name, depth=2, **({"decoder_depth": 1} if "mae" in name else {}))
+    explanation = dynamo.explain(model)(torch.randn(4, 3, 32, 32))
+    assert explanation.graph_break_count == 0, [str(r.reason) for r in explanation.break_reasons]
+    assert explanation.graph_count == 1
