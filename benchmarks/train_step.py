@@ -1,0 +1,216 @@
+"""Training-step speed and memory: the fast path against the derivation-literal path.
+
+The literal path computes exactly what the official code computes (explicit softmax over the N×N
+scores, three-matmul ISTA, float32); the fast path is the default (``scaled_dot_product_attention``,
+ISTA folded into one matmul). Both run the same weights at the same configuration.
+
+Each (model, path) is measured in its own subprocess, so peak memory is that configuration's
+alone; fast and literal alternate, and the median over rounds is reported. A "step" is forward +
+backward of the cross-entropy loss (the optimiser update is the same for both paths).
+
+    python benchmarks/train_step.py                      # CPU: the targets of the perf issue
+    python benchmarks/train_step.py --suite full         # CRATE-T/S/B 224/16 and the 32×32 presets
+    python benchmarks/train_step.py --device cuda --precision bf16 --compile --batch 256
+
+Results are printed and written to ``benchmarks/results/train_step_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+# (label, model, overrides, CPU batch)
+SUITES = {
+    "targets": [
+        ("CRATE-T 224/16", "crate_tiny", {}, 8),
+        ("CRATE-T 32/4", "crate_tiny_cifar", {}, 64),
+    ],
+    "full": [
+        ("CRATE-T 224/16", "crate_tiny", {}, 8),
+        ("CRATE-S 224/16", "crate_small", {}, 8),
+        ("CRATE-B 224/16", "crate_base", {}, 8),
+        ("CRATE-T 32/4", "crate_tiny_cifar", {}, 64),
+        ("CRATE-S 32/4", "crate_small_cifar", {}, 64),
+        ("CRATE-nano 32/4", "crate_nano_cifar", {}, 64),
+        ("CRATE-α-T 32/4", "crate_alpha_tiny_cifar", {}, 64),
+        ("ViT-T 32/4", "vit_tiny_cifar", {}, 64),
+    ],
+}
+
+# dense bf16 tensor-core peak, FLOP/s, for model FLOPs utilisation
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _child(args: argparse.Namespace) -> None:
+    """Measure one configuration; print one JSON line."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import crate_edu
+    from crate_edu.blocks import set_literal
+
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = crate_edu.create_model(args.model, **json.loads(args.overrides)).to(device)
+    set_literal(model, args.path == "literal")
+    cfg = model.config
+    x = torch.randn(args.batch, 3, cfg.image_size, cfg.image_size, device=device)
+    y = torch.randint(0, cfg.num_classes, (args.batch,), device=device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    net = torch.compile(model) if args.compile else model
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
+
+    flops = None
+    if not args.compile:  # FLOPs of forward + backward per image, as PyTorch counts them, at this
+        # batch size (the fast ISTA path depends on the number of tokens in the batch)
+        with FlopCounterMode(display=False) as counter:
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+        flops = counter.get_total_flops() / args.batch
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        step()
+    sync()
+    rss_before = _peak_rss_mib()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mib()
+    print(
+        json.dumps(
+            {
+                "seconds": statistics.median(times),
+                "flops_per_image": flops,
+                "peak_mib": peak,
+                "rss_before_timing_mib": rss_before,
+            }
+        )
+    )
+
+
+def _measure(args: argparse.Namespace, model: str, overrides: dict, batch: int, path: str) -> dict:
+    cmd = [
+        sys.executable, __file__, "--child", "--model", model, "--overrides", json.dumps(overrides),
+        "--batch", str(batch), "--path", path, "--device", args.device, "--precision", args.precision,
+        "--iters", str(args.iters), "--warmup", str(args.warmup), "--threads", str(args.threads),
+    ] + (["--compile"] if args.compile else [])  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child failed for {model} ({path}):\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _machine(device: str) -> dict:
+    import torch
+
+    info = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", choices=list(SUITES), default="targets")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: per config, CPU-sized)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating fast/literal rounds")
+    p.add_argument("--iters", type=int, default=5, help="timed steps per round")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: by GPU name)")
+    p.add_argument("--out", type=Path, default=None)
+    # child-process arguments
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
+    p.add_argument("--path", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        _child(args)
+        return
+
+    machine = _machine(args.device)
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+    if peak is None and "gpu" in machine:
+        peak = next((v for k, v in PEAK_BF16.items() if k in machine["gpu"]), None)
+    rows = []
+    print(f"{machine}  precision={args.precision} compile={args.compile}")
+    print(f"{'config':<16} {'batch':>5} {'literal ms':>11} {'fast ms':>9} {'speed-up':>8} {'img/s fast':>10} "
+          f"{'peak MiB lit/fast':>18} {'GFLOP/img lit/fast':>19}")  # fmt: skip
+    for label, model, overrides, cpu_batch in SUITES[args.suite]:
+        batch = args.batch or cpu_batch
+        runs: dict[str, list[dict]] = {"literal": [], "fast": []}
+        for _ in range(args.rounds):
+            for path in ("literal", "fast"):
+                runs[path].append(_measure(args, model, overrides, batch, path))
+        med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+        mem = {k: max(r["peak_mib"] for r in v) for k, v in runs.items()}
+        flops = {k: v[0]["flops_per_image"] for k, v in runs.items()}
+        row = {
+            "config": label, "model": model, "overrides": overrides, "batch": batch,
+            "device": args.device, "precision": args.precision, "compile": args.compile,
+            "literal_step_s": med["literal"], "fast_step_s": med["fast"],
+            "speedup": med["literal"] / med["fast"],
+            "literal_images_per_s": batch / med["literal"], "fast_images_per_s": batch / med["fast"],
+            "literal_peak_mib": mem["literal"], "fast_peak_mib": mem["fast"],
+            "literal_flops_per_image": flops["literal"], "fast_flops_per_image": flops["fast"],
+            "rounds": args.rounds, "iters": args.iters,
+        }  # fmt: skip
+        if peak and flops["literal"]:
+            # MFU counts the model's FLOPs as the official computation defines them (literal path)
+            row["fast_mfu"] = flops["literal"] * row["fast_images_per_s"] / peak
+        rows.append(row)
+        gf = [f"{flops[k] / 1e9:.2f}" if flops[k] else "-" for k in ("literal", "fast")]
+        print(f"{label:<16} {batch:>5} {med['literal'] * 1e3:>11.1f} {med['fast'] * 1e3:>9.1f} "
+              f"{row['speedup']:>7.2f}x {row['fast_images_per_s']:>10.1f} "
+              f"{mem['literal']:>8.0f}/{mem['fast']:<9.0f} {gf[0]:>9}/{gf[1]:<9}")  # fmt: skip
+    out = args.out or RESULTS / f"train_step_{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
