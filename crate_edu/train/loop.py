@@ -228,6 +228,11 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     return _limit(train_set, cfg.limit_train), _limit(test_set, cfg.limit_test)
 
 
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """Accumulator dtype for sums of losses: float64 where the device has it (not MPS or TPU)."""
+    return torch.float64 if device.type in ("cpu", "cuda") else torch.float32
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -301,15 +306,16 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 def _evaluate_prepared(model: nn.Module, loader: DataLoader, accelerator: Any) -> dict[str, float]:
     """Plain cross-entropy and accuracy over every image of ``loader`` (all processes together)."""
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-    correct = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    acc_dtype = _sum_dtype(accelerator.device)
+    loss_sum = torch.zeros((), dtype=acc_dtype, device=accelerator.device)
+    correct = torch.zeros((), dtype=acc_dtype, device=accelerator.device)
     count = 0
     for x, y in loader:
         logits = model(x).float()  # (B, num_classes)
         loss = F.cross_entropy(logits, y, reduction="none")  # (B,)
-        hit = (logits.argmax(dim=-1) == y).to(torch.float64)  # (B,)
+        hit = (logits.argmax(dim=-1) == y).to(acc_dtype)  # (B,)
         loss, hit = accelerator.gather_for_metrics((loss, hit))  # drops the padding of the last batch
-        loss_sum += loss.to(torch.float64).sum()
+        loss_sum += loss.to(acc_dtype).sum()
         correct += hit.sum()
         count += int(hit.numel())
     model.train()
@@ -544,8 +550,9 @@ def _fit(
         t0 = time.perf_counter()
         model.train()
         train_loader.set_epoch(epoch)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-        correct = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        acc_dtype = _sum_dtype(accelerator.device)
+        loss_sum = torch.zeros((), dtype=acc_dtype, device=accelerator.device)
+        correct = torch.zeros((), dtype=acc_dtype, device=accelerator.device)
         seen = 0
         bar = tqdm(
             train_loader,
@@ -573,8 +580,8 @@ def _fit(
                 optimizer.zero_grad(set_to_none=True)
             if accelerator.sync_gradients:
                 step += 1
-            loss_sum += loss.detach().to(torch.float64)
-            correct += (logits.detach().argmax(dim=-1) == y).sum().to(torch.float64)
+            loss_sum += loss.detach().to(acc_dtype)
+            correct += (logits.detach().argmax(dim=-1) == y).sum().to(acc_dtype)
             seen += int(y.numel())
             if show_bar and (i % 10 == 0 or i == micro_steps - 1):
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_used:.2e}")
