@@ -18,6 +18,12 @@ TINY = ["--depth", "1", "--dim", "32", "--heads", "2", "--patch-size", "8", "--t
 QUICK = ["--limit-train", "64", "--limit-test", "32", "--batch-size", "32", "--epochs", "1", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def _on_the_cpu(monkeypatch):
+    """These tests compare CPU float results: a GPU, where there is one, is left out."""
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+
+
 def run_main(args: list[str], capsys) -> tuple[int, str, str]:
     """Exit status, stdout and stderr of ``crate-edu ARGS`` run in this process."""
     try:

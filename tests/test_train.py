@@ -31,6 +31,13 @@ from crate_edu.train import (
 from crate_edu.train import checkpoint as ckpt_module
 from crate_edu.train.checkpoint import CHECKPOINT_NAME, METRICS_NAME, rng_state, set_rng_state
 
+
+@pytest.fixture(autouse=True)
+def _on_the_cpu(monkeypatch):
+    """These tests compare CPU float results: a GPU, where there is one, is left out."""
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+
+
 # A CRATE small enough for a few hundred CPU steps a second: 1 layer, width 32, 16 tokens.
 TINY = dict(depth=1, dim=32, heads=2, patch_size=8)
 METRIC_KEYS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr")
@@ -330,7 +337,7 @@ def test_two_processes_equal_one_process(tmp_path: Path) -> None:
         "--limit-train", "256", "--limit-test", "128", "--threads", "1", "--no-progress",
         "--depth", "1", "--dim", "32", "--heads", "2", "--patch-size", "8", "--out", str(tmp_path / "two"),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     proc = subprocess.run(
         [*cmd, "-m", "crate_edu", *args], capture_output=True, text=True, env=env, timeout=300

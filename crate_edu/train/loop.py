@@ -145,13 +145,22 @@ def _bf16_supported_on_cuda() -> bool:
 
 
 def cpu_only() -> bool:
-    """True when no accelerator (CUDA, TPU, MPS, NPU, XPU) is visible.
+    """True when the run must use the CPU: ``ACCELERATE_USE_CPU=1`` (what ``accelerate launch
+    --cpu`` sets), or no accelerator (CUDA, TPU, MPS, NPU, XPU) is visible.
 
     Accelerate only sets up multi-process CPU training (``torchrun`` on a machine without GPUs)
     when told that the run is CPU-only, so every state and accelerator here is created with it.
     """
-    from accelerate.utils import is_mps_available, is_npu_available, is_torch_xla_available, is_xpu_available
+    from accelerate.utils import (
+        is_mps_available,
+        is_npu_available,
+        is_torch_xla_available,
+        is_xpu_available,
+        parse_flag_from_env,
+    )
 
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        return True
     return not (
         torch.cuda.is_available()
         or is_torch_xla_available()
