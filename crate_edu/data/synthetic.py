@@ -10,6 +10,50 @@
     cluttered variant. Split: a fixed stratified 80/20 split (1,438 train, 359 test), drawn per
     class with ``numpy.random.RandomState(0)`` (whose stream numpy guarantees never to change), so
     it is the same on every machine and independent of any training seed.
+
+``cluttered-digits``
+    The same digits composited onto textured backgrounds, with a ground-truth foreground mask, so
+    that attention maps can be scored as segmentation. Each image (default 32×32) is built as:
+
+    1. background: a random S×S crop of one of twelve scikit-image sample images (brick, grass,
+       gravel, coffee, chelsea, astronaut, rocket, ...), each used at full, 1/2 and 1/4 size, grey
+       ones tinted with a random colour; its contrast scaled by ``texture_contrast`` about its mean;
+    2. ``fragments`` distractors: a 4×4-pixel window of another digit, drawn at digit scale anywhere
+       (partly outside the image is allowed), each in a colour contrasting with the background;
+    3. the digit, on top: its 8×8 glyph resampled bilinearly into a box of side ``scale`` × S (aspect
+       jittered ±15 %) placed fully inside the image, in a random colour whose luma differs from the
+       mean background under it by at least ``min_contrast`` (lightened or darkened as needed).
+
+    The mask is ``alpha >= 0.5``: the pixels where the digit contributes at least half the colour
+    (about 16 % of the pixels at the default). All randomness comes from one
+    ``numpy.random.Generator(PCG64)`` seeded by ``(seed, split)``, so a seed always gives the same
+    images; the train split uses the 1,438 train digits, the test split the 359 test digits
+    (``samples_per_digit`` composites of each, default 4: 5,752 / 1,436 images). Generation takes
+    about 1–4 s for the default train split on two (shared) CPU cores.
+
+    Difficulty: ``clutter`` in [0, 1] (default 0.5) sets all four knobs (see
+    :func:`clutter_settings`); each may also be set on its own. What it takes, measured here (CPU,
+    two cores shared with other jobs; ``crate_nano_cifar``: CRATE, patch 4, dim 128, depth 6,
+    0.32 M parameters; AdamW lr 1e-3 wd 0.05, batch 64, 5 % warm-up + cosine, no augmentation):
+
+    test accuracy after 400 / 600 / 1000 / 1200 steps:
+
+    - ``digits`` itself (reference):                          93.6 % after 100 steps
+    - clutter 0 (flat), digit box 55–85 % of the side:        53.7 / 59.0
+    - clutter 0 (flat), digit box 80–95 % of the side:        81.1 after 400
+    - first draft of clutter 0.5 (2 fragments, box 47–78 %):  15.5 / 16.6
+    - **default** (clutter 0.5):                              28.6 / 43.1 / 57.5 / 61.2
+    - default, ``samples_per_digit=8``, ``augment='shift'``:  17.1 / 30.1 / 48.7 / 50.3
+    - default, a 5-conv-layer CNN (0.14 M parameters):        80.2 / 86.8
+
+    (About 0.3–0.5 s a step.) The position and scale of the digit are what make it
+    hard for a transformer: on a flat background with small, roaming digits CRATE is at 59 % after
+    600 steps, with large centred ones at 81 % after 400. A small CNN, which has translation
+    invariance built in, reaches 87 % on the default in 600 steps, so the task is learnable; CRATE
+    gets there more slowly and overfits the 5,752 composites (train loss 0.66 at step 1,200 while
+    test accuracy is 61 %), so a recipe for high accuracy should train longer with more composites
+    (``samples_per_digit``) and the ``'shift'`` augmentation, which slow the start but keep the gap
+    small.
 """
 
 from __future__ import annotations
@@ -84,8 +128,8 @@ TEXTURE_SCALES: tuple[int, ...] = (1, 2, 4)
 
 #: Per-channel mean/std of the default ``cluttered-digits`` train split (seed 0, 32 px), [0, 1] scale.
 #: Checked by ``tests/test_data.py``; other settings keep these (normalisation need not be exact).
-CLUTTERED_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
-CLUTTERED_STD: tuple[float, float, float] = (0.25, 0.25, 0.25)
+CLUTTERED_MEAN: tuple[float, float, float] = (0.4102, 0.3725, 0.3519)
+CLUTTERED_STD: tuple[float, float, float] = (0.2225, 0.1920, 0.1925)
 
 
 @lru_cache(maxsize=1)
@@ -134,21 +178,31 @@ def _contrasting_colours(
     return torch.where(go_up[:, None], lighter, darker)
 
 
+def _bilinear_weights(size: int, f: torch.Tensor, c: torch.Tensor, n_in: int = 8) -> torch.Tensor:
+    """Bilinear resampling matrices ``(M, size, n_in)`` of a box of half-width ``f`` centred at ``c``.
+
+    Output pixel ``i`` has normalised centre ``u = (2 i + 1) / size - 1`` (align_corners=False), which
+    falls at glyph pixel coordinate ``p = ((u - c) / f + 1) n_in / 2 - 1/2``; its weight on glyph pixel
+    ``j`` is the hat function ``max(0, 1 - |p - j|)``, zero outside the glyph (zero padding).
+    """
+    u = (2 * torch.arange(size, dtype=torch.float32) + 1) / size - 1  # (S,)
+    p = ((u[None, :] - c[:, None]) / f[:, None] + 1) * n_in / 2 - 0.5  # (M, S)
+    j = torch.arange(n_in, dtype=torch.float32)
+    return (1 - (p[:, :, None] - j).abs()).clamp_min(0)  # (M, S, n_in)
+
+
 def _render(
     glyphs: torch.Tensor, size: int, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor
-):
+) -> torch.Tensor:
     """Place 8×8 grey glyphs ``(M, 8, 8)`` into ``(M, size, size)`` alpha maps (bilinear).
 
     The glyph box spans ``2 fx`` by ``2 fy`` in normalised image coordinates ([-1, 1] across the image)
-    and is centred at ``(cx, cy)``; every argument is ``(M,)``.
+    and is centred at ``(cx, cy)``; every argument is ``(M,)``. Axis-aligned placement is separable:
+    ``alpha = W_y G W_x^T`` (what ``grid_sample`` would compute, at a fraction of the cost).
     """
-    zeros = torch.zeros_like(fx)
-    theta = torch.stack(
-        [torch.stack([1 / fx, zeros, -cx / fx], -1), torch.stack([zeros, 1 / fy, -cy / fy], -1)], 1
-    )  # (M, 2, 3): output coords -> glyph coords
-    grid = F.affine_grid(theta, [glyphs.shape[0], 1, size, size], align_corners=False)  # (M, S, S, 2)
-    out = F.grid_sample(glyphs[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out[:, 0]  # (M, S, S)
+    Wy = _bilinear_weights(size, fy, cy)  # (M, S, 8)
+    Wx = _bilinear_weights(size, fx, cx)  # (M, S, 8)
+    return Wy @ glyphs @ Wx.transpose(1, 2)  # (M, S, S)
 
 
 def generate_cluttered(
@@ -218,10 +272,10 @@ def generate_cluttered(
         pool = digits if fragment_pool is None else fragment_pool
         m = n * fragments
         pieces = torch.from_numpy(pool[rng.integers(0, len(pool), size=m)]).float()  # (m, 8, 8)
-        corner = rng.integers(0, 5, size=(m, 2))
-        window = torch.zeros(m, 8, 8)
-        for j in range(m):
-            window[j, corner[j, 0] : corner[j, 0] + 4, corner[j, 1] : corner[j, 1] + 4] = 1.0
+        corner = torch.from_numpy(rng.integers(0, 5, size=(m, 2)))  # top-left of the 4×4 window
+        offset = torch.arange(8)[None, :] - corner[:, :, None]  # (m, 2, 8)
+        inside_window = (offset >= 0) & (offset < 4)
+        window = (inside_window[:, 0, :, None] & inside_window[:, 1, None, :]).float()  # (m, 8, 8)
         alpha_f = place(pieces * window, m, inside=False).view(n, fragments, S, S)
         base_luma = _luminance(mean_colour.view(n, 3)).repeat_interleave(fragments)
         col_f = _contrasting_colours(base_luma, min_contrast, rng).view(n, fragments, 3)
@@ -240,20 +294,23 @@ def generate_cluttered(
     return images, mask
 
 
-#: ``clutter`` presets. Keys: texture_contrast, fragments, min_contrast, scale (fraction of S).
 def clutter_settings(clutter: float) -> dict:
     """The generator settings of a clutter level in [0, 1] (0: flat background, 1: hardest).
 
-    texture_contrast = clutter, fragments = round(3 * clutter), min_contrast = 0.45 - 0.25 * clutter,
-    scale = (0.55 - 0.15 * clutter, 0.85 - 0.15 * clutter).
+    Every setting moves linearly with ``clutter`` (``c``):
+
+    - ``texture_contrast = c`` (0: flat background in the crop's mean colour; 1: the raw crop),
+    - ``fragments = floor(3 c)`` distractor pieces of other digits,
+    - ``min_contrast = 0.5 - 0.3 c`` (least luma difference digit / background),
+    - ``scale = (0.75 - 0.3 c, 1.0 - 0.25 c)``: the digit box side as a fraction of the image side.
     """
     if not 0.0 <= clutter <= 1.0:
         raise ValueError(f"clutter must lie in [0, 1], got {clutter}")
     return {
         "texture_contrast": float(clutter),
-        "fragments": int(round(3 * clutter)),
-        "min_contrast": 0.45 - 0.25 * clutter,
-        "scale": (0.55 - 0.15 * clutter, 0.85 - 0.15 * clutter),
+        "fragments": int(3 * clutter + 1e-9),
+        "min_contrast": 0.5 - 0.3 * clutter,
+        "scale": (0.75 - 0.3 * clutter, 1.0 - 0.25 * clutter),
     }
 
 
