@@ -101,8 +101,8 @@ _RECIPES: list[Recipe] = [
             "warm-up and cosine decay, label smoothing 0.1, small random shifts (no flips: a flipped "
             "2 is not a 2), one CPU thread (this model's small matrix products gain nothing from "
             "more, and on a busy machine extra threads made each step about 10x slower). Measured "
-            "by benchmarks/digits_quick.py (benchmarks/results/digits_quick.json): 97.5-98.3 % test "
-            "accuracy (seeds 0-2, mean 97.8 %) in about 50 s of wall time on 2 shared CPU cores."
+            "by benchmarks/digits_quick.py (benchmarks/results/digits_quick.json): 97.2-97.8 % test "
+            "accuracy (seeds 0-2, mean 97.5 %) in 25-32 s of wall time on 2 shared CPU cores."
         ),
         model="crate_nano_cifar",
         dataset="digits",
