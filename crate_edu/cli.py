@@ -273,6 +273,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if out is None and not resume:
         named = "recipe" in given or not ({"model", "dataset"} & given.keys())
         out = _broadcast_str(str(_fresh_run_dir(recipe.name if named else f"{cfg.model}-{cfg.dataset}")))
+    args.run_folder = out if out is not None else resume  # for the hint after Ctrl-C
     result = train(cfg, out, resume=resume, explicit=explicit)
     if _is_main_process():
         if result.history:
@@ -453,9 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = (
-            " (continue with: crate-edu train --out RUN_FOLDER --resume)" if args.command == "train" else ""
-        )
+        folder = getattr(args, "run_folder", None)
+        hint = f" (continue with: {PROG} train --out {folder} --resume)" if folder not in (None, True) else ""
         print(f"{PROG} {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 

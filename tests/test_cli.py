@@ -144,6 +144,21 @@ def test_genuine_bugs_still_raise(monkeypatch, tmp_path) -> None:
         main(["train", "--out", str(tmp_path / "r")])
 
 
+def test_ctrl_c_exits_130_with_the_resume_command(monkeypatch, tmp_path, capsys) -> None:
+    import crate_edu.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(crate_edu.train, "train", interrupted)
+    code, _, err = run_main(["train", "--out", str(tmp_path / "r")], capsys)
+    assert code == 130
+    assert (
+        err.strip()
+        == f"crate-edu train: interrupted (continue with: crate-edu train --out {tmp_path / 'r'} --resume)"
+    )
+
+
 def test_train_without_arguments_runs_digits_quick(tmp_path: Path, monkeypatch, capsys) -> None:
     # The real recipe with one epoch instead of fifteen, to keep the test fast.
     monkeypatch.setitem(RECIPES, "digits-quick", dataclasses.replace(RECIPES["digits-quick"], epochs=1))
