@@ -69,6 +69,10 @@ def test_bad_arguments_name_the_choices():
         build_dataset("digits", augment="autoaugment")
     with pytest.raises(ValueError, match="'train' or 'test'"):
         build_dataset("digits", split="validation")
+    with pytest.raises(ValueError, match="unknown option.*size.*takes: none"):
+        build_dataset("digits", size="160px")
+    with pytest.raises(ValueError, match="Imagenette size.*160px"):
+        build_dataset("imagenette", size="64px")
 
 
 def test_default_data_dir_env(monkeypatch, tmp_path):

@@ -40,6 +40,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,16 @@ def imagenet100_classes() -> list[str]:
 
     Label ``k`` of ``imagenet-100`` is the ``k``-th id of this list.
     """
+    return list(_imagenet100_classes())
+
+
+@lru_cache(maxsize=1)
+def _imagenet100_classes() -> tuple[str, ...]:
     text = resources.files("crate_edu").joinpath("resources/imagenet100_classes.txt").read_text()
     wnids = sorted({line.strip() for line in text.splitlines() if line.strip()})
     if len(wnids) != 100:
         raise RuntimeError(f"imagenet100_classes.txt should list 100 distinct synsets, found {len(wnids)}")
-    return wnids
+    return tuple(wnids)
 
 
 _INFOS: dict[str, DatasetInfo] = {
@@ -161,7 +167,7 @@ def dataset_info(name: str) -> DatasetInfo:
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(_INFOS)}") from None
     if name == "imagenet-100" and info.classes is None:
-        info = replace(info, classes=tuple(imagenet100_classes()))
+        info = replace(info, classes=_imagenet100_classes())
     return info
 
 
@@ -446,6 +452,19 @@ _BUILDERS: dict[str, Callable[..., Dataset]] = {
     "digits": _build_digits,
     "cluttered-digits": _build_cluttered,
 }
+#: The dataset-specific keyword options that ``build_dataset`` passes on (anything else is an error).
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "imagenette": ("size",),
+    "flowers102": ("include_val",),
+    "cluttered-digits": (
+        "samples_per_digit",
+        "clutter",
+        "texture_contrast",
+        "fragments",
+        "min_contrast",
+        "scale",
+    ),
+}
 #: Datasets whose images are generated in memory at the requested size (no resize step needed).
 _GENERATED = ("digits", "cluttered-digits")
 #: Datasets stored at one fixed square size.
@@ -495,6 +514,10 @@ def build_dataset(
             the download failed. ``ValueError``: an unknown name, split, policy or option.
     """
     info = dataset_info(name)
+    unknown = sorted(set(kw) - set(_OPTIONS.get(name, ())))
+    if unknown:
+        takes = ", ".join(_OPTIONS.get(name, ())) or "none"
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for dataset '{name}'; it takes: {takes}")
     if split not in ("train", "test", "val"):
         raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
     train = split == "train"
