@@ -274,7 +274,8 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(
-        DatasetUnavailableError, match="could not be downloaded.*Network is unreachable"
+        DatasetUnavailableError,
+        match=r"download into .* failed: OSError: \[Errno 101\] Network is unreachable",
     ) as err:
         build_dataset("cifar10", data_dir=tmp_path, download=True)
     assert err.value.__suppress_context__ and "crate-edu fetch cifar10" in str(err.value)

@@ -287,7 +287,7 @@ def _unavailable(name: str, looked_for: str, *, reason: str = "") -> DatasetUnav
 
 
 _IMAGENET_HOWTO = (
-    "ImageNet cannot be downloaded automatically (it needs an account at https://image-net.org); "
+    "ImageNet has no public download (it needs an account at https://image-net.org): "
     "download ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz into DIR, "
     "run torchvision.datasets.ImageNet(DIR, split='train') and (DIR, split='val') once to unpack them "
     "into DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG (the val images sorted into class folders), "
@@ -295,17 +295,14 @@ _IMAGENET_HOWTO = (
 )
 
 
-def _download(name: str, root: Path, fn: Callable[[], Any]) -> None:
-    """Run a torchvision download, turning any failure into one DatasetUnavailableError."""
+def _download(name: str, root: Path, looked_for: str, fn: Callable[[], Any]) -> None:
+    """Run a torchvision download into ``root``, turning any failure into one DatasetUnavailableError."""
     root.mkdir(parents=True, exist_ok=True)
     try:
         fn()
     except Exception as e:  # network errors, HTTP errors, MD5 mismatches, full disks ...
-        raise DatasetUnavailableError(
-            f"dataset '{name}' could not be downloaded into {root} ({type(e).__name__}: {e}). "
-            f"Run `crate-edu fetch {name}` on a machine with internet access and copy the folder, "
-            f"or pass --data-dir pointing at an existing copy."
-        ) from None
+        reason = f"the download into {root} failed: {type(e).__name__}: {e}"
+        raise _unavailable(name, looked_for, reason=reason) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,14 +314,15 @@ def _build_cifar(name, train, root, transform, download, mean, std, **kw) -> Dat
     folder = _locate(root, spec["folder"])
     files = spec["train"] if train else spec["test"]
     missing = [f for f in [*files, spec["meta"]] if not (folder / f).is_file()]
+    looked_for = f"{folder} with the python pickles {', '.join(missing)}"
     if missing and download:
         import torchvision
 
         tv = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        _download(name, folder.parent, lambda: tv(str(folder.parent), train=train, download=True))
+        _download(name, folder.parent, looked_for, lambda: tv(str(folder.parent), train=train, download=True))
         missing = [f for f in [*files, spec["meta"]] if not (folder / f).is_file()]
     if missing:
-        raise _unavailable(name, f"{folder} with the python pickles {', '.join(missing)}")
+        raise _unavailable(name, looked_for)
     images, labels = read_cifar_batches(folder, files, spec["label_key"])
     with open(folder / spec["meta"], "rb") as fh:
         classes = pickle.load(fh, encoding="latin1")[spec["names_key"]]
@@ -337,24 +335,26 @@ def _build_pets(name, train, root, transform, download, mean, std, **kw) -> Data
     base = _locate(root, "oxford-iiit-pet")
     split = "trainval" if train else "test"
     ann = base / "annotations" / f"{split}.txt"
+    looked_for = f"{base}/images/*.jpg and {ann}"
     if not (ann.is_file() and (base / "images").is_dir()) and download:
-        _download(
-            name, base.parent, lambda: torchvision.datasets.OxfordIIITPet(str(base.parent), download=True)
-        )
+        tv = torchvision.datasets.OxfordIIITPet
+        _download(name, base.parent, looked_for, lambda: tv(str(base.parent), download=True))
     if not (ann.is_file() and (base / "images").is_dir()):
-        raise _unavailable(name, f"{base}/images/*.jpg and {ann}")
+        raise _unavailable(name, looked_for)
     return torchvision.datasets.OxfordIIITPet(str(base.parent), split=split, transform=transform)
 
 
 def _build_flowers(name, train, root, transform, download, mean, std, include_val: bool = False, **kw):
     base = _locate(root, "flowers-102")
     needed = [base / "setid.mat", base / "imagelabels.mat", base / "jpg"]
+    looked_for = f"{base} with jpg/, setid.mat and imagelabels.mat"
     if not all(p.exists() for p in needed) and download:
         import torchvision
 
-        _download(name, base.parent, lambda: torchvision.datasets.Flowers102(str(base.parent), download=True))
+        tv = torchvision.datasets.Flowers102
+        _download(name, base.parent, looked_for, lambda: tv(str(base.parent), download=True))
     if not all(p.exists() for p in needed):
-        raise _unavailable(name, f"{base} with jpg/, setid.mat and imagelabels.mat")
+        raise _unavailable(name, looked_for)
     splits = (["train", "val"] if include_val else ["train"]) if train else ["test"]
     paths, labels = read_flowers102(base, splits)
     return ImageFileDataset(paths, labels, transform)
@@ -368,14 +368,12 @@ def _build_imagenette(name, train, root, transform, download, mean, std, size: s
     folder_name = {"160px": "imagenette2-160", "320px": "imagenette2-320", "full": "imagenette2"}[size]
     base = _locate(root, folder_name)
     split = "train" if train else "val"
+    looked_for = f"{base / split}/<wnid>/*.JPEG (Imagenette v2, size {size})"
     if not (base / split).is_dir() and download:
-        _download(
-            name,
-            base.parent,
-            lambda: torchvision.datasets.Imagenette(str(base.parent), size=size, download=True),
-        )
+        tv = torchvision.datasets.Imagenette
+        _download(name, base.parent, looked_for, lambda: tv(str(base.parent), size=size, download=True))
     if not (base / split).is_dir():
-        raise _unavailable(name, f"{base / split}/<wnid>/*.JPEG (Imagenette v2, size {size})")
+        raise _unavailable(name, looked_for)
     return torchvision.datasets.Imagenette(str(base.parent), split=split, size=size, transform=transform)
 
 
@@ -567,7 +565,7 @@ def fetch_dataset(name: str, data_dir: str | Path | None = None, **kw: Any) -> P
     if name in _GENERATED:
         return root
     if not info.downloadable:
-        raise DatasetUnavailableError(f"dataset '{name}' cannot be fetched automatically. {_IMAGENET_HOWTO}.")
+        raise DatasetUnavailableError(f"dataset '{name}' cannot be fetched automatically: {_IMAGENET_HOWTO}.")
     # Building both splits with download=True fetches (and MD5-checks) whatever is missing.
     for split in ("train", "test"):
         build_dataset(name, split, data_dir=root, download=True, augment="none", **kw)
