@@ -130,7 +130,10 @@ _RECIPES: list[Recipe] = [
             "CPU at the default clutter 0.5: accuracy stays at chance for about 250 steps while "
             "the model learns to find the digit, then climbs; 15 epochs (1,335 steps, 388 s on 2 "
             "shared cores) reached 61 % test accuracy and was still rising, batch 128 at lr 1e-3 "
-            "was slower per epoch (41 % after 12 epochs). The 60 epochs here are for high accuracy."
+            "was slower per epoch (41 % after 12 epochs). This recipe as written (60 epochs, 5,340 "
+            "steps) measured 86.3 % test accuracy (train 90 % under augmentation) in 1,071 s of "
+            "training on 2 shared CPU cores, seed 0, with the generator of 2026-11-21; 80 % is "
+            "passed around epoch 31. For more, try depth 6 (the full nano preset) on a GPU."
         ),
         model="crate_nano_cifar",
         dataset="cluttered-digits",
