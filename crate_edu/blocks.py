@@ -208,7 +208,7 @@ class ISTA(nn.Module):
         """The step's linear part as one matrix, laid out for ``F.linear``: I + η (D^T − D^T D)."""
         D = self.weight
         eye = torch.eye(D.shape[0], dtype=D.dtype, device=D.device)
-        return eye + self.eta * (D.t() - D.t() @ D)  # (d, d)
+        return torch.addmm(eye + self.eta * D.t(), D.t(), D, alpha=-self.eta)  # (d, d), one fused op
 
     def step_folded(self, x: Tensor) -> Tensor:
         bias = x.new_full((x.shape[-1],), -self.eta * self.lambd)  # −ηλ, fused into the matmul
