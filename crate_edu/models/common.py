@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from crate_edu.blocks import LayerTrace
 
-__all__ = ["pair", "check_geometry", "check_images", "ImageClassifier"]
+__all__ = ["pair", "check_geometry", "check_images", "ClassifierConfig", "ImageClassifier"]
 
 
 def pair(t: int | tuple[int, int]) -> tuple[int, int]:
@@ -70,6 +70,36 @@ def check_images(x: Tensor, channels: int, image_size, name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Fields shared by every classifier's config (CRATE, CRATE-α, ViT); validated on creation."""
+
+    image_size: int | tuple[int, int] = 224
+    patch_size: int | tuple[int, int] = 16
+    num_classes: int = 1000
+    dim: int = 384  # token width d
+    depth: int = 12  # layers L
+    heads: int = 6  # heads (CRATE: subspaces K)
+    dim_head: int | None = None  # head dimension p (default dim // heads)
+    channels: int = 3
+    pool: str = "cls"  # 'cls' or 'mean'
+    dropout: float = 0.0
+    emb_dropout: float = 0.0
+    literal: bool = False  # derivation-literal arithmetic instead of the fast path
+
+    def __post_init__(self):
+        check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim_head if self.dim_head is not None else self.dim // self.heads
+
+    @property
+    def num_patches(self) -> int:
+        (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
+        return (ih // ph) * (iw // pw)
+
+
 class ImageClassifier(nn.Module):
     """The interface shared by CRATE, CRATE-α and the ViT baseline.
 
@@ -91,6 +121,12 @@ class ImageClassifier(nn.Module):
 
     def embed(self, img: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def init_tokens(self, cfg: ClassifierConfig) -> None:
+        """The learned positions, [CLS] token and embedding dropout, initialised as officially."""
+        self.pos_embedding = nn.Parameter(torch.randn(1, cfg.num_patches + 1, cfg.dim))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.dim))
+        self.dropout = nn.Dropout(cfg.emb_dropout)
 
     def add_cls_and_positions(self, x: Tensor) -> Tensor:
         """Patch tokens (B, N, d) -> [CLS; tokens] + pos_embedding, then embedding dropout."""

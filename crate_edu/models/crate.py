@@ -13,46 +13,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
 
 from crate_edu.blocks import CRATELayer, Transformer
-from crate_edu.models.common import ImageClassifier, check_geometry, pair
+from crate_edu.models.common import ClassifierConfig, ImageClassifier, pair
 
 __all__ = ["CRATEConfig", "CRATE", "PatchEmbedding"]
 
 
 @dataclass(frozen=True)
-class CRATEConfig:
+class CRATEConfig(ClassifierConfig):
     """Configuration of a CRATE classifier (official defaults: CRATE-T at 224 px)."""
 
-    image_size: int | tuple[int, int] = 224
-    patch_size: int | tuple[int, int] = 16
-    num_classes: int = 1000
-    dim: int = 384  # token width d
-    depth: int = 12  # layers L
-    heads: int = 6  # subspaces K
-    dim_head: int | None = None  # subspace dimension p (default dim // heads)
-    channels: int = 3
-    pool: str = "cls"  # 'cls' or 'mean'
-    dropout: float = 0.0
-    emb_dropout: float = 0.0
     eta: float = 0.1  # ISTA step size η
     lambd: float = 0.1  # ISTA sparsity penalty λ
-    literal: bool = False  # derivation-literal arithmetic instead of the fast path
-
-    def __post_init__(self):
-        check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim_head if self.dim_head is not None else self.dim // self.heads
-
-    @property
-    def num_patches(self) -> int:
-        (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
-        return (ih // ph) * (iw // pw)
 
 
 class PatchEmbedding(nn.Sequential):
@@ -77,9 +52,7 @@ class CRATE(ImageClassifier):
         cfg = config if config is not None else CRATEConfig(**kwargs)
         self.config = cfg
         self.to_patch_embedding = PatchEmbedding(cfg.patch_size, cfg.channels, cfg.dim)
-        self.pos_embedding = nn.Parameter(torch.randn(1, cfg.num_patches + 1, cfg.dim))
-        self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.dim))
-        self.dropout = nn.Dropout(cfg.emb_dropout)
+        self.init_tokens(cfg)
         self.transformer = Transformer(
             [
                 CRATELayer(cfg.dim, cfg.heads, cfg.head_dim, cfg.dropout, cfg.eta, cfg.lambd, cfg.literal)

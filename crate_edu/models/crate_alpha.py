@@ -12,47 +12,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from crate_edu.blocks import CRATEAlphaLayer, Transformer
-from crate_edu.models.common import ImageClassifier, check_geometry, pair
+from crate_edu.models.common import ClassifierConfig, ImageClassifier, pair
 
 __all__ = ["CRATEAlphaConfig", "CRATEAlpha"]
 
 
 @dataclass(frozen=True)
-class CRATEAlphaConfig:
+class CRATEAlphaConfig(ClassifierConfig):
     """Configuration of a CRATE-α classifier (official defaults: B/16 at 224 px)."""
 
-    image_size: int | tuple[int, int] = 224
-    patch_size: int | tuple[int, int] = 16
-    num_classes: int = 1000
     dim: int = 768
-    depth: int = 12
     heads: int = 12
-    dim_head: int | None = None
-    channels: int = 3
-    pool: str = "cls"
-    dropout: float = 0.0
-    emb_dropout: float = 0.0
-    overcomplete_ratio: int = 4
+    overcomplete_ratio: int = 4  # dictionary width r·d
     eta: float = 0.1
     lambd: float = 0.1
-    literal: bool = False
-
-    def __post_init__(self):
-        check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim_head if self.dim_head is not None else self.dim // self.heads
-
-    @property
-    def num_patches(self) -> int:
-        (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
-        return (ih // ph) * (iw // pw)
 
 
 class CRATEAlpha(ImageClassifier):
@@ -65,9 +42,7 @@ class CRATEAlpha(ImageClassifier):
         self.conv1 = nn.Conv2d(
             cfg.channels, cfg.dim, kernel_size=pair(cfg.patch_size), stride=pair(cfg.patch_size)
         )
-        self.pos_embedding = nn.Parameter(torch.randn(1, cfg.num_patches + 1, cfg.dim))
-        self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.dim))
-        self.dropout = nn.Dropout(cfg.emb_dropout)
+        self.init_tokens(cfg)
         self.transformer = Transformer(
             [
                 CRATEAlphaLayer(

@@ -20,45 +20,23 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from crate_edu.blocks import LayerTrace, PreNorm, Transformer
-from crate_edu.models.common import ImageClassifier, check_geometry, pair
+from crate_edu.models.common import ClassifierConfig, ImageClassifier
 from crate_edu.models.crate import PatchEmbedding
 
 __all__ = ["ViTConfig", "ViT", "Attention", "FeedForward", "ViTLayer"]
 
 
 @dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(ClassifierConfig):
     """Configuration of the ViT baseline (defaults: ViT-T/16 at 224 px)."""
 
-    image_size: int | tuple[int, int] = 224
-    patch_size: int | tuple[int, int] = 16
-    num_classes: int = 1000
     dim: int = 192
-    depth: int = 12
     heads: int = 3
-    dim_head: int | None = None
     mlp_dim: int | None = None  # default 4 · dim
-    channels: int = 3
-    pool: str = "cls"
-    dropout: float = 0.0
-    emb_dropout: float = 0.0
-    literal: bool = False
-
-    def __post_init__(self):
-        check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim_head if self.dim_head is not None else self.dim // self.heads
 
     @property
     def hidden_dim(self) -> int:
         return self.mlp_dim if self.mlp_dim is not None else 4 * self.dim
-
-    @property
-    def num_patches(self) -> int:
-        (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
-        return (ih // ph) * (iw // pw)
 
 
 class Attention(nn.Module):
@@ -137,9 +115,7 @@ class ViT(ImageClassifier):
         cfg = config if config is not None else ViTConfig(**kwargs)
         self.config = cfg
         self.to_patch_embedding = PatchEmbedding(cfg.patch_size, cfg.channels, cfg.dim)
-        self.pos_embedding = nn.Parameter(torch.randn(1, cfg.num_patches + 1, cfg.dim))
-        self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.dim))
-        self.dropout = nn.Dropout(cfg.emb_dropout)
+        self.init_tokens(cfg)
         self.transformer = Transformer(
             [
                 ViTLayer(cfg.dim, cfg.heads, cfg.head_dim, cfg.hidden_dim, cfg.dropout, cfg.literal)
