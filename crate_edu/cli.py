@@ -67,6 +67,8 @@ _CONFIG_FLAGS = (
     "grad_clip",
     "image_size",
     "augment",
+    "normalize",
+    "compile",
     "precision",
     "seed",
     "pretrained",
@@ -113,6 +115,13 @@ def _add_train(sub: Any) -> None:
     )
     g.add_argument("--precision", help="auto (default), no, fp16 or bf16")
     g.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="torch.compile the model (default backend: inductor; pays off on GPUs)",
+    )
+    g.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)"
     )
 
@@ -126,6 +135,9 @@ def _add_train(sub: Any) -> None:
     )
     g.add_argument("--image-size", type=int, help="image side in pixels")
     g.add_argument("--augment", help="train augmentation: none, cifar, shift, randaugment, imagenet")
+    g.add_argument(
+        "--normalize", help="input statistics: dataset (its own mean/std) or imagenet (for ImageNet weights)"
+    )
     g.add_argument("--num-workers", type=int, help="data-loading processes per training process")
     g.add_argument("--limit-train", type=int, metavar="N", help="train on a fixed random subset of N images")
     g.add_argument(
@@ -316,7 +328,7 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
         model.load_state_dict(obj["model"])
         dataset = args.dataset or cfg.dataset
         image_size = image_size_of(cfg)
-        augment = cfg.augment
+        augment, normalize = cfg.augment, cfg.normalize
         data_dir = args.data_dir if args.data_dir is not None else cfg.data_dir
     else:
         if args.model is None or args.dataset is None:
@@ -333,6 +345,7 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
         dataset = args.dataset
         image_size = getattr(model.config, "image_size", None)
         augment, data_dir = None, args.data_dir
+        normalize = "imagenet"  # the published weights were trained on ImageNet-normalised images
     del obj
     check_config(TrainConfig(model=cfg.model, dataset=dataset, image_size=image_size))
     n_model = getattr(model.config, "num_classes", None)
@@ -344,7 +357,13 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
     if args.split == "train":
         augment = "none"
     ds = build_dataset(
-        dataset, args.split, data_dir=data_dir, image_size=image_size, augment=augment, download=args.download
+        dataset,
+        args.split,
+        data_dir=data_dir,
+        image_size=image_size,
+        augment=augment,
+        normalize=normalize,
+        download=args.download,
     )
     if args.limit is not None:
         if args.limit < 1:

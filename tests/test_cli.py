@@ -65,6 +65,10 @@ def finished_run(tmp_path_factory) -> Path:
         (["train", "--precision", "fp16"], "fp16 needs a GPU"),
         (["train", "--precision", "fp8"], "unknown precision 'fp8'; choose one of: auto, no, fp16, bf16"),
         (["train", "--augment", "mixup"], "unknown augmentation policy 'mixup'"),
+        (
+            ["train", "--normalize", "cifar"],
+            "unknown normalisation 'cifar'; choose one of: dataset, imagenet",
+        ),
         (["train", "--epochs", "-2"], "epochs must be a positive integer, got -2"),
         (["train", "--epochs", "0"], "epochs must be a positive integer, got 0"),
         (["train", "--epochs", "two"], "argument --epochs: invalid int value: 'two'"),

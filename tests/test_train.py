@@ -375,3 +375,31 @@ def test_evaluate_matches_the_logged_test_metrics(tmp_path: Path) -> None:
     assert ev["n"] == 128
     assert math.isclose(ev["acc"], result.final["test_acc"], abs_tol=1e-9)
     assert math.isclose(ev["loss"], result.final["test_loss"], rel_tol=1e-5)
+
+
+def test_imagenet_normalisation_reaches_the_datasets():
+    """``normalize='imagenet'`` (the official finetune.py statistics) changes only the input scaling."""
+    from crate_edu.data import dataset_info
+
+    own, _ = build_datasets(tiny_config(limit_train=8))
+    imnet, _ = build_datasets(tiny_config(limit_train=8, normalize="imagenet"))
+    info = dataset_info("digits")
+    mean, std = torch.tensor(info.mean)[:, None, None], torch.tensor(info.std)[:, None, None]
+    in_mean = torch.tensor((0.485, 0.456, 0.406))[:, None, None]
+    in_std = torch.tensor((0.229, 0.224, 0.225))[:, None, None]
+    x_own, y_own = own[3]
+    x_imnet, y_imnet = imnet[3]
+    assert y_own == y_imnet
+    torch.testing.assert_close(x_imnet, (x_own * std + mean - in_mean) / in_std, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="unknown normalisation 'cifar'; choose one of: dataset, imagenet"):
+        check_config(tiny_config(normalize="cifar"))
+
+
+def test_compiled_run_matches_eager_and_saves_the_plain_module(tmp_path):
+    """``compile`` wraps the model in torch.compile; the checkpoint holds the plain module's weights."""
+    cfg = tiny_config(epochs=1, limit_train=64, limit_test=32)
+    eager = train(cfg, tmp_path / "eager")
+    compiled = train(cfg.replace(compile="aot_eager"), tmp_path / "compiled")
+    assert_same_history(eager.history, compiled.history, tol=1e-4)
+    state = load_checkpoint(compiled.checkpoint)["model"]
+    assert state.keys() == build_model(cfg).state_dict().keys()  # no "_orig_mod." prefixes

@@ -19,6 +19,8 @@ OPTIMIZERS: tuple[str, ...] = ("lion", "adamw", "sgd")
 #: Mixed-precision settings: ``auto`` picks bf16 where the accelerator supports it, else fp16 on CUDA,
 #: else no mixed precision (CPU).
 PRECISIONS: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
+#: Input normalisations: the dataset's own statistics, or ImageNet's.
+NORMALIZATIONS: tuple[str, ...] = ("dataset", "imagenet")
 #: Fields that may differ when a run is resumed (they do not change the computation, except
 #: ``epochs``, which stretches the schedule and is allowed with a warning).
 RESUMABLE_OVERRIDES: tuple[str, ...] = (
@@ -28,6 +30,7 @@ RESUMABLE_OVERRIDES: tuple[str, ...] = (
     "threads",
     "progress",
     "grad_accum",  # the same steps, in more or fewer passes (e.g. resuming on fewer GPUs)
+    "compile",  # the same arithmetic, compiled or not
     "epochs",
 )
 
@@ -70,6 +73,10 @@ class TrainConfig:
         image_size: side of the images in pixels; None for the dataset's default size.
         augment: a training augmentation policy of ``crate_edu.data`` (``none``, ``cifar``,
             ``shift``, ``randaugment``, ``imagenet``); None for the dataset's default.
+        normalize: input normalisation: None or ``'dataset'`` for the dataset's own mean/std,
+            ``'imagenet'`` for ImageNet's (what the official ``finetune.py`` uses for every dataset,
+            and what ImageNet-pretrained weights expect).
+        compile: ``torch.compile`` the model with this backend (``'inductor'``; None: eager).
         model_overrides: extra ``create_model`` options (``depth``, ``dim``, ``heads``,
             ``patch_size``, ``pool``, ``dropout``, ...).
         pretrained: initial weights: an official checkpoint file (read with ``load_official``), a
@@ -107,6 +114,8 @@ class TrainConfig:
     grad_clip: float | None = None
     image_size: int | None = None
     augment: str | None = None
+    normalize: str | None = None
+    compile: str | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
     precision: str = "auto"
@@ -177,6 +186,12 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise _choices(cfg.precision, PRECISIONS, "precision")
     if cfg.augment is not None and cfg.augment not in POLICIES:
         raise _choices(cfg.augment, POLICIES, "augmentation policy")
+    if cfg.normalize is not None and cfg.normalize not in NORMALIZATIONS:
+        raise _choices(cfg.normalize, NORMALIZATIONS, "normalisation")
+    if cfg.compile is not None and not (isinstance(cfg.compile, str) and cfg.compile):
+        raise ConfigError(
+            f"compile must name a torch.compile backend such as 'inductor', got {cfg.compile!r}"
+        )
 
     def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
         if value is None and allow_none:

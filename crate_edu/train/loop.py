@@ -231,7 +231,9 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     """
     from crate_edu.data import build_dataset
 
-    common = dict(data_dir=cfg.data_dir, image_size=image_size_of(cfg), download=cfg.download)
+    common = dict(
+        data_dir=cfg.data_dir, image_size=image_size_of(cfg), download=cfg.download, normalize=cfg.normalize
+    )
     train_set = build_dataset(cfg.dataset, "train", augment=cfg.augment, **common)
     test_set = build_dataset(cfg.dataset, "test", augment=cfg.augment, **common)
     return _limit(train_set, cfg.limit_train), _limit(test_set, cfg.limit_test)
@@ -518,6 +520,8 @@ def _fit(
     test_loader = DataLoader(
         test_set, batch_size=eval_bs, shuffle=False, num_workers=workers, pin_memory=device_type == "cuda"
     )
+    if cfg.compile:  # one graph per model (tests/test_models.py); the checkpoint stores the plain module
+        model = torch.compile(model, backend=cfg.compile)
     model, optimizer, train_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, test_loader
     )
@@ -621,7 +625,7 @@ def _fit(
                     "epoch": epoch + 1,
                     "step": step,
                     "config": cfg.to_dict(),
-                    "model": accelerator.unwrap_model(model).state_dict(),
+                    "model": accelerator.unwrap_model(model, keep_torch_compile=False).state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
