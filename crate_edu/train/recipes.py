@@ -41,7 +41,7 @@ class Recipe:
         name: the name used by ``--recipe``.
         doc: what the recipe is for, where each value comes from, and what it reaches.
         model, dataset, epochs, batch_size, optimizer, lr, weight_decay, warmup_epochs,
-        label_smoothing, grad_clip, image_size, augment, model_overrides, betas, min_lr_ratio,
+        label_smoothing, grad_clip, image_size, augment, normalize, model_overrides, betas, min_lr_ratio,
         threads: the :class:`~crate_edu.train.config.TrainConfig` fields this recipe sets.
         needs_pretrained: the recipe only makes sense from pretrained weights (``--pretrained``).
     """
@@ -60,6 +60,7 @@ class Recipe:
     grad_clip: float | None = None
     image_size: int | None = None
     augment: str | None = None
+    normalize: str | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
     betas: tuple[float, float] | None = None
     min_lr_ratio: float = 0.0
@@ -238,7 +239,8 @@ _RECIPES: list[Recipe] = [
             "AdamW lr 5e-5, betas (0.9, 0.999), weight decay 0.01, batch 512 (paper; the README "
             "table uses 256), 200 epochs (README, CIFAR-10/100; Pets and Flowers: lr 1e-4, 400 "
             "epochs), cosine decay without warm-up, plain cross-entropy, 224 px, RandomResizedCrop + "
-            "flip + RandAugment(2, 14), mixed precision. Needs --pretrained (an official checkpoint "
+            "flip + RandAugment(2, 14), ImageNet mean/std for every dataset (what the pretrained "
+            "weights expect), mixed precision. Needs --pretrained (an official checkpoint "
             "such as CRATE_small.pth, or a checkpoint of this trainer); the classifier head is "
             "replaced for the new classes. Published (CRATE-T/S/B/L): CIFAR-10 95.5/96.0/96.8/97.2, "
             "CIFAR-100 78.9/81.0/82.7/83.6, Flowers 84.6/87.1/88.7/88.3, Pets 81.4/84.9/85.3/87.4."
@@ -256,6 +258,7 @@ _RECIPES: list[Recipe] = [
         grad_clip=None,
         image_size=224,
         augment="randaugment",
+        normalize="imagenet",
         needs_pretrained=True,
     ),
 ]
