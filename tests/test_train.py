@@ -393,6 +393,7 @@ def test_imagenet_normalisation_reaches_the_datasets():
     torch.testing.assert_close(x_imnet, (x_own * std + mean - in_mean) / in_std, atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match="unknown normalisation 'cifar'; choose one of: dataset, imagenet"):
         check_config(tiny_config(normalize="cifar"))
+    assert RECIPES["finetune"].config().normalize == "imagenet"  # as the official finetune.py
 
 
 def test_compiled_run_matches_eager_and_saves_the_plain_module(tmp_path):
