@@ -30,6 +30,8 @@ _LAZY = {
     "verify_checkpoint": "crate_edu.weights",
     "CheckpointError": "crate_edu.weights",
     "WeightsUnavailableError": "crate_edu.weights",
+    "load_weights": "crate_edu.checkpoints",
+    "load_tutorial_model": "crate_edu.checkpoints",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,0 +1,332 @@
+"""Small trained weights as self-describing safetensors files, and the ones the tutorial ships.
+
+A weights file written here holds the tensors of a model and, in the safetensors header, what is
+needed to rebuild it: the registry name and the ``create_model`` overrides. Loading never runs
+code from the file (safetensors holds only tensors and strings)::
+
+    from crate_edu.checkpoints import export_run, load_weights, load_tutorial_model
+
+    export_run("runs/cluttered", "crate.safetensors")     # a crate_edu.train run -> weights file
+    model, info = load_weights("crate.safetensors")       # rebuilt with create_model, eval mode
+    model, info = load_tutorial_model("cluttered-digits-crate")   # a file shipped in data/
+
+The tutorial's own files (:data:`TUTORIAL_CHECKPOINTS`) live in the repository's ``data/`` folder.
+:func:`tutorial_checkpoint` finds them there (a clone or an editable install), in
+``$CRATE_EDU_CHECKPOINTS``, or in the cache; failing that it downloads the file from the
+repository and checks its sha256 before using it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "WeightsInfo",
+    "TutorialCheckpoint",
+    "TUTORIAL_CHECKPOINTS",
+    "save_weights",
+    "export_run",
+    "read_weights_info",
+    "load_weights",
+    "tutorial_checkpoint",
+    "load_tutorial_model",
+    "repository_data_dir",
+]
+
+#: Format tag written into every file's header.
+FORMAT = "crate_edu.weights/1"
+
+#: Where :func:`tutorial_checkpoint` downloads a file from when no local copy exists.
+BASE_URL = "https://raw.githubusercontent.com/crate-edu/crate_edu/main/data/"
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What a weights file says about itself.
+
+    Attributes:
+        model_name: the registry name (``crate_edu.list_models()``).
+        overrides: ``create_model`` keyword arguments (``depth``, ``num_classes``, ...).
+        metadata: anything else recorded (metrics, the command that made it, ...), JSON values.
+        path: the file it was read from.
+    """
+
+    model_name: str
+    overrides: dict[str, Any]
+    metadata: dict[str, Any]
+    path: Path
+
+
+@dataclass(frozen=True)
+class TutorialCheckpoint:
+    """A weights file shipped in the repository's ``data/`` folder (described in data/README.md)."""
+
+    name: str
+    filename: str
+    sha256: str | None
+    description: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: The files the notebooks load in quick mode. The sha256 pins the committed file, so a download
+#: that differs (a newer or corrupted file) is refused rather than silently used.
+TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
+    c.name: c
+    for c in [
+        TutorialCheckpoint(
+            "cluttered-digits-crate",
+            "cluttered-digits-crate.safetensors",
+            None,
+            "CRATE (crate_nano_cifar, depth 4) trained by the cluttered-digits recipe",
+        ),
+        TutorialCheckpoint(
+            "cluttered-digits-vit",
+            "cluttered-digits-vit.safetensors",
+            None,
+            "ViT (vit_nano_cifar, depth 4) trained by the cluttered-digits recipe, same budget",
+        ),
+        TutorialCheckpoint(
+            "cluttered-digits-crate-mae",
+            "cluttered-digits-crate-mae.safetensors",
+            None,
+            "a small CRATE-MAE pretrained on cluttered-digits",
+        ),
+    ]
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing.
+# --------------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Write through a temporary file in the same folder, then rename: never a partial file."""
+    from crate_edu.train.checkpoint import atomic_write_bytes
+
+    return atomic_write_bytes(path, write)
+
+
+def save_weights(
+    model: nn.Module,
+    path: PathLike,
+    *,
+    model_name: str,
+    overrides: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights and how to rebuild it to a safetensors file (atomically).
+
+    Args:
+        model: the model (a ``torch.compile`` or DDP wrapper is unwrapped by name).
+        path: the file to write (its folder is created).
+        model_name: the registry name it was built from.
+        overrides: the ``create_model`` overrides it was built with.
+        metadata: JSON-serialisable extras (metrics, command, ...).
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save
+
+    import crate_edu
+
+    if model_name not in crate_edu.list_models():
+        raise ValueError(f"unknown model {model_name!r}; choose one of crate_edu.list_models()")
+    state = {}
+    for key, value in model.state_dict().items():
+        for prefix in ("_orig_mod.", "module."):
+            key = key.removeprefix(prefix)
+        state[key] = value.detach().to("cpu").contiguous()
+    header = {
+        "format": FORMAT,
+        "model_name": model_name,
+        "overrides": json.dumps(dict(overrides or {}), sort_keys=True),
+        "metadata": json.dumps(dict(metadata or {}), sort_keys=True),
+    }
+    blob = save(state, metadata=header)
+    return _atomic_write(Path(path), lambda f: f.write(blob))
+
+
+def export_run(run: PathLike, path: PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write the weights of a ``crate_edu.train`` run (its folder or checkpoint file) to ``path``.
+
+    The model name and overrides come from the run's configuration; its last epoch's metrics and
+    its configuration are recorded in the metadata with ``metadata`` added on top.
+    """
+    from crate_edu.train import TrainConfig
+    from crate_edu.train.checkpoint import load_checkpoint
+    from crate_edu.train.config import model_kwargs
+
+    ckpt = load_checkpoint(run)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    model = _build(cfg.model, model_kwargs(cfg), Path(run))
+    model.load_state_dict(ckpt["model"])
+    history = ckpt.get("history") or []
+    meta: dict[str, Any] = {"train_config": cfg.to_dict()}
+    if history:
+        meta["final_metrics"] = history[-1]
+    meta.update(metadata or {})
+    return save_weights(model, path, model_name=cfg.model, overrides=model_kwargs(cfg), metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading.
+# --------------------------------------------------------------------------------------------------
+
+
+def read_weights_info(path: PathLike) -> WeightsInfo:
+    """The header of a weights file written by :func:`save_weights` (no tensors are read)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - any parse failure means the same thing here
+        raise ValueError(
+            f"{path} is not a safetensors file ({exc}); crate_edu weights files are written by "
+            "crate_edu.checkpoints.save_weights"
+        ) from None
+    if header.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is a safetensors file but not a crate_edu weights file (format "
+            f"{header.get('format')!r}, expected {FORMAT!r}); load plain state dicts with "
+            "crate_edu.load_official or model.load_state_dict"
+        )
+    return WeightsInfo(
+        model_name=header["model_name"],
+        overrides=json.loads(header.get("overrides", "{}")),
+        metadata=json.loads(header.get("metadata", "{}")),
+        path=path,
+    )
+
+
+def _build(model_name: str, overrides: Mapping[str, Any], source: Path) -> nn.Module:
+    import crate_edu
+
+    try:
+        return crate_edu.create_model(model_name, **overrides)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{source}: cannot rebuild {model_name!r} with {dict(overrides)} ({exc}); the file was "
+            "written by a different crate_edu version"
+        ) from None
+
+
+def load_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, WeightsInfo]:
+    """Rebuild the model a :func:`save_weights` file describes and load its weights (eval mode).
+
+    Returns:
+        ``(model, info)``.
+    """
+    from safetensors.torch import load_file
+
+    info = read_weights_info(path)
+    model = _build(info.model_name, info.overrides, info.path)
+    state = load_file(str(info.path), device=str(map_location))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{info.path}: weights do not fit {info.model_name} {info.overrides}: missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    return model.eval(), info
+
+
+# --------------------------------------------------------------------------------------------------
+# The tutorial's shipped files.
+# --------------------------------------------------------------------------------------------------
+
+
+def repository_data_dir() -> Path | None:
+    """The ``data/`` folder of the repository this package runs from, if it is a checkout."""
+    candidate = Path(__file__).resolve().parents[1] / "data"
+    return candidate if (candidate / "README.md").is_file() else None
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("CRATE_EDU_CACHE")
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "crate_edu"
+    return base / "tutorial"
+
+
+def _get(name: str) -> TutorialCheckpoint:
+    if name not in TUTORIAL_CHECKPOINTS:
+        raise ValueError(f"no tutorial checkpoint {name!r}; choose one of {', '.join(TUTORIAL_CHECKPOINTS)}")
+    return TUTORIAL_CHECKPOINTS[name]
+
+
+def _check_sha(entry: TutorialCheckpoint, path: Path) -> None:
+    from crate_edu.weights import sha256sum
+
+    if entry.sha256 is not None and sha256sum(path) != entry.sha256:
+        raise ValueError(
+            f"{path}: sha256 differs from the one recorded for {entry.name!r}; the file is corrupt or "
+            "from another version; delete it and try again"
+        )
+
+
+def tutorial_checkpoint(name: str, *, download: bool = True, base_url: str = BASE_URL) -> Path:
+    """The path of a shipped weights file (see :data:`TUTORIAL_CHECKPOINTS`).
+
+    Looked for, in order: ``$CRATE_EDU_CHECKPOINTS``, the repository's ``data/``, the cache
+    (``$CRATE_EDU_CACHE`` or ``~/.cache/crate_edu``, subfolder ``tutorial``). If absent everywhere
+    and ``download``, fetched from ``base_url`` into the cache (checked against its sha256, moved
+    into place atomically).
+
+    Raises:
+        FileNotFoundError: not found and not downloadable, naming every place looked in.
+    """
+    entry = _get(name)
+    places = []
+    if os.environ.get("CRATE_EDU_CHECKPOINTS"):
+        places.append(Path(os.environ["CRATE_EDU_CHECKPOINTS"]).expanduser())
+    if (repo := repository_data_dir()) is not None:
+        places.append(repo)
+    places.append(_cache_dir())
+    for folder in places:
+        if (folder / entry.filename).is_file():
+            return folder / entry.filename
+    target = _cache_dir() / entry.filename
+    looked = ", ".join(str(p) for p in places)
+    if not download:
+        raise FileNotFoundError(f"{entry.filename} not found (looked in {looked}); download=False")
+    url = base_url + entry.filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        part = Path(tmp) / entry.filename
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except OSError as exc:
+            raise FileNotFoundError(
+                f"{entry.filename} not found (looked in {looked}) and the download from {url} failed "
+                f"({exc}); clone the repository (the file is in its data/ folder) or set "
+                "CRATE_EDU_CHECKPOINTS to a folder holding it"
+            ) from None
+        _check_sha(entry, part)
+        os.replace(part, target)
+    return target
+
+
+def load_tutorial_model(name: str, *, download: bool = True) -> tuple[nn.Module, WeightsInfo]:
+    """Load a shipped model by name (e.g. ``"cluttered-digits-crate"``): ``(model, info)``, eval mode."""
+    path = tutorial_checkpoint(name, download=download)
+    _check_sha(_get(name), path)
+    return load_weights(path)

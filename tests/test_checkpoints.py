@@ -1,0 +1,175 @@
+"""crate_edu.checkpoints: self-describing safetensors weights and the tutorial's shipped files."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import crate_edu
+from crate_edu import checkpoints
+from crate_edu.checkpoints import (
+    TUTORIAL_CHECKPOINTS,
+    export_run,
+    load_tutorial_model,
+    load_weights,
+    read_weights_info,
+    save_weights,
+    tutorial_checkpoint,
+)
+from crate_edu.train import TrainConfig
+from crate_edu.train.checkpoint import save_checkpoint
+from crate_edu.weights import sha256sum
+
+TINY = {"depth": 1, "dim": 32, "heads": 2, "num_classes": 10}
+
+
+def _tiny(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return crate_edu.create_model("crate_nano_cifar", **TINY).eval()
+
+
+def test_save_then_load_rebuilds_the_same_model(tmp_path):
+    model = _tiny()
+    path = save_weights(
+        model, tmp_path / "w" / "m.safetensors", model_name="crate_nano_cifar", overrides=TINY,
+        metadata={"test_acc": 0.5, "command": "x"},
+    )  # fmt: skip
+    loaded, info = load_weights(path)
+    assert info.model_name == "crate_nano_cifar" and info.overrides == TINY
+    assert info.metadata == {"test_acc": 0.5, "command": "x"}
+    assert not loaded.training
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert [p.name for p in tmp_path.joinpath("w").iterdir()] == ["m.safetensors"]  # no temp file left
+
+
+def test_save_strips_compile_and_ddp_prefixes(tmp_path):
+    model = _tiny()
+    wrapped = torch.nn.Module()
+    wrapped._orig_mod = model  # the attribute torch.compile uses: keys start with "_orig_mod."
+    path = save_weights(wrapped, tmp_path / "m.safetensors", model_name="crate_nano_cifar", overrides=TINY)
+    loaded, _ = load_weights(path)
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_save_refuses_an_unknown_model_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'crate_nope'"):
+        save_weights(_tiny(), tmp_path / "m.safetensors", model_name="crate_nope")
+
+
+def test_export_run_from_a_training_checkpoint(tmp_path):
+    cfg = TrainConfig(
+        model="crate_nano_cifar", dataset="digits", model_overrides={"depth": 1, "dim": 32, "heads": 2}
+    )
+    torch.manual_seed(1)
+    model = crate_edu.create_model("crate_nano_cifar", depth=1, dim=32, heads=2, num_classes=10).eval()
+    history = [{"epoch": 1, "test_acc": 0.25}, {"epoch": 2, "test_acc": 0.5}]
+    save_checkpoint(
+        {"config": cfg.to_dict(), "model": model.state_dict(), "history": history},
+        tmp_path / "run" / "checkpoint.pt",
+    )
+    out = export_run(
+        tmp_path / "run", tmp_path / "w.safetensors", metadata={"command": "crate-edu train ..."}
+    )
+    loaded, info = load_weights(out)
+    assert info.model_name == "crate_nano_cifar"
+    assert (
+        info.overrides["depth"] == 1
+        and info.overrides["num_classes"] == 10
+        and info.overrides["image_size"] == 32
+    )
+    assert info.metadata["final_metrics"] == {"epoch": 2, "test_acc": 0.5}
+    assert (
+        info.metadata["command"] == "crate-edu train ..."
+        and info.metadata["train_config"]["dataset"] == "digits"
+    )
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_files_that_are_not_crate_edu_weights_get_a_clear_error(tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(ValueError, match="not a crate_edu weights file.*load_official"):
+        read_weights_info(plain)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="is not a safetensors file"):
+        load_weights(junk)
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        load_weights(tmp_path / "missing.safetensors")
+
+
+def test_weights_that_do_not_fit_the_described_model_are_refused(tmp_path):
+    path = save_weights(
+        _tiny(), tmp_path / "m.safetensors", model_name="crate_nano_cifar", overrides={**TINY, "depth": 2}
+    )
+    with pytest.raises(ValueError, match="do not fit crate_nano_cifar"):
+        load_weights(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding and downloading the tutorial's files (file:// URLs stand in for the repository).
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No repository data/ folder, an empty cache, and a fake 'remote' folder holding one file."""
+    monkeypatch.setattr(checkpoints, "repository_data_dir", lambda: None)
+    monkeypatch.setenv("CRATE_EDU_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CRATE_EDU_CHECKPOINTS", raising=False)
+    remote = tmp_path / "remote"
+    name = "cluttered-digits-crate"
+    path = save_weights(
+        _tiny(), remote / TUTORIAL_CHECKPOINTS[name].filename, model_name="crate_nano_cifar", overrides=TINY
+    )
+    entry = dataclasses.replace(TUTORIAL_CHECKPOINTS[name], sha256=sha256sum(path))
+    monkeypatch.setitem(TUTORIAL_CHECKPOINTS, name, entry)
+    return name, remote, tmp_path / "cache" / "tutorial"
+
+
+def test_download_into_the_cache_checks_sha256(isolated):
+    name, remote, cache = isolated
+    got = tutorial_checkpoint(name, base_url=remote.as_uri() + "/")
+    assert got == cache / TUTORIAL_CHECKPOINTS[name].filename and got.is_file()
+    assert tutorial_checkpoint(name, download=False) == got  # found in the cache next time
+    model, info = load_tutorial_model(name, download=False)
+    assert info.model_name == "crate_nano_cifar"
+
+
+def test_a_download_with_the_wrong_sha256_is_refused_and_not_kept(isolated, monkeypatch):
+    name, remote, cache = isolated
+    monkeypatch.setitem(
+        TUTORIAL_CHECKPOINTS, name, dataclasses.replace(TUTORIAL_CHECKPOINTS[name], sha256="0" * 64)
+    )
+    with pytest.raises(ValueError, match="sha256 differs"):
+        tutorial_checkpoint(name, base_url=remote.as_uri() + "/")
+    assert not any(cache.rglob("*.safetensors"))
+
+
+def test_missing_everywhere_names_the_places_and_the_fix(isolated, tmp_path):
+    name, _, cache = isolated
+    with pytest.raises(FileNotFoundError, match="looked in .*tutorial.*clone the repository"):
+        tutorial_checkpoint(name, base_url=(tmp_path / "nowhere").as_uri() + "/")
+    with pytest.raises(FileNotFoundError, match="download=False"):
+        tutorial_checkpoint(name, download=False)
+    with pytest.raises(
+        ValueError, match="no tutorial checkpoint 'nope'; choose one of cluttered-digits-crate"
+    ):
+        tutorial_checkpoint("nope")
+
+
+def test_crate_edu_checkpoints_folder_comes_first(isolated, tmp_path, monkeypatch):
+    name, remote, _ = isolated
+    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(remote))
+    assert tutorial_checkpoint(name, download=False) == remote / TUTORIAL_CHECKPOINTS[name].filename
+
+
+def test_repository_data_dir_is_this_checkout():
+    assert checkpoints.repository_data_dir() == Path(__file__).resolve().parents[1] / "data"
