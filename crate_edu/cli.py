@@ -204,6 +204,19 @@ def _add_fetch(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="download weights again even if cached")
 
 
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run's weights to a self-describing safetensors file",
+        description="Write the model weights of a training run (its folder or checkpoint.pt) to a "
+        "safetensors file that also records the model name, its options and the run's final metrics; "
+        "load it with crate_edu.load_weights(PATH).",
+    )
+    p.add_argument("run", help="a run folder or its checkpoint.pt")
+    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("--command", dest="made_by", help="record the command that produced the run")
+
+
 def _add_list(sub: Any) -> None:
     p = sub.add_parser("list", help="list models, datasets, recipes or published weights")
     p.add_argument("what", choices=("models", "datasets", "recipes", "weights"))
@@ -223,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_fetch(sub)
+    _add_export(sub)
     _add_list(sub)
     return parser
 
@@ -424,6 +438,20 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``crate-edu export``."""
+    from crate_edu.checkpoints import export_run
+
+    if not str(args.out).endswith(".safetensors"):
+        raise _UsageError(f"the output file must end in .safetensors, got {args.out!r}")
+    try:
+        path = export_run(args.run, args.out, metadata={"command": args.made_by} if args.made_by else None)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _UsageError(_one_line(exc)) from None
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """``crate-edu list``."""
     import crate_edu
@@ -454,7 +482,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "fetch": cmd_fetch, "list": cmd_list}
+_COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "fetch": cmd_fetch,
+    "export": cmd_export,
+    "list": cmd_list,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

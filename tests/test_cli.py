@@ -190,6 +190,28 @@ def test_eval_reports_the_logged_metrics(finished_run: Path, capsys) -> None:
     assert code == 0 and out.startswith("digits test: acc ")
 
 
+def test_export_writes_weights_that_rebuild_the_model(finished_run: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    from crate_edu.checkpoints import load_weights
+
+    out = tmp_path / "w.safetensors"
+    code, text, _ = run_main(
+        ["export", str(finished_run), str(out), "--command", "crate-edu train ..."], capsys
+    )
+    assert code == 0 and text.strip() == f"wrote {out}"
+    model, info = load_weights(out)
+    ckpt = load_checkpoint(finished_run)
+    assert info.metadata["command"] == "crate-edu train ..."
+    assert info.metadata["final_metrics"]["test_acc"] == ckpt["history"][-1]["test_acc"]
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, ckpt["model"][name], rtol=0, atol=0)
+    code, _, err = run_main(["export", str(finished_run), str(tmp_path / "w.pt")], capsys)
+    assert_one_line_error(code, err, "must end in .safetensors")
+    code, _, err = run_main(["export", str(tmp_path / "nothing"), str(out)], capsys)
+    assert_one_line_error(code, err, "no checkpoint at")
+
+
 def test_resume_from_the_command_line_extends_a_run(finished_run: Path, capsys) -> None:
     with pytest.warns(UserWarning, match="stretched"):
         code, out, _ = run_main(["train", "--out", str(finished_run), "--resume", "--epochs", "2"], capsys)
