@@ -166,7 +166,7 @@ def plot_iou_grid(
         raise ValueError("grids is empty; pass {model name: (layers, heads) array}")
     arrays = {k: np.asarray(v, dtype=float) for k, v in grids.items()}
     top = vmax if vmax is not None else max(float(a.max()) for a in arrays.values())
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.8, 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.8, 3.3), squeeze=False, layout="constrained")
     for ax, (name, a) in zip(axes[0], arrays.items(), strict=True):
         im = ax.imshow(a, cmap="viridis", vmin=0, vmax=top, aspect="auto")
         for (i, j), v in np.ndenumerate(a):

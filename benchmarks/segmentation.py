@@ -1,0 +1,192 @@
+"""Benchmark: coarse segmentation of ``cluttered-digits`` by CRATE's and a ViT's attention (not a test).
+
+Scores the [CLS] → patch attention maps of every head of every layer against the ground-truth
+digit masks of the **full test split** (11,488 images), as the CRATE segmentation paper scores
+PASCAL VOC (arXiv 2308.16271; DINO's protocol): each head's map is thresholded to keep 60 % of its
+attention mass (``crate_edu.segmentation.mass_threshold_masks``), and its IoU with the truth is
+computed per image, per pixel (the patch mask repeated over its 4×4 pixels) and per patch (truth
+reduced to the 8×8 grid: a patch is foreground when the digit covers ≥ 25 % of it). Scores
+(``crate_edu.segmentation.segmentation_score``):
+
+* ``best_head_iou``: one head for all images, the one with the highest mean IoU;
+* ``miou``: one head per class (digit), the paper's protocol, averaged over the 10 classes;
+* ``oracle_iou``: the best head per image (an upper bound);
+
+with heads chosen on the test images themselves (``eval``, as the papers do) and, as a held-out
+check, on 2,876 training composites (``heldout``). The headline is the **penultimate layer**
+(layer 3 of 4), the tutorial's default, chosen before looking; the best layer is reported too.
+Also: the first PCA component of the per-head projections thresholded at 0 (PCA fitted per batch
+of 1,024 test images), the normalised-cut foreground, and the fixed-mask baseline (one mask for
+every image, from the train masks' frequency map).
+
+    python benchmarks/segmentation.py                       # the shipped tutorial checkpoints
+    python benchmarks/segmentation.py --crate runs/crate --vit runs/vit   # run folders or .safetensors
+
+Writes ``benchmarks/results/segmentation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import crate_edu
+from crate_edu import segmentation as seg
+from crate_edu.checkpoints import export_run, load_tutorial_model, load_weights
+from crate_edu.data import synthetic
+from crate_edu.data.transforms import normalize_uint8
+
+RESULTS = Path(__file__).resolve().parent / "results" / "segmentation.json"
+
+
+def load(spec: str) -> tuple[torch.nn.Module, dict]:
+    """A tutorial checkpoint name, a .safetensors file, or a crate_edu.train run (folder or .pt)."""
+    path = Path(spec)
+    if not path.exists():
+        model, info = load_tutorial_model(spec)
+        return model, {"source": spec, "file": info.path.name, "metadata": info.metadata}
+    if path.suffix == ".safetensors":
+        model, info = load_weights(path)
+        return model, {"source": str(path), "metadata": info.metadata}
+    with tempfile.TemporaryDirectory() as tmp:
+        model, info = load_weights(export_run(path, Path(tmp) / "w.safetensors"))
+    return model, {"source": str(path), "metadata": info.metadata}
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    hits = sum(
+        int((model(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum()) for i in range(0, len(x), batch)
+    )
+    return hits / len(x)
+
+
+def score_model(model, test, x_test, sel, x_sel, fraction: float) -> dict:
+    t0 = time.perf_counter()
+    L = model.config.depth
+    maps = seg.cls_attention_maps(model, x_test, all_layers=True)  # (L, B, h, 8, 8)
+    maps_sel = seg.cls_attention_maps(model, x_sel, all_layers=True)
+    out: dict = {"test_acc": round(accuracy(model, x_test, test.labels), 4)}
+    out["parameters"] = sum(p.numel() for p in model.parameters())
+    layers = {}
+    for res in ("pixel", "patch"):
+        ious = seg.head_ious(maps, test.masks, fraction, resolution=res)  # (L, B, h)
+        ious_sel = seg.head_ious(maps_sel, sel.masks, fraction, resolution=res)
+        for layer in range(L):
+            ev = seg.segmentation_score(ious[layer], test.labels, num_classes=10)
+            ho = seg.segmentation_score(
+                ious[layer],
+                test.labels,
+                select_ious=ious_sel[layer],
+                select_labels=sel.labels,
+                num_classes=10,
+            )
+            layers.setdefault(f"layer_{layer + 1}", {})[res] = {"eval": ev.as_dict(), "heldout": ho.as_dict()}
+    out["layers"] = layers
+    pen = seg.penultimate_layer(model)
+    feats_fg: dict[str, list[float]] = {"pca": [], "ncut": []}
+    patch_fg: dict[str, list[float]] = {"pca": [], "ncut": []}
+    grid = seg.patch_grid(model)
+    gt_patch = seg.masks_to_patches(test.masks, test.image_size // grid[0])
+    for i in range(0, len(x_test), 1024):
+        f = seg.head_projections(model, x_test[i : i + 1024], pen)
+        for name, fg in (
+            ("pca", seg.pca_maps(f, grid).foreground),
+            ("ncut", seg.ncut_foreground(f, grid).foreground),
+        ):
+            up = seg.upsample_maps(fg, test.image_size)
+            feats_fg[name] += seg.iou(up, test.masks[i : i + 1024]).tolist()
+            patch_fg[name] += seg.iou(fg, gt_patch[i : i + 1024]).tolist()
+    out["projection_foreground_penultimate"] = {
+        name: {
+            "pixel_iou": round(sum(feats_fg[name]) / len(feats_fg[name]), 4),
+            "patch_iou": round(sum(patch_fg[name]) / len(patch_fg[name]), 4),
+        }
+        for name in feats_fg
+    }
+    best = max(layers, key=lambda k: layers[k]["pixel"]["eval"]["best_head_iou"])
+    out["penultimate_layer"] = pen + 1
+    out["best_layer_by_best_head_pixel_iou"] = int(best.split("_")[1])
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--crate", default="cluttered-digits-crate", help="tutorial name, .safetensors or run")
+    ap.add_argument("--vit", default="cluttered-digits-vit", help="tutorial name, .safetensors or run")
+    ap.add_argument("--fraction", type=float, default=0.6, help="attention mass kept by each mask")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    t0 = time.perf_counter()
+    test = synthetic.ClutteredDigits("test")  # 11,488 images
+    sel = synthetic.ClutteredDigits("train", samples_per_digit=2)  # 2,876 images to choose heads on
+    train_masks = synthetic.ClutteredDigits("train").masks
+    x_test = normalize_uint8(test.images, test.mean, test.std)
+    x_sel = normalize_uint8(sel.images, sel.mean, sel.std)
+    gt_patch = lambda m: seg.masks_to_patches(m, 4)  # noqa: E731
+    base_pix = seg.fixed_mask_baseline(train_masks, test.masks)
+    base_patch = seg.fixed_mask_baseline(gt_patch(train_masks), gt_patch(test.masks))
+    print(f"data ready in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    result = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "protocol": {
+            "test_images": len(test),
+            "head_selection_images": len(sel),
+            "mass_fraction": args.fraction,
+            "maps": "[CLS] -> patch attention of each head, softmax row 0 without its [CLS] entry",
+            "pixel": "patch masks repeated over their 4x4 pixels vs the 32x32 pixel truth",
+            "patch": "truth reduced to the 8x8 grid (foreground when >= 25 % covered)",
+            "eval": "heads chosen on the test images (as the papers)",
+            "heldout": "heads chosen on 2,876 train composites (samples_per_digit=2)",
+            "layers": "1-based; layer_l is the attention computed inside layer l",
+        },
+        "fixed_mask_baseline": {
+            "pixel_iou": round(base_pix["test_iou"], 4),
+            "patch_iou": round(base_patch["test_iou"], 4),
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "crate_edu": crate_edu.__version__,
+        },
+        "models": {},
+    }
+    for label, spec in (("crate", args.crate), ("vit", args.vit)):
+        model, info = load(spec)
+        model.eval()
+        rec = score_model(model, test, x_test, sel, x_sel, args.fraction)
+        rec["checkpoint"] = info
+        result["models"][label] = rec
+        pen = rec["layers"][f"layer_{rec['penultimate_layer']}"]["pixel"]
+        print(
+            f"{label}: test acc {rec['test_acc']:.3f}; penultimate layer, pixel IoU: best head "
+            f"{pen['eval']['best_head_iou']:.3f} (held-out {pen['heldout']['best_head_iou']:.3f}), "
+            f"mIoU {pen['eval']['miou']:.3f}, oracle {pen['eval']['oracle_iou']:.3f}; "
+            f"PCA {rec['projection_foreground_penultimate']['pca']['pixel_iou']:.3f}, "
+            f"ncut {rec['projection_foreground_penultimate']['ncut']['pixel_iou']:.3f} "
+            f"({rec['seconds']:.0f} s)",
+            flush=True,
+        )
+    print(
+        f"fixed-mask baseline: pixel {result['fixed_mask_baseline']['pixel_iou']:.3f}, "
+        f"patch {result['fixed_mask_baseline']['patch_iou']:.3f}"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
