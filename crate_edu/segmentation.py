@@ -522,37 +522,53 @@ class PCAMaps:
         scores: (B, k, gh, gw) coordinates on the first k components (the first one oriented).
         foreground: bool (B, gh, gw), the first component above ``threshold``.
         rgb: (B, gh, gw, 3) the first three components scaled to [0, 1] (needs k >= 3).
-        explained: (k,) share of the variance along each component.
-        flipped: whether the first component's sign was flipped by the border rule.
+        explained: (k,) share of the variance along each component ((B, k) when fitted per image).
+        flipped: bool tensor, whether the first component's sign was flipped by the border rule
+            (shape (), or (B,) when fitted per image).
     """
 
     scores: Tensor
     foreground: Tensor
     rgb: Tensor | None
     explained: Tensor
-    flipped: bool
+    flipped: Tensor
 
 
-def pca_maps(feats: Tensor, grid: tuple[int, int], k: int = 3, threshold: float = 0.0) -> PCAMaps:
-    """PCA of the patch features of a batch, one fit for all its patches; foreground and RGB maps.
+def pca_maps(
+    feats: Tensor, grid: tuple[int, int], k: int = 3, threshold: float = 0.0, *, per_image: bool = False
+) -> PCAMaps:
+    """PCA of patch features, foreground and RGB maps: one fit for the whole batch, or one per image.
 
-    1. Fit :func:`pca` on all B·N patch vectors (rows of ``feats``).
+    1. Fit :func:`pca` on all B·N patch vectors (rows of ``feats``), or with ``per_image`` on each
+       image's N patches separately.
     2. Orient the first component so that the border patches (the outer ring of the grid) score
        below the mean: background touches the border, the object is mostly inside. Deterministic,
        and needs no labels.
-    3. Foreground = first component > ``threshold`` (0: above the batch mean).
-    4. RGB = components 1-3, each mapped to [0, 1] by its 1 % and 99 % quantiles over the batch.
+    3. Foreground = first component > ``threshold`` (0: above the mean of the fitted patches).
+    4. RGB = components 1-3, each mapped to [0, 1] by its 1 % and 99 % quantiles over the fitted
+       patches.
 
     Args:
         feats: (B, N, D) patch features (e.g. :func:`head_projections`), N = gh·gw, row-major.
         grid: (gh, gw).
+        per_image: fit each image on its own; ``explained`` is then (B, k) and ``flipped`` (B,).
     """
     _check_feats(feats, grid)
+    if per_image:
+        parts = [pca_maps(f[None], grid, k, threshold) for f in feats]
+        rgb = torch.cat([p.rgb for p in parts]) if k >= 3 else None
+        return PCAMaps(
+            torch.cat([p.scores for p in parts]),
+            torch.cat([p.foreground for p in parts]),
+            rgb,
+            torch.stack([p.explained for p in parts]),
+            torch.stack([p.flipped for p in parts]),
+        )
     B, N, D = feats.shape
     res = pca(feats.reshape(B * N, D), k)
     scores = res.scores.reshape(B, N, k).permute(0, 2, 1).unflatten(-1, grid)  # (B, k, gh, gw)
     border = border_mask(grid)
-    flipped = bool(scores[:, 0][:, border].mean() > 0)  # the scores have mean 0 over all patches
+    flipped = scores[:, 0][:, border].mean() > 0  # the scores have mean 0 over all fitted patches
     if flipped:
         scores = scores.clone()
         scores[:, 0] = -scores[:, 0]

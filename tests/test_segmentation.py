@@ -253,6 +253,10 @@ def test_pca_maps_find_the_inner_region_whatever_the_sign():
         assert maps.scores.shape == (3, 3, 6, 6) and maps.rgb.shape == (3, 6, 6, 3)
         assert float(maps.rgb.min()) >= 0 and float(maps.rgb.max()) <= 1
     assert float(maps.explained[0]) > 0.8
+    each = seg.pca_maps(-feats, (6, 6), per_image=True)
+    assert torch.equal(each.foreground, fg) and each.explained.shape == (3, 3) and each.flipped.shape == (3,)
+    one = seg.pca_maps(feats[1:2], (6, 6))
+    torch.testing.assert_close(each.scores[1:2].abs(), one.scores.abs())
     with pytest.raises(ValueError, match="N = 6x6"):
         seg.pca_maps(feats[:, :30], (6, 6))
 
