@@ -10,7 +10,7 @@ block                  what it computes (paper equation; official realisation)
                        ``qkv``), softmax(w w^T / sqrt(p)) w, then learned ``to_out``
 ``ISTA``               one non-negative ISTA step, eqs. 16–17: ReLU(x + η D^T(x − D x) − ηλ)
 ``OvercompleteISTA``   CRATE-α sparse coding: two ISTA steps from 0 on an overcomplete D (d × 4d),
-                       decoded by a separate D1 (d × 4d)
+                       decoded by a separate D1 (d × 4d); switches for the ablation
 ``LinearDictionary``   CRATE-MAE decoder's square map D̃ (no bias)
 ``PreNorm``            LayerNorm, then the block (``norm`` / ``fn``, the official names)
 =====================  ==========================================================================
@@ -41,6 +41,7 @@ __all__ = [
     "LinearDictionary",
     "CRATELayer",
     "CRATEAlphaLayer",
+    "SPARSE_CODINGS",
     "CRATEDecoderLayer",
     "Transformer",
     "set_literal",
@@ -236,6 +237,15 @@ class OvercompleteISTA(nn.Module):
         out = D1 A2                                      # decoded by D1          (B, N, d)
 
     The layer adds ``out`` to its input (a residual, unlike CRATE's ISTA).
+
+    Args:
+        dim: token width d.
+        overcomplete_ratio: r, the code width is r·d (official 4; 1 gives a complete dictionary).
+        eta, lambd: ISTA step size η and sparsity penalty λ (official 0.1, 0.1).
+        literal: compute with the official einsums.
+        decoupled: decode with a separate dictionary ``D1`` (official, True) or with the coding
+            dictionary ``D`` itself, ``out = D A2`` (False: the "tied" block of the CRATE-α ablation;
+            there is then no ``D1`` parameter).
     """
 
     def __init__(
@@ -245,14 +255,31 @@ class OvercompleteISTA(nn.Module):
         eta: float = 0.1,
         lambd: float = 0.1,
         literal: bool = False,
+        *,
+        decoupled: bool = True,
     ):
         super().__init__()
+        if not isinstance(overcomplete_ratio, int) or overcomplete_ratio < 1:
+            raise ValueError(
+                "overcomplete_ratio must be a positive integer (code width r·d), "
+                f"got {overcomplete_ratio!r}; "
+                "use 4 (official CRATE-α) or 1 (a complete dictionary)"
+            )
         self.D = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(dim, overcomplete_ratio * dim)))
-        self.D1 = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(dim, overcomplete_ratio * dim)))
+        if decoupled:
+            self.D1 = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(dim, overcomplete_ratio * dim)))
+        else:
+            self.register_parameter("D1", None)
         self.eta = eta
         self.lambd = lambd
         self.overcomplete_ratio = overcomplete_ratio
+        self.decoupled = decoupled
         self.literal = literal
+
+    @property
+    def decoder(self) -> Tensor:
+        """The decoding dictionary (d × r·d): ``D1`` when decoupled, else the coding dictionary ``D``."""
+        return self.D1 if self.decoupled else self.D
 
     def codes(self, x: Tensor) -> Tensor:
         """The sparse codes A2: (B, N, d) -> (B, N, r·d), non-negative."""
@@ -267,17 +294,20 @@ class OvercompleteISTA(nn.Module):
         return F.relu(a1 - eta * (residual @ D) - eta * lambd)
 
     def decode(self, codes: Tensor) -> Tensor:
-        """D1 A2: (B, N, r·d) -> (B, N, d)."""
+        """D1 A2 (or D A2 when not decoupled): (B, N, r·d) -> (B, N, d)."""
         if self.literal:
-            return torch.einsum("dp,...p->...d", self.D1, codes)
-        return codes @ self.D1.t()
+            return torch.einsum("dp,...p->...d", self.decoder, codes)
+        return codes @ self.decoder.t()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.codes(x))
 
     def extra_repr(self) -> str:
         d, rd = self.D.shape
-        return f"dim={d}, codes={rd}, eta={self.eta}, lambd={self.lambd}, literal={self.literal}"
+        return (
+            f"dim={d}, codes={rd}, eta={self.eta}, lambd={self.lambd}, decoupled={self.decoupled}, "
+            f"literal={self.literal}"
+        )
 
 
 class LinearDictionary(nn.Module):
@@ -336,11 +366,25 @@ class CRATELayer(nn.ModuleList):
         return z_out, LayerTrace(proj=w, attn=attn, z_half=z_half, z_out=z_out, codes=z_out)
 
 
+#: Sparse-coding blocks a CRATE-α layer can use (its ``sparse_coding`` switch).
+SPARSE_CODINGS: tuple[str, ...] = ("alpha", "crate")
+
+
 class CRATEAlphaLayer(nn.ModuleList):
     """One CRATE-α layer: both blocks residual, LayerNorm eps 1e-6, ``to_out`` without bias::
 
     Z^{ℓ+½} = Z^ℓ + MSSA(LN(Z^ℓ))
     Z^{ℓ+1} = Z^{ℓ+½} + D1 · ISTA²(LN(Z^{ℓ+½}); D)
+
+    The defaults are the official layer. Three switches undo CRATE-α's changes to the sparse coding
+    block one at a time (the ablation of arXiv 2405.20299; notebook 09):
+
+    - ``overcomplete_ratio``: the codes are r·d wide (official r = 4);
+    - ``decoupled=False``: decode with the coding dictionary D instead of a separate D1;
+    - ``residual=False``: the block's output *replaces* the stream, Z^{ℓ+1} = D1 A2, as in CRATE;
+    - ``sparse_coding="crate"``: CRATE's own block instead, one ISTA step warm-started at
+      X = LN(Z^{ℓ+½}) on a square D whose output is the code itself (``ISTA``; needs r = 1 and
+      ``decoupled=False``). With ``residual=False`` this is CRATE's layer in CRATE-α's shell.
     """
 
     def __init__(
@@ -353,32 +397,68 @@ class CRATEAlphaLayer(nn.ModuleList):
         eta: float = 0.1,
         lambd: float = 0.1,
         literal: bool = False,
+        *,
+        decoupled: bool = True,
+        residual: bool = True,
+        sparse_coding: str = "alpha",
     ):
+        if sparse_coding not in SPARSE_CODINGS:
+            raise ValueError(
+                f"sparse_coding must be one of {', '.join(map(repr, SPARSE_CODINGS))}, got {sparse_coding!r}"
+            )
+        if sparse_coding == "crate" and (overcomplete_ratio != 1 or decoupled):
+            raise ValueError(
+                "sparse_coding='crate' (CRATE's one-step block, whose output is its code) has a square "
+                f"dictionary and no decoder; got overcomplete_ratio={overcomplete_ratio}, "
+                f"decoupled={decoupled}: "
+                "set overcomplete_ratio=1 and decoupled=False"
+            )
+        coder: nn.Module = (
+            OvercompleteISTA(dim, overcomplete_ratio, eta, lambd, literal, decoupled=decoupled)
+            if sparse_coding == "alpha"
+            else ISTA(dim, eta=eta, lambd=lambd, literal=literal)
+        )
         super().__init__(
             [
                 PreNorm(dim, MSSA(dim, heads, dim_head, dropout, out_bias=False, literal=literal), eps=1e-6),
-                PreNorm(dim, OvercompleteISTA(dim, overcomplete_ratio, eta, lambd, literal), eps=1e-6),
+                PreNorm(dim, coder, eps=1e-6),
             ]
         )
+        self.residual = residual
+        self.sparse_coding = sparse_coding
 
     @property
     def mssa(self) -> MSSA:
         return self[0].fn
 
     @property
-    def ista(self) -> OvercompleteISTA:
+    def ista(self) -> OvercompleteISTA | ISTA:
         return self[1].fn
+
+    def sparse_code(self, z_half: Tensor) -> tuple[Tensor, Tensor]:
+        """(codes, block output) of the sparse-coding block for the stream Z^{ℓ+½} (B, N, d)."""
+        block = self[1]
+        x = block.norm(z_half)  # (B, N, d)
+        if self.sparse_coding == "crate":
+            codes = block.fn(x)  # (B, N, d): CRATE's code is its output
+            return codes, codes
+        codes = block.fn.codes(x)  # (B, N, r·d)
+        return codes, block.fn.decode(codes)  # (B, N, d)
 
     def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
         attn_block, ista_block = self[0], self[1]
         if not return_trace:
             z_half = x + attn_block(x)
-            return z_half + ista_block(z_half)
+            out = ista_block(z_half)
+            return z_half + out if self.residual else out
         out, w, attn = attn_block.fn.forward_parts(attn_block.norm(x), need_attn=True)
         z_half = x + out
-        codes = ista_block.fn.codes(ista_block.norm(z_half))  # (B, N, r·d)
-        z_out = z_half + ista_block.fn.decode(codes)
+        codes, coded = self.sparse_code(z_half)  # (B, N, r·d), (B, N, d)
+        z_out = z_half + coded if self.residual else coded
         return z_out, LayerTrace(proj=w, attn=attn, z_half=z_half, z_out=z_out, codes=codes)
+
+    def extra_repr(self) -> str:
+        return f"sparse_coding={self.sparse_coding!r}, residual={self.residual}"
 
 
 class CRATEDecoderLayer(nn.ModuleList):

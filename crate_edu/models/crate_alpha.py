@@ -6,30 +6,84 @@
 
 Faithful to the official ``torch_inference/model/crate_alpha.py``: a Conv2d patch embedding
 (``conv1``), ``to_out`` without bias, LayerNorm eps 1e-6 inside the layers.
+
+The config has a switch for each change (``overcomplete_ratio``, ``decoupled``, ``residual``, and
+``sparse_coding="crate"`` for CRATE's own one-step block); the defaults are the official model.
+``ABLATION`` names the cumulative steps of the paper's ablation, CRATE → +overcomplete →
++decoupled → +residual (= CRATE-α), as ``create_model`` overrides::
+
+    for name, overrides in ABLATION.items():
+        model = create_model("crate_alpha_nano_cifar", **overrides)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from einops import rearrange
 from torch import Tensor, nn
 
-from crate_edu.blocks import CRATEAlphaLayer, Transformer
+from crate_edu.blocks import SPARSE_CODINGS, CRATEAlphaLayer, Transformer
 from crate_edu.models.common import ClassifierConfig, ImageClassifier, pair
 
-__all__ = ["CRATEAlphaConfig", "CRATEAlpha"]
+__all__ = ["ABLATION", "CRATEAlphaConfig", "CRATEAlpha"]
 
 
 @dataclass(frozen=True)
 class CRATEAlphaConfig(ClassifierConfig):
-    """Configuration of a CRATE-α classifier (official defaults: B/16 at 224 px)."""
+    """Configuration of a CRATE-α classifier (official defaults: B/16 at 224 px).
+
+    Attributes (besides :class:`~crate_edu.models.common.ClassifierConfig`'s):
+        overcomplete_ratio: r, the sparse codes are r·d wide (official 4; 1 = complete).
+        eta, lambd: ISTA step size η and sparsity penalty λ (official 0.1, 0.1).
+        decoupled: decode the codes with a separate dictionary D1 (official) instead of D.
+        residual: add the sparse-coding block's output to the stream (official) instead of
+            replacing the stream with it (CRATE).
+        sparse_coding: ``"alpha"`` (two ISTA steps from zero, then decode; official) or
+            ``"crate"`` (CRATE's one ISTA step warm-started at the input, square D, the code is the
+            output; needs ``overcomplete_ratio=1`` and ``decoupled=False``).
+    """
 
     dim: int = 768
     heads: int = 12
     overcomplete_ratio: int = 4  # dictionary width r·d
     eta: float = 0.1
     lambd: float = 0.1
+    decoupled: bool = True  # separate decoding dictionary D1
+    residual: bool = True  # Z^{ℓ+1} = Z^{ℓ+½} + block(LN Z^{ℓ+½})
+    sparse_coding: str = "alpha"  # "alpha" | "crate"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.overcomplete_ratio, int) or self.overcomplete_ratio < 1:
+            raise ValueError(
+                f"overcomplete_ratio must be a positive integer, got {self.overcomplete_ratio!r}; "
+                "use 4 (official CRATE-α) or 1 (a complete dictionary)"
+            )
+        if self.sparse_coding not in SPARSE_CODINGS:
+            raise ValueError(
+                f"sparse_coding must be one of {', '.join(map(repr, SPARSE_CODINGS))}, "
+                f"got {self.sparse_coding!r}"
+            )
+        if self.sparse_coding == "crate" and (self.overcomplete_ratio != 1 or self.decoupled):
+            raise ValueError(
+                "sparse_coding='crate' (CRATE's one-step block) has a square dictionary and no decoder; "
+                f"got overcomplete_ratio={self.overcomplete_ratio}, decoupled={self.decoupled}: "
+                "set overcomplete_ratio=1 and decoupled=False"
+            )
+
+
+#: The paper's ablation of the sparse coding block as cumulative ``create_model`` overrides of a
+#: CRATE-α preset, from CRATE's block to the official CRATE-α block (whose overrides are empty).
+ABLATION: MappingProxyType[str, dict] = MappingProxyType(
+    {
+        "CRATE block": dict(sparse_coding="crate", overcomplete_ratio=1, decoupled=False, residual=False),
+        "+ overcomplete": dict(overcomplete_ratio=4, decoupled=False, residual=False),
+        "+ decoupled": dict(overcomplete_ratio=4, decoupled=True, residual=False),
+        "+ residual (CRATE-α)": dict(),
+    }
+)
 
 
 class CRATEAlpha(ImageClassifier):
@@ -54,6 +108,9 @@ class CRATEAlpha(ImageClassifier):
                     cfg.eta,
                     cfg.lambd,
                     cfg.literal,
+                    decoupled=cfg.decoupled,
+                    residual=cfg.residual,
+                    sparse_coding=cfg.sparse_coding,
                 )
                 for _ in range(cfg.depth)
             ]
