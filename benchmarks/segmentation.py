@@ -17,7 +17,8 @@ check, on 2,876 training composites (``heldout``). The headline is the **penulti
 (layer 3 of 4), the tutorial's default, chosen before looking; the best layer is reported too.
 Also, from the per-head projections of the penultimate layer: the first PCA component thresholded
 at 0 (PCA fitted per batch of 1,024 test images, and per image), the normalised-cut foreground;
-and the fixed-mask baseline (one mask for every image, from the train masks' frequency map).
+the fixed-mask baseline (one mask for every image, from the train masks' frequency map); and, as
+the control for "learned", the same two architectures at their random initialisation.
 
     python benchmarks/segmentation.py                       # the shipped tutorial checkpoints
     python benchmarks/segmentation.py --crate runs/crate --vit runs/vit   # run folders or .safetensors
@@ -51,13 +52,20 @@ def load(spec: str) -> tuple[torch.nn.Module, dict]:
     path = Path(spec)
     if not path.exists():
         model, info = load_tutorial_model(spec)
-        return model, {"source": spec, "file": info.path.name, "metadata": info.metadata}
-    if path.suffix == ".safetensors":
+    elif path.suffix == ".safetensors":
         model, info = load_weights(path)
-        return model, {"source": str(path), "metadata": info.metadata}
-    with tempfile.TemporaryDirectory() as tmp:
-        model, info = load_weights(export_run(path, Path(tmp) / "w.safetensors"))
-    return model, {"source": str(path), "metadata": info.metadata}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            model, info = load_weights(export_run(path, Path(tmp) / "w.safetensors"))
+    where = info.path.name if not path.exists() else str(path)
+    desc = {"source": where, "model": info.model_name, "overrides": info.overrides, "metadata": info.metadata}
+    return model, desc
+
+
+def untrained(desc: dict) -> torch.nn.Module:
+    """The same architecture at its random initialisation (seed 0): the control for 'learned'."""
+    torch.manual_seed(0)
+    return crate_edu.create_model(desc["model"], **desc["overrides"]).eval()
 
 
 @torch.no_grad()
@@ -126,12 +134,24 @@ def main() -> None:
     ap.add_argument("--vit", default="cluttered-digits-vit", help="tutorial name, .safetensors or run")
     ap.add_argument("--fraction", type=float, default=0.6, help="attention mass kept by each mask")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--no-controls", dest="controls", action="store_false", help="skip the untrained-model controls"
+    )
+    ap.add_argument(
+        "--limit", type=int, default=None, help="score only the first N test images (a smoke run)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
 
     t0 = time.perf_counter()
     test = synthetic.ClutteredDigits("test")  # 11,488 images
+    if args.limit:
+        test.images, test.masks, test.labels = (
+            test.images[: args.limit],
+            test.masks[: args.limit],
+            test.labels[: args.limit],
+        )
     sel = synthetic.ClutteredDigits("train", samples_per_digit=2)  # 2,876 images to choose heads on
     train_masks = synthetic.ClutteredDigits("train").masks
     x_test = normalize_uint8(test.images, test.mean, test.std)
@@ -165,11 +185,15 @@ def main() -> None:
         },
         "models": {},
     }
+    runs = []
     for label, spec in (("crate", args.crate), ("vit", args.vit)):
-        model, info = load(spec)
-        model.eval()
+        model, desc = load(spec)
+        runs.append((label, model.eval(), desc))
+        if args.controls:
+            runs.append((f"{label}_init", untrained(desc), {**desc, "source": "random init (seed 0)"}))
+    for label, model, desc in runs:
         rec = score_model(model, test, x_test, sel, x_sel, args.fraction)
-        rec["checkpoint"] = info
+        rec["checkpoint"] = desc
         result["models"][label] = rec
         pen = rec["layers"][f"layer_{rec['penultimate_layer']}"]["pixel"]
         print(
