@@ -11,6 +11,8 @@ reduced to the 8×8 grid: a patch is foreground when the digit covers ≥ 25 % o
 * ``best_head_iou``: one head for all images, the one with the highest mean IoU;
 * ``miou``: one head per class (digit), the paper's protocol, averaged over the 10 classes;
 * ``oracle_iou``: the best head per image (an upper bound);
+* ``attention_mass_on_digit``: the share of each head's attention on the digit
+  (``mass_on_mask``; no threshold; a uniform map scores the digit's area, about 0.19);
 
 with heads chosen on the test images themselves (``eval``, as the papers do) and, as a held-out
 check, on 2,876 training composites (``heldout``). The headline is the **penultimate layer**
@@ -97,6 +99,13 @@ def score_model(model, test, x_test, sel, x_sel, fraction: float) -> dict:
                 num_classes=10,
             )
             layers.setdefault(f"layer_{layer + 1}", {})[res] = {"eval": ev.as_dict(), "heldout": ho.as_dict()}
+    share = seg.mass_on_mask(maps, test.masks).mean(1)  # (L, h): mean share of attention on the digit
+    for layer in range(L):
+        per_head = [round(float(v), 4) for v in share[layer]]
+        layers[f"layer_{layer + 1}"]["attention_mass_on_digit"] = {
+            "per_head": per_head,
+            "best": max(per_head),
+        }
     out["layers"] = layers
     pen = seg.penultimate_layer(model)
     grid = seg.patch_grid(model)
@@ -174,6 +183,7 @@ def main() -> None:
             "heldout": "heads chosen on 2,876 train composites (samples_per_digit=2)",
             "layers": "1-based; layer_l is the attention computed inside layer l",
         },
+        "attention_mass_on_digit_chance": round(float(test.masks.float().mean()), 4),
         "fixed_mask_baseline": {
             "pixel_iou": round(base_pix["test_iou"], 4),
             "patch_iou": round(base_patch["test_iou"], 4),

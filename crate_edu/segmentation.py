@@ -39,6 +39,7 @@ __all__ = [
     "masks_to_patches",
     "iou",
     "head_ious",
+    "mass_on_mask",
     "SegmentationScore",
     "segmentation_score",
     "fixed_mask_baseline",
@@ -301,6 +302,30 @@ def head_ious(maps: Tensor, gt_masks: Tensor, fraction: float = 0.6, *, resoluti
             raise ValueError(f"mask size {H}x{W} does not split into square patches on a {gh}x{gw} grid")
         return iou(keep, masks_to_patches(gt_masks, H // gh)[:, None])
     raise ValueError(f"resolution must be 'pixel' or 'patch', got {resolution!r}")
+
+
+def mass_on_mask(maps: Tensor, gt_masks: Tensor) -> Tensor:
+    """Share of each map's attention mass that falls on the ground truth: (..., B, h), in [0, 1].
+
+    With c_i the fraction of patch i's pixels inside the true mask, the share is
+    Σ_i a_i c_i / Σ_i a_i. It needs no threshold, so it also credits a head that puts most of its
+    mass on a few patches of the object (whose 60 % mask is then small and scores a low IoU). A
+    uniform map scores the mask's area fraction: that is chance.
+
+    Args:
+        maps: non-negative (..., B, h, gh, gw).
+        gt_masks: bool (B, H, W), H and W multiples of gh and gw.
+    """
+    gh, gw = maps.shape[-2:]
+    H, W = gt_masks.shape[-2:]
+    if gt_masks.ndim != 3 or gt_masks.shape[0] != maps.shape[-4] or H % gh or W % gw:
+        raise ValueError(
+            f"gt_masks must be (B, H, W) with B = {maps.shape[-4]} and H, W multiples of the {gh}x{gw} "
+            f"grid, got {tuple(gt_masks.shape)}"
+        )
+    cover = F.avg_pool2d(gt_masks[:, None].float(), (H // gh, W // gw))  # (B, 1, gh, gw)
+    a = maps.double()
+    return ((a * cover).sum((-1, -2)) / a.sum((-1, -2)).clamp_min(1e-300)).float()
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,18 @@ def test_head_ious_pixel_equals_patch_on_aligned_truth():
     assert seg.head_ious(torch.stack([maps, maps]), gt).shape == (2, 4, 3)  # leading (layer) dims
 
 
+def test_mass_on_mask():
+    gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    gt[0, :4, :4] = True  # patch (0, 0) of a 2x2 grid fully, nothing else
+    gt[0, 4:6, 4:8] = True  # half of patch (1, 1)
+    maps = torch.tensor([[[[0.5, 0.1], [0.2, 0.2]], [[1.0, 1.0], [1.0, 1.0]]]])  # (1, 2, 2, 2)
+    share = seg.mass_on_mask(maps, gt)
+    assert share[0].tolist() == pytest.approx([0.5 + 0.1, (1 + 0.5) / 4])
+    assert float(share[0, 1]) == pytest.approx(float(gt.float().mean()))  # uniform map: the area
+    with pytest.raises(ValueError, match="multiples"):
+        seg.mass_on_mask(maps, torch.zeros(1, 7, 7, dtype=torch.bool))
+
+
 # ---------------------------------------------------------------------------------------------
 # scores
 # ---------------------------------------------------------------------------------------------

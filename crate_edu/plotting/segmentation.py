@@ -154,12 +154,15 @@ def plot_iou_grid(
     title: str = "mean IoU of each head's mask, by layer",
     baseline: float | None = None,
     vmax: float | None = None,
+    label: str = "mean IoU",
+    baseline_name: str = "fixed-mask baseline",
 ) -> Figure:
-    """One heat map per model: mean IoU (layers × heads), each cell annotated.
+    """One heat map per model: a score per layer and head (mean IoU by default), cells annotated.
 
     Args:
-        grids: model name -> (L, h) mean IoU of head k at layer ℓ.
-        baseline: a reference IoU (e.g. the fixed-mask baseline) quoted in the colour-bar label.
+        grids: model name -> (L, h) score of head k at layer ℓ (e.g. mean IoU).
+        baseline: a reference value (e.g. the fixed-mask baseline) quoted in the colour-bar label.
+        label, baseline_name: the colour-bar label and the name of the reference.
     """
     n = len(grids)
     if n == 0:
@@ -177,8 +180,8 @@ def plot_iou_grid(
         ax.set_xlabel("head")
         ax.set_ylabel("layer ℓ")
         ax.set_title(name, fontsize=10)
-    label = "mean IoU" + (f" (fixed-mask baseline {baseline:.2f})" if baseline is not None else "")
-    fig.colorbar(im, ax=axes[0].tolist(), label=label)
+    cbar_label = label + (f" ({baseline_name} {baseline:.2f})" if baseline is not None else "")
+    fig.colorbar(im, ax=axes[0].tolist(), label=cbar_label)
     fig.suptitle(title, fontsize=10)
     return fig
 
