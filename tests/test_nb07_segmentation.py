@@ -4,7 +4,8 @@ restated on other sizes and seeds than the notebook's, against the package.
 Covered in tests/test_segmentation.py: the ViT's maps from its queries and keys, DINO's form of the
 mass threshold, the score by hand, the PCA sign convention, the cut on planted regions. This file
 adds: the [CLS] row of CRATE's softmax(W^T W / sqrt p) and its normalisation, the notebook's
-inline mass threshold and its two properties, the inline pixel IoU, the inline mIoU, the fixed-mask
+inline mass threshold and its two properties, the inline pixel IoU, the inline mIoU, the share of
+attention on the digit (and its chance level), the fixed-mask
 baseline on cluttered-digits, PCA against the covariance eigendecomposition on model features, the
 border sign rule, and the generalised eigen-equation of the cut on model features.
 """
@@ -72,6 +73,17 @@ def test_inline_pixel_iou_and_miou(data, crate):
     torch.testing.assert_close(inline.float(), ious, rtol=0, atol=1e-6)
     per_class = torch.stack([ious[test.labels == c].mean(0).max() for c in range(10)])
     assert seg.segmentation_score(ious, test.labels).miou == pytest.approx(float(per_class.mean()), abs=1e-6)
+
+
+def test_inline_share_of_attention_on_the_digit(data, crate):
+    test, x = data
+    maps = seg.cls_attention_maps(crate, x[:50], all_layers=True)  # (L, B, h, 8, 8)
+    cover = F.avg_pool2d(test.masks[:50, None].float(), 4)
+    inline = (maps[1] * cover).sum((-1, -2)) / maps[1].sum((-1, -2))
+    share = seg.mass_on_mask(maps, test.masks[:50])
+    torch.testing.assert_close(inline.mean(0), share.mean(1)[1], rtol=0, atol=1e-5)
+    uniform = seg.mass_on_mask(torch.ones(50, 1, 8, 8), test.masks[:50])[:, 0]
+    torch.testing.assert_close(uniform, test.masks[:50].float().mean((1, 2)), rtol=0, atol=1e-6)  # chance
 
 
 def test_fixed_mask_baseline_on_cluttered_digits(data):
