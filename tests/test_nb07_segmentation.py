@@ -5,9 +5,9 @@ Covered in tests/test_segmentation.py: the ViT's maps from its queries and keys,
 mass threshold, the score by hand, the PCA sign convention, the cut on planted regions. This file
 adds: the [CLS] row of CRATE's softmax(W^T W / sqrt p) and its normalisation, the notebook's
 inline mass threshold and its two properties, the inline pixel IoU, the inline mIoU, the share of
-attention on the digit (and its chance level), the fixed-mask
-baseline on cluttered-digits, PCA against the covariance eigendecomposition on model features, the
-border sign rule, and the generalised eigen-equation of the cut on model features.
+attention on the digit (and its chance level), the fixed-mask baseline on cluttered-digits, PCA
+against the covariance eigendecomposition on model features, the border sign rule, and the
+generalised eigen-equation of the cut on model features.
 """
 
 from __future__ import annotations
