@@ -108,6 +108,10 @@ def score_model(model, test, x_test, sel, x_sel, fraction: float) -> dict:
         }
     out["layers"] = layers
     pen = seg.penultimate_layer(model)
+    sweep = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    out["penultimate_best_head_pixel_iou_by_fraction"] = {
+        str(f): round(float(seg.head_ious(maps[pen], test.masks, f).mean(0).max()), 4) for f in sweep
+    }
     grid = seg.patch_grid(model)
     methods = {
         "pca": lambda f: seg.pca_maps(f, grid).foreground,

@@ -315,11 +315,13 @@ def test_plots_draw_and_return_figures():
         pseg.plot_head_maps(shown, maps),
         pseg.plot_head_masks(shown, keep, gt, ious),
         pseg.plot_iou_grid({"CRATE": torch.rand(3, 4), "ViT": torch.rand(3, 4)}, baseline=0.44),
+        pseg.plot_fraction_sweep([0.3, 0.6, 0.9], {"CRATE": [0.2, 0.3, 0.25]}, baseline=0.44),
         pseg.plot_pca_maps(shown, seg.pca_maps(feats, (4, 4)), gt),
         pseg.plot_ncut(shown, seg.ncut_foreground(feats, (4, 4)), gt),
     ]
     for fig in figs:
-        assert isinstance(fig, matplotlib.figure.Figure) and fig._suptitle is not None
+        assert isinstance(fig, matplotlib.figure.Figure)
+        assert fig._suptitle is not None or fig.axes[0].get_title()
         plt.close(fig)
     out = pseg.mask_overlay(pseg.to_display(shown)[0], gt[0].numpy(), gt[0].numpy())
     assert out.shape == (16, 16, 3) and out.max() <= 1.0

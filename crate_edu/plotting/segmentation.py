@@ -23,6 +23,7 @@ __all__ = [
     "plot_head_maps",
     "plot_head_masks",
     "plot_iou_grid",
+    "plot_fraction_sweep",
     "plot_pca_maps",
     "plot_ncut",
 ]
@@ -183,6 +184,36 @@ def plot_iou_grid(
     cbar_label = label + (f" ({baseline_name} {baseline:.2f})" if baseline is not None else "")
     fig.colorbar(im, ax=axes[0].tolist(), label=cbar_label)
     fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_fraction_sweep(
+    fractions: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    *,
+    baseline: float | None = None,
+    baseline_name: str = "fixed mask",
+    title: str = "best-head IoU against the attention mass kept",
+) -> Figure:
+    """Best-head IoU (y) against the mass fraction of the masks (x), one line per model.
+
+    Args:
+        fractions: the mass fractions f in (0, 1].
+        curves: model name -> IoU at each fraction.
+        baseline: drawn as a dashed horizontal line (e.g. the fixed-mask IoU).
+    """
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for name, ys in curves.items():
+        ax.plot(list(fractions), list(ys), marker="o", ms=4, label=name)
+    if baseline is not None:
+        ax.axhline(baseline, ls="--", color="grey", label=f"{baseline_name} ({baseline:.2f})")
+    ax.axvline(0.6, ls=":", color="black", lw=0.8)
+    ax.set_xlabel("attention mass kept by each mask, f")
+    ax.set_ylabel("mean IoU of the best head")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     return fig
 
 
