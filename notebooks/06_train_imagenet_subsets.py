@@ -48,8 +48,8 @@
 #
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores), offline (`digits` at 64 px) | 30–60 s (measured 41 s, busy machine) | about 2 min (est.) |
-# | CPU, Imagenette present | about the same (256 images, 1 epoch) | days: the notebook warns |
+# | CPU (2 cores), offline (`digits` at 64 px) | 30–60 s (measured 39–41 s, busy) | about 2 min (est.) |
+# | CPU, Imagenette present | about the same (1,024 images at 64 px) | days: the notebook warns |
 # | one GPU (A100/H100), Imagenette at 160 px | about a minute | estimated 10–30 min (§4) |
 #
 # Times include the kernel start. The committed outputs come from a quick-mode run on a CPU
@@ -378,19 +378,23 @@ warn_if_long_on_cpu(
 
 # %%
 recipe = RECIPES["imagenette"]
-if DATA == "digits":
+SMALL = dict(
+    image_size=64,
+    batch_size=64,
+    lr=2e-3,
+    warmup_epochs=1,
+    model_overrides={"dim": 128, "heads": 4, "depth": 4, "patch_size": 16},
+    epochs=choose(quick=4, full=15),
+    threads=1,
+)
+if QUICK or DATA == "digits":
     cfg = recipe.config(
-        dataset="digits",
-        image_size=64,
-        augment="shift",
-        batch_size=64,
-        lr=2e-3,
-        warmup_epochs=1,
-        model_overrides={"dim": 128, "heads": 4, "depth": 4, "patch_size": 16},
-        epochs=choose(quick=4, full=15),
-        threads=1,
+        dataset=DATA,
+        data_dir=DATA_DIR,
         progress=False,
-        **({"limit_train": 1024} if QUICK else {}),
+        **SMALL,
+        **({"augment": "shift"} if DATA == "digits" else {}),  # no flips or crops of digits
+        **({"limit_train": 1024, "limit_test": 512} if QUICK else {}),
     )
 else:
     cfg = recipe.config(
@@ -398,7 +402,6 @@ else:
         data_dir=DATA_DIR,
         progress=False,
         image_size=224 if DATA == "imagenet-100" else recipe.image_size,
-        **({"epochs": 1, "limit_train": 256, "limit_test": 256, "batch_size": 32} if QUICK else {}),
     )
 info = dataset_info(DATA)
 print(
@@ -430,8 +433,9 @@ check_close(
     "predict() accuracy = the run's last test accuracy", pred.accuracy, result.final["test_acc"], atol=1e-12
 )
 check(
-    "training learned something: test accuracy above 4x chance",
-    result.final["test_acc"] > 4 / info.num_classes,
+    "training learned something: the train loss fell and the test accuracy is above twice chance",
+    result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    and result.final["test_acc"] > 2 / info.num_classes,
 )
 
 # %%
@@ -570,10 +574,10 @@ check(
 # The outputs stored in this notebook come from a **quick-mode run on a CPU (2 shared cores) with
 # neither Imagenette nor ImageNet**: the training cells ran on `digits` at 64 px (a 4-layer CRATE,
 # 4 epochs on 1,024 images: 87.7 % test accuracy), and the throughput cells measured CRATE-T at
-# 224 px on that CPU with one thread: 2.4 images/s for training, 7.9 for inference (10.5 under
-# bf16 autocast) — which is the point: the `imagenette` recipe would take about two days there,
-# and the notebook warns before it. The quick-mode run took 41 s (kernel start included). No GPU or TPU was
-# available in this session, so the GPU figures in §2 and §4 are estimates from FLOP counts, not
+# 224 px on that CPU with one thread: about 2 images/s for training, 8 for inference (10 under
+# bf16 autocast) — which is the point: the `imagenette` recipe would take days there, and the
+# notebook warns before it. The quick-mode run took 39–41 s (kernel start included). No GPU or TPU
+# was available in this session, so the GPU figures in §2 and §4 are estimates from FLOP counts, not
 # measurements; with a GPU, the throughput cell prints the real figure.
 #
 # ## Summary
