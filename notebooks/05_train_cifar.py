@@ -48,7 +48,7 @@
 #
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores), offline (`digits`) | 40–80 s (measured 59–73 s, busy) | about 5 min (estimated) |
+# | CPU (2 cores), offline (`digits`) | 40–80 s (measured 52–73 s, busy) | about 5 min (estimated) |
 # | CPU, CIFAR-10 present | about the same (1,024 training images) | days to weeks: the notebook warns |
 # | one GPU (A100/H100), CIFAR-10 | under a minute | estimated 5–15 min per 100-epoch run (§3) |
 #
@@ -841,7 +841,7 @@ if enough_steps:
 # 8.6 % for the same model trained from scratch with the same budget. These numbers say that the
 # code works and that the pretrained body transfers; they do not rank CRATE against the ViT — at
 # this size and budget a 3-point gap is within what another seed can change. The quick-mode run
-# took 59–73 s in four runs (2 cores shared with other jobs, kernel start included).
+# took 52–73 s in five runs (2 cores shared with other jobs, kernel start included).
 #
 # On CIFAR-10 with the full recipe on one GPU, expect about 85 % for CRATE (the recipe's estimate,
 # 82–88 %) and somewhat more for the ViT of the same size (on ImageNet the gap is 3–5 points, §1);

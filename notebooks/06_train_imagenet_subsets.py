@@ -48,7 +48,7 @@
 #
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores), offline (`digits` at 64 px) | 30–60 s (measured 39–41 s, busy) | about 2 min (est.) |
+# | CPU (2 cores), offline (`digits` at 64 px) | 25–60 s (measured 25–41 s, busy) | about 2 min (est.) |
 # | CPU, Imagenette present | about the same (1,024 images at 64 px) | days: the notebook warns |
 # | one GPU (A100/H100), Imagenette at 160 px | about a minute | estimated 10–30 min (§4) |
 #
@@ -574,9 +574,9 @@ check(
 # The outputs stored in this notebook come from a **quick-mode run on a CPU (2 shared cores) with
 # neither Imagenette nor ImageNet**: the training cells ran on `digits` at 64 px (a 4-layer CRATE,
 # 4 epochs on 1,024 images: 87.7 % test accuracy), and the throughput cells measured CRATE-T at
-# 224 px on that CPU with one thread: about 2 images/s for training, 8 for inference (10 under
-# bf16 autocast) — which is the point: the `imagenette` recipe would take days there, and the
-# notebook warns before it. The quick-mode run took 39–41 s (kernel start included). No GPU or TPU
+# 224 px on that CPU with one thread: 2–4 images/s for training, 7–14 for inference, 10–19 under
+# bf16 autocast (over several runs, depending on the other jobs' load) — which is the point: the `imagenette` recipe would take days there, and the
+# notebook warns before it. The quick-mode run took 25–41 s (kernel start included). No GPU or TPU
 # was available in this session, so the GPU figures in §2 and §4 are estimates from FLOP counts, not
 # measurements; with a GPU, the throughput cell prints the real figure.
 #

@@ -139,7 +139,13 @@ def plot_per_class_accuracy(
     for i, (label, a) in enumerate(arrays.items()):
         x = np.arange(n) + (i - (len(arrays) - 1) / 2) * width
         mean = np.nanmean(a)
-        ax.bar(x, a, width=width, color=f"C{i}", label=f"{label} (mean {mean:.1f} %)" if label else None)
+        ax.bar(
+            x,
+            a,
+            width=width,
+            color=f"C{i}",
+            label=f"{label} (mean over classes {mean:.1f} %)" if label else None,
+        )
     ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right", fontsize=8)
     ax.set_ylim(0, 100)
     ax.set_xlabel("true class")
