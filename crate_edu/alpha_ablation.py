@@ -85,6 +85,9 @@ class AblationRun:
         nonzero_init: ``nonzero`` of the same model at its initial weights.
         train_seconds: wall time of the training (epochs and evaluations).
         history: per epoch, (epoch, test accuracy).
+        train_acc, train_loss: accuracy and loss on the training batches of the last epoch (with
+            augmentation and label smoothing): low values mean the variant failed to fit, not to
+            generalise.
     """
 
     variant: str
@@ -99,6 +102,8 @@ class AblationRun:
     nonzero_init: list[float]
     train_seconds: float
     history: list[tuple[int, float]] = field(default_factory=list)
+    train_acc: float = float("nan")
+    train_loss: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,18 +117,22 @@ def ablation_config(
     recipe: str = "digits-quick",
     model: str = "crate_alpha_nano_cifar",
     model_overrides: Mapping[str, Any] | None = None,
+    switches: Mapping[str, Any] | None = None,
     **train_overrides: Any,
 ):
     """The :class:`~crate_edu.train.TrainConfig` of one ablation step.
 
     Args:
-        variant: a key of ``ABLATION`` (e.g. ``"+ decoupled"``).
+        variant: a key of ``ABLATION`` (e.g. ``"+ decoupled"``), or any label when ``switches``
+            is given.
         epochs, seed: the budget and the seed.
         recipe: the training recipe (default ``digits-quick``: AdamW, warm-up + cosine, label
             smoothing, shifts, one CPU thread).
         model: a CRATE-α preset.
         model_overrides: shape overrides shared by every variant (the recipe's depth 4 and patch 8
             by default); the variant's switches are applied on top.
+        switches: the variant's model overrides, for a variant outside ``ABLATION`` (e.g.
+            ``{"decoupled": False}``: CRATE-α with a tied decoder).
         **train_overrides: any other ``TrainConfig`` field (``limit_train``, ``lr``, ...).
 
     Raises:
@@ -131,12 +140,13 @@ def ablation_config(
     """
     from crate_edu.train import RECIPES
 
-    if variant not in ABLATION:
+    if switches is None and variant not in ABLATION:
         raise ValueError(
-            f"unknown ablation variant {variant!r}; choose one of: {', '.join(map(repr, ABLATION))}"
+            f"unknown ablation variant {variant!r}; choose one of: {', '.join(map(repr, ABLATION))}, "
+            "or pass its model overrides as switches={...}"
         )
     shape = {"depth": 4, "patch_size": 8} if model_overrides is None else dict(model_overrides)
-    overrides = {**shape, **ABLATION[variant]}
+    overrides = {**shape, **(ABLATION[variant] if switches is None else switches)}
     train_overrides.setdefault("progress", False)
     return RECIPES[recipe].config(
         model=model, model_overrides=overrides, epochs=epochs, seed=seed, **train_overrides
@@ -167,7 +177,7 @@ def code_sparsity(model: nn.Module, images: Tensor) -> tuple[list[float], list[f
 
 
 def run_ablation(
-    variants: Sequence[str] | None = None,
+    variants: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
     seeds: Sequence[int] = (0,),
     *,
     epochs: int = 8,
@@ -180,7 +190,8 @@ def run_ablation(
     """Train every variant (in ``ABLATION`` order) for every seed on the same budget; measure each.
 
     Args:
-        variants: names of ``ABLATION`` (default: all four).
+        variants: names of ``ABLATION`` (default: all four), or a mapping of your own variants,
+            name -> model overrides (e.g. ``{"tied + residual": {"decoupled": False}}``).
         seeds: one run per seed and variant.
         epochs: training epochs per run.
         measure_images: the fixed batch on which sparsity is measured (default: the first
@@ -193,9 +204,10 @@ def run_ablation(
     from crate_edu.data import build_dataset
     from crate_edu.train import build_model, load_checkpoint, train
 
-    names = list(ABLATION) if variants is None else list(variants)
+    table = dict(variants) if isinstance(variants, Mapping) else dict(ABLATION)
+    names = list(table) if variants is None or isinstance(variants, Mapping) else list(variants)
     for name in names:
-        if name not in ABLATION:
+        if name not in table:
             raise ValueError(
                 f"unknown ablation variant {name!r}; choose one of: {', '.join(map(repr, ABLATION))}"
             )
@@ -205,7 +217,7 @@ def run_ablation(
         for seed in seeds:
             for name in names:
                 slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
-                cfg = ablation_config(name, epochs=epochs, seed=seed, **config_kwargs)
+                cfg = ablation_config(name, epochs=epochs, seed=seed, switches=table[name], **config_kwargs)
                 if measure_images is None:
                     test = build_dataset(cfg.dataset, "test", image_size=cfg.image_size)
                     measure_images = torch.stack([test[i][0] for i in range(min(n_measure, len(test)))])
@@ -233,6 +245,8 @@ def run_ablation(
                     nonzero_init=nonzero_init,
                     train_seconds=round(seconds, 2),
                     history=[(int(h["epoch"]), float(h["test_acc"])) for h in result.history],
+                    train_acc=float(result.final["train_acc"]),
+                    train_loss=float(result.final["train_loss"]),
                 )
                 runs.append(run)
                 if verbose:
@@ -250,7 +264,7 @@ def summarize(runs: Sequence[AblationRun | Mapping[str, Any]]) -> list[dict[str,
     """One row per variant (in first-seen order): mean and spread over seeds.
 
     Each row: ``variant``, ``seeds``, ``params``, ``test_acc_mean``, ``test_acc_min``,
-    ``test_acc_max``, ``nonzero_mean`` (mean over layers and seeds), ``active_mean``,
+    ``test_acc_max``, ``train_acc_mean``, ``nonzero_mean`` (mean over layers and seeds), ``active_mean``,
     ``code_width``, ``nonzero_init_mean``, ``train_seconds_mean``. Accepts runs or their dicts
     (as stored in the benchmark's JSON).
     """
@@ -269,6 +283,7 @@ def summarize(runs: Sequence[AblationRun | Mapping[str, Any]]) -> list[dict[str,
                 "test_acc_mean": statistics.fmean(accs),
                 "test_acc_min": min(accs),
                 "test_acc_max": max(accs),
+                "train_acc_mean": statistics.fmean(r.get("train_acc", float("nan")) for r in rs),
                 "nonzero_mean": statistics.fmean(statistics.fmean(r["nonzero"]) for r in rs),
                 "active_mean": statistics.fmean(statistics.fmean(r["active"]) for r in rs),
                 "code_width": rs[0]["code_width"],

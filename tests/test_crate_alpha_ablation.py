@@ -19,6 +19,7 @@ from crate_edu.alpha_ablation import (
     code_sparsity,
     crate_alpha_macs,
     published_scaling_table,
+    run_ablation,
     summarize,
 )
 from crate_edu.blocks import ISTA, CRATEAlphaLayer, OvercompleteISTA, PreNorm
@@ -226,6 +227,10 @@ def test_ablation_config_and_code_sparsity():
     }
     with pytest.raises(ValueError, match="choose one of"):
         ablation_config("+ everything", epochs=1)
+    own = ablation_config("tied + residual", epochs=1, switches={"decoupled": False})
+    assert own.model_overrides == {"depth": 4, "patch_size": 8, "decoupled": False}
+    with pytest.raises(ValueError, match="unknown ablation variant 'nope'"):
+        run_ablation(["nope"], epochs=1)
     torch.manual_seed(0)
     model = crate_edu.create_model("crate_alpha_nano_cifar", depth=2, patch_size=8)
     x = torch.randn(4, 3, 32, 32)

@@ -43,9 +43,9 @@ def plot_ablation(
         ax.text(i, acc[i] + 1, f"{acc[i]:.1f}", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(x, names, rotation=15)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 110)
     ax.set_title("accuracy (bar: mean over seeds)")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
 
     ax = axes[1]
