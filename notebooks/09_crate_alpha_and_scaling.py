@@ -17,8 +17,8 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/crate-edu/crate_edu/blob/main/notebooks/09_crate_alpha_and_scaling.ipynb)
 #
-# CRATE trails a ViT of the same width on ImageNet (CRATE-B 70.8 % against ViT-S 72.4 %), and it
-# gains little from more size (CRATE-L 71.3 %). CRATE-α (Yang et al., arXiv 2405.20299) keeps the
+# CRATE trails ViTs on ImageNet-1K (CRATE-S 69.2 % against ViT-S 72.4 %), and it gains little from
+# more size (CRATE-B 70.8 %, CRATE-L 71.3 %). CRATE-α (Yang et al., arXiv 2405.20299) keeps the
 # white-box MSSA step and changes only the **sparse-coding block**, in three ways: an overcomplete
 # dictionary, a separate (decoupled) decoding dictionary, and a residual connection. With these,
 # and pre-training on ImageNet-21K, it reaches 81.2 % (B/16) and 85.1 % (L/8) on ImageNet-1K.
@@ -45,13 +45,13 @@
 #
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores) | 25–45 s (measured ≈ 30 s on a shared machine) | ≈ 15 min (4 variants, 3 seeds, 8 epochs) |
+# | CPU (2 cores) | 25–65 s (measured 26 s; 64 s beside a training job) | ≈ 15 min (measured 13.3 min) |
 # | GPU | not measured (none here); the models are tiny, expect about the CPU times | same order |
 #
 # Quick mode shows the **recorded** full-budget ablation (from
 # `benchmarks/results/crate_alpha_ablation.json`, made by `benchmarks/crate_alpha_ablation.py`)
 # and trains each variant for a few seconds on a small subset, so you can see the pipeline run;
-# full mode reruns the recorded budget. The optional CRATE-α-B/16 part (§6) adds about a minute on
+# full mode reruns the recorded budget. The optional CRATE-α-B/16 part (§6) adds under a minute on
 # a CPU when the weights are present.
 
 # %%
@@ -363,9 +363,10 @@ if recorded is not None:
 # ### A live mini-run
 #
 # The same pipeline, shrunk to seconds: each variant trained for 2 epochs on 256 training digits
-# and evaluated on 128 test digits (quick mode; full mode reruns the recorded budget above, about 15 minutes on a CPU). In quick
-# mode the accuracies are barely above chance and say nothing about the variants — this cell shows
-# the code path and what a run returns, the recorded table is the measurement.
+# and evaluated on 128 test digits (quick mode; full mode reruns the recorded budget above, about
+# 15 minutes on a CPU). In quick mode the accuracies are barely above chance and say nothing about
+# the variants — this cell shows the code path and what a run returns; the recorded table is the
+# measurement.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -428,7 +429,7 @@ plt.show()
 #   notebook 04 showed that for CRATE's block most of it is a ReLU of LayerNorm-centred tokens).
 #   Being four times wider, the α codes use about four times as many entries per token (≈ 200–240
 #   of 512 against ≈ 56 of 128). Overcompleteness buys a larger vocabulary of atoms, not fewer
-#   active ones — and training changed the fraction little (§5).
+#   active ones — and training moved the fractions by at most ≈ 0.07 either way (§5).
 #
 # Treat this as a mechanism check — the residual is what makes the overcomplete block trainable —
 # not as a replication of the paper's accuracy gains.
@@ -508,8 +509,9 @@ if recorded is not None:
 # `torch/crate_alpha_B16.pth` (ImageNet-1K top-1 81.2 %). Nothing is downloaded here: with internet
 # access, `crate_edu.download_official("crate_alpha_b16_in1k")` fetches it into the cache; or point
 # the environment variable `CRATE_EDU_CRATE_ALPHA_B16` at a copy. `crate_edu.load_official` checks
-# every key and shape. The demonstration classifies 8 crops of the photos that ship with
-# scikit-image (ImageNet normalisation) and measures the sparsity of its codes per layer.
+# every key and shape. The demonstration classifies four photos that ship with scikit-image
+# (astronaut, chelsea the cat, coffee, rocket), resized to 224×224 px, and their mirror images
+# (ImageNet normalisation), and measures the sparsity of its codes per layer.
 
 # %%
 from crate_edu.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
