@@ -24,6 +24,7 @@ the control for "learned", the same two architectures at their random initialisa
 
     python benchmarks/segmentation.py                       # the shipped tutorial checkpoints
     python benchmarks/segmentation.py --crate runs/crate --vit runs/vit   # run folders or .safetensors
+    python benchmarks/segmentation.py --models vit --vit runs/vit   # re-score one, keep the other's
 
 Writes ``benchmarks/results/segmentation.json``.
 """
@@ -147,6 +148,7 @@ def main() -> None:
     ap.add_argument("--vit", default="cluttered-digits-vit", help="tutorial name, .safetensors or run")
     ap.add_argument("--fraction", type=float, default=0.6, help="attention mass kept by each mask")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--models", nargs="+", default=["crate", "vit"], choices=["crate", "vit"])
     ap.add_argument(
         "--no-controls", dest="controls", action="store_false", help="skip the untrained-model controls"
     )
@@ -200,7 +202,11 @@ def main() -> None:
         "models": {},
     }
     runs = []
+    if args.models != ["crate", "vit"] and args.out.is_file():  # re-score some models, keep the others
+        result["models"] = json.loads(args.out.read_text()).get("models", {})
     for label, spec in (("crate", args.crate), ("vit", args.vit)):
+        if label not in args.models:
+            continue
         model, desc = load(spec)
         runs.append((label, model.eval(), desc))
         if args.controls:
