@@ -24,7 +24,14 @@ from torch import Tensor, nn
 
 from crate_edu.mae import _image_batches
 
-__all__ = ["extract_features", "pool_tokens", "ProbeResult", "linear_probe"]
+__all__ = [
+    "extract_features",
+    "extract_layer_features",
+    "pool_tokens",
+    "ProbeResult",
+    "linear_probe",
+    "probe_layers",
+]
 
 _POOLS = ("cls", "mean", "head")
 
@@ -76,11 +83,77 @@ def extract_features(
     finally:
         model.train(was_training)
     n = sum(f.shape[0] for f in feats)
+    return torch.cat(feats), _labels(data, n)
+
+
+def _labels(data, n: int) -> Tensor:
     if hasattr(data, "labels") and isinstance(data.labels, Tensor):
-        labels = data.labels[:n].long().clone()
-    else:
-        labels = torch.tensor([int(data[i][1]) for i in range(n)])
-    return torch.cat(feats), labels
+        return data.labels[:n].long().clone()
+    return torch.tensor([int(data[i][1]) for i in range(n)])
+
+
+@torch.no_grad()
+def extract_layer_features(
+    model: nn.Module,
+    data,
+    *,
+    pool: str = "mean",
+    batch_size: int = 256,
+    limit: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[list[Tensor], Tensor]:
+    """Pooled outputs of every layer: a list of L tensors (N, d) (layer ℓ's Z^{ℓ+1}) and the labels (N,).
+
+    Uses ``forward_intermediates`` (no hooks): for a CRATE-MAE, of its encoder on the whole,
+    unmasked image; for a classifier (CRATE, CRATE-α, ViT), of its layers. ``pool`` is ``'cls'``
+    or ``'mean'`` (see :func:`pool_tokens`).
+    """
+    if pool not in ("cls", "mean"):
+        raise ValueError(f"unknown pool {pool!r}; choose 'cls' or 'mean'")
+    if isinstance(data, Tensor):
+        raise TypeError("data must be a dataset of (image, label) pairs: a probe needs the labels")
+    if not hasattr(model, "forward_intermediates"):
+        raise TypeError(f"{type(model).__name__} has no forward_intermediates; use a crate_edu model")
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    per_layer: list[list[Tensor]] = []
+    try:
+        for x in _image_batches(data, batch_size, limit):
+            x = x.to(device)
+            if hasattr(model, "forward_loss"):  # CRATE-MAE: the encoder's layers, nothing masked
+                traces = model.forward_intermediates(x, mask_ratio=0.0)[1]["encoder"]
+            else:
+                traces = model.forward_intermediates(x)[1]
+            if not per_layer:
+                per_layer = [[] for _ in traces]
+            for feats, t in zip(per_layer, traces, strict=True):
+                feats.append(pool_tokens(t.z_out, pool).float().cpu())
+    finally:
+        model.train(was_training)
+    layers = [torch.cat(f) for f in per_layer]
+    return layers, _labels(data, layers[0].shape[0] if layers else 0)
+
+
+def probe_layers(
+    model: nn.Module,
+    train,
+    test,
+    *,
+    pool: str = "mean",
+    limit: int | None = None,
+    weight_decay: float = 1e-3,
+) -> list[float]:
+    """Linear-probe test accuracy of every layer's pooled output (train on ``train``, score on ``test``).
+
+    ``limit`` caps both splits. Returns one accuracy (a fraction) per layer, first layer first.
+    """
+    tr, ytr = extract_layer_features(model, train, pool=pool, limit=limit)
+    te, yte = extract_layer_features(model, test, pool=pool, limit=limit)
+    return [
+        linear_probe(a, ytr, b, yte, weight_decay=weight_decay).test_accuracy
+        for a, b in zip(tr, te, strict=True)
+    ]
 
 
 @dataclass

@@ -168,3 +168,16 @@ def test_plots_return_figures():
     with pytest.raises(ValueError):
         plot_mae_loss([])
     plt.close("all")
+
+
+def test_plot_probe_by_layer():
+    import matplotlib.pyplot as plt
+
+    from crate_edu.plotting.mae import plot_probe_by_layer
+
+    fig = plot_probe_by_layer({"a": [0.1, 0.5], "b": [0.2, 0.3, 0.9]})
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3 and ax.get_ylabel() == "test accuracy (%)"  # two curves + chance
+    with pytest.raises(ValueError):
+        plot_probe_by_layer({})
+    plt.close("all")

@@ -121,3 +121,42 @@ def test_panels_unnormalise_to_the_uint8_pixels():
     with torch.no_grad():
         own = m(x, noise=mask_noise(3, 64, 0))[0]
     assert abs(panels.loss - float(own)) < 1e-6
+
+
+def shipped_mae():
+    import pytest
+
+    from crate_edu.checkpoints import load_tutorial_model
+
+    try:
+        return load_tutorial_model("cluttered-digits-crate-mae", download=False)[0]
+    except FileNotFoundError:
+        pytest.skip("data/cluttered-digits-crate-mae.safetensors is not here")
+
+
+def test_shipped_mae_reconstructs_attends_and_probes():
+    """The notebook's claims about the shipped checkpoint, on a small slice of the test split."""
+    from crate_edu.data import ClutteredDigits
+    from crate_edu.mae import evaluate_reconstruction
+    from crate_edu.probe import probe_layers
+    from crate_edu.segmentation import cls_attention_maps, mass_on_mask
+    from crate_edu.train.mae import MAETrainConfig, build_mae_model
+
+    model = shipped_mae()
+    init = build_mae_model(MAETrainConfig())
+    test = ClutteredDigits("test", samples_per_digit=1)  # 359 images
+    train = ClutteredDigits("train", samples_per_digit=1)  # 1,438 images
+    x = torch.stack([test[i][0] for i in range(128)])
+    loss = evaluate_reconstruction(model, test, seed=0, limit=128)
+    assert loss < 0.6 * float(x.pow(2).mean())  # well below predicting the mean
+    gt = test.masks[:128]
+    chance = float(F.avg_pool2d(gt[:, None].float(), 4).mean())
+    maps = cls_attention_maps(model, x, all_layers=True)
+    own = mass_on_mask(maps, gt).mean(1).flatten()
+    control = mass_on_mask(maps[:, torch.roll(torch.arange(128), 1)], gt).mean(1).flatten()
+    k = int(own.argmin())
+    assert float(own[k]) < chance / 4  # a head keeps off the digit ...
+    assert abs(float(own[k] - control[k])) < 0.25 * (chance - float(own[k]))  # ... by position alone
+    pre = probe_layers(model, train, test, pool="mean", limit=500)
+    at_init = probe_layers(init, train, test, pool="mean", limit=500)
+    assert max(pre) > max(at_init)

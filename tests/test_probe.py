@@ -78,3 +78,28 @@ def test_extract_features_pools(name):
 def test_pool_tokens_errors():
     with pytest.raises(ValueError, match="B, N"):
         pool_tokens(torch.zeros(3, 4), "cls")
+
+
+def test_layer_features_and_probe_layers():
+    from crate_edu.probe import extract_layer_features, probe_layers
+
+    torch.manual_seed(0)
+    crate = create_model("crate_nano_cifar", depth=2).eval()
+    mae = create_model("crate_mae_nano_cifar", depth=2, decoder_depth=1).eval()
+    x = torch.randn(6, 3, 32, 32)
+    ds = ListDataset(x, torch.tensor([0, 1, 0, 1, 0, 1]))
+    layers, y = extract_layer_features(crate, ds, pool="cls", batch_size=4)
+    assert len(layers) == 2 and torch.equal(y, ds.y)
+    with torch.no_grad():
+        tokens = crate.forward_features(x)
+        _, traces = mae.forward_intermediates(x, mask_ratio=0.0)
+    assert torch.allclose(layers[-1], tokens[:, 0], atol=1e-5)  # the last layer's output is the features
+    mae_layers, _ = extract_layer_features(mae, ds, pool="mean", batch_size=4)
+    for ell in range(2):
+        assert torch.allclose(mae_layers[ell], traces["encoder"][ell].z_out[:, 1:].mean(1), atol=1e-5)
+    with torch.no_grad():  # the encoder ends with a LayerNorm: the last layer's output is its input
+        assert torch.allclose(mae.norm(traces["encoder"][-1].z_out), mae.forward_features(x), atol=1e-5)
+    accs = probe_layers(crate, ds, ds, pool="cls")
+    assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)
+    with pytest.raises(ValueError, match="unknown pool"):
+        extract_layer_features(crate, ds, pool="head")

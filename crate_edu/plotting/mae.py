@@ -10,7 +10,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["plot_reconstruction_panels", "plot_mae_loss", "plot_attention_grid", "plot_probe_accuracies"]
+__all__ = [
+    "plot_reconstruction_panels",
+    "plot_mae_loss",
+    "plot_attention_grid",
+    "plot_probe_accuracies",
+    "plot_probe_by_layer",
+]
 
 PANEL_TITLES = ("original", "masked input", "reconstruction", "reconstruction\n+ visible patches")
 
@@ -84,7 +90,7 @@ def plot_attention_grid(
 ):
     """Images (B, H, W, C) in [0, 1] beside per-head attention maps (B, h, g, g), one row per image.
 
-    Each map is drawn over the image's extent (nearest upsampling), with its own colour scale.
+    Each map is drawn over the image's extent (nearest upsampling); all maps share one colour scale.
     """
     import matplotlib.pyplot as plt
 
@@ -95,20 +101,23 @@ def plot_attention_grid(
         )
     B, h = maps.shape[:2]
     H, W = images.shape[1:3]
-    fig, axes = plt.subplots(B, h + 1, figsize=((h + 1) * scale, B * scale + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        B, h + 1, figsize=((h + 1) * scale + 1.0, B * scale + 0.8), squeeze=False, layout="constrained"
+    )
+    vmax = float(np.max(maps))
     for i in range(B):
         axes[i, 0].imshow(np.clip(images[i], 0, 1), extent=(0, W, H, 0))
         if row_labels is not None:
             axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
         for k in range(h):
-            im = axes[i, k + 1].imshow(maps[i, k], cmap="inferno", extent=(0, W, H, 0))
+            im = axes[i, k + 1].imshow(maps[i, k], cmap="inferno", extent=(0, W, H, 0), vmin=0, vmax=vmax)
             if i == 0:
                 axes[i, k + 1].set_title(f"head {k}", fontsize=9)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_title("image", fontsize=9)
-    fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.8, label="attention probability")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="attention probability")
     fig.suptitle(title, fontsize=10)
     fig.supxlabel(f"x (px, image {W} × {H})", fontsize=8)
     return fig
@@ -138,5 +147,33 @@ def plot_probe_accuracies(
     ax.invert_yaxis()
     ax.set_xlabel("test accuracy (%)")
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_probe_by_layer(
+    curves: Mapping[str, Sequence[float]],
+    *,
+    title: str = "Linear probe on each layer's output",
+    chance: float | None = 0.1,
+):
+    """Test accuracy (fractions) of a linear probe on each layer's pooled output, one line per model."""
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        raise ValueError("no curves to plot")
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, accs in curves.items():
+        ax.plot(range(1, len(accs) + 1), [100 * a for a in accs], marker="o", label=name)
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", ls="--", lw=1, label=f"chance ({100 * chance:.0f} %)")
+    depth = max(len(a) for a in curves.values())
+    ax.set_xticks(range(1, depth + 1))
+    ax.set_xlabel("layer ℓ (probe on its output Z^{ℓ+1})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
