@@ -89,7 +89,7 @@ TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
         TutorialCheckpoint(
             "cluttered-digits-crate",
             "cluttered-digits-crate.safetensors",
-            None,
+            "0d53070984b43286b0b92531b78e37f2d36cce647abbf3297610a47cdc421b43",
             "CRATE (crate_nano_cifar, depth 4) trained by the cluttered-digits recipe",
         ),
         TutorialCheckpoint(
