@@ -169,7 +169,7 @@ def plot_probe_by_layer(
         ax.axhline(100 * chance, color="grey", ls="--", lw=1, label=f"chance ({100 * chance:.0f} %)")
     depth = max(len(a) for a in curves.values())
     ax.set_xticks(range(1, depth + 1))
-    ax.set_xlabel("layer ℓ (probe on its output Z^{ℓ+1})")
+    ax.set_xlabel(r"layer $\ell$ (probe on its output $Z^{\ell+1}$)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
