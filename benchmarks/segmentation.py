@@ -210,7 +210,8 @@ def main() -> None:
         model, desc = load(spec)
         runs.append((label, model.eval(), desc))
         if args.controls:
-            runs.append((f"{label}_init", untrained(desc), {**desc, "source": "random init (seed 0)"}))
+            init = {"source": "random init (seed 0)", "model": desc["model"], "overrides": desc["overrides"]}
+            runs.append((f"{label}_init", untrained(desc), init))
     for label, model, desc in runs:
         rec = score_model(model, test, x_test, sel, x_sel, args.fraction)
         rec["checkpoint"] = desc
