@@ -136,6 +136,7 @@ def shipped_mae():
 
 def test_shipped_mae_reconstructs_attends_and_probes():
     """The notebook's claims about the shipped checkpoint, on a small slice of the test split."""
+    from crate_edu.checkpoints import load_tutorial_model
     from crate_edu.data import ClutteredDigits
     from crate_edu.mae import evaluate_reconstruction
     from crate_edu.probe import probe_layers
@@ -160,3 +161,9 @@ def test_shipped_mae_reconstructs_attends_and_probes():
     pre = probe_layers(model, train, test, pool="mean", limit=500)
     at_init = probe_layers(init, train, test, pool="mean", limit=500)
     assert max(pre) > max(at_init)
+    try:
+        supervised = load_tutorial_model("cluttered-digits-crate", download=False)[0]
+    except FileNotFoundError:
+        return
+    sup = probe_layers(supervised, train, test, pool="cls", limit=500)
+    assert all(a < b for a, b in zip(sup, sup[1:], strict=False)) and sup[-1] > max(pre), (sup, pre)
