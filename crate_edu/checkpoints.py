@@ -101,7 +101,7 @@ TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
         TutorialCheckpoint(
             "cluttered-digits-crate-mae",
             "cluttered-digits-crate-mae.safetensors",
-            None,
+            "2964fdd6f88e0bf4cee0f67d796d996c2683f61d88f04fd2d9ff13ef3dbfdc82",
             "a small CRATE-MAE pretrained on cluttered-digits",
         ),
     ]
