@@ -95,7 +95,7 @@ TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
         TutorialCheckpoint(
             "cluttered-digits-vit",
             "cluttered-digits-vit.safetensors",
-            None,
+            "9b9dc9874acff855e1597b5fb8d6ab1751b60906ee6ce44da081b6aeef4151a5",
             "ViT (vit_nano_cifar, depth 4) trained by the cluttered-digits recipe, same budget",
         ),
         TutorialCheckpoint(

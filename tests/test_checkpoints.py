@@ -173,3 +173,16 @@ def test_crate_edu_checkpoints_folder_comes_first(isolated, tmp_path, monkeypatc
 
 def test_repository_data_dir_is_this_checkout():
     assert checkpoints.repository_data_dir() == Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.mark.parametrize("name", sorted(TUTORIAL_CHECKPOINTS))
+def test_every_shipped_checkpoint_is_in_data_pinned_and_loads(name):
+    entry = TUTORIAL_CHECKPOINTS[name]
+    path = checkpoints.repository_data_dir() / entry.filename
+    assert path.is_file(), f"{entry.filename} is not in data/"
+    assert entry.sha256 is not None and sha256sum(path) == entry.sha256, f"update the sha256 of {name}"
+    assert path.stat().st_size < 5 * 2**20  # "a few MB"
+    model, info = load_tutorial_model(name, download=False)
+    assert info.path == path and not model.training
+    assert info.metadata.get("command"), "record the command that reproduces it"
+    assert name in (Path(__file__).resolve().parents[1] / "data" / "README.md").read_text()
