@@ -830,8 +830,8 @@ if official is not None:
 #
 # `seg.head_projections(m, x[:n_pca], L)` for `L = 0, 3`, then `seg.pca_maps` and `fg_iou` as in
 # §6. Early layers tend to group patches by colour and texture, later ones by what the classifier
-# needs; look at the PC 1 maps to see which happens here. Compare the `pca_iou` values with the grid of §4: the best layer for the tokens' own
-# grouping need not be the best for the [CLS] attention, which is only one row of the attention
-# matrix.
+# needs; look at the PC 1 maps to see which happens here. Compare the IoUs with the grid of §4:
+# the best layer for the tokens' own grouping need not be the best for the [CLS] attention, which
+# is only one row of the attention matrix.
 #
 # </details>
