@@ -344,7 +344,7 @@ def cluttered_default():
 
 def test_cluttered_default_set(cluttered_default):
     ds = cluttered_default
-    n = 4 * 1438
+    n = 32 * 1438
     assert len(ds) == n and ds.images.shape == (n, 3, 32, 32) and ds.masks.shape == (n, 32, 32)
     assert ds.masks.dtype == torch.bool
     area = ds.masks.float().mean((1, 2))
@@ -354,7 +354,7 @@ def test_cluttered_default_set(cluttered_default):
     torch.testing.assert_close(raw.std((0, 2, 3)), torch.tensor(synthetic.CLUTTERED_STD), atol=2e-3, rtol=0)
     assert (
         torch.bincount(ds.labels).tolist()
-        == (4 * torch.bincount(torch.tensor(build_dataset("digits").targets))).tolist()
+        == (32 * torch.bincount(torch.tensor(build_dataset("digits").targets))).tolist()
     )
     x, y = ds[0]
     assert x.shape == (3, 32, 32) and y == int(ds.labels[0])
