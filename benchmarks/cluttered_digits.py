@@ -34,44 +34,20 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 
-import crate_edu
 from crate_edu.data import synthetic
 from crate_edu.data.transforms import build_transform
 from crate_edu.train import RECIPES, build_model, fit, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cluttered_digits.json"
 RECIPE = "cluttered-digits"
-
-
-def machine_info() -> dict:
-    """What the timing depends on: CPU, cores, load, library versions."""
-    import accelerate
-
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "accelerate": accelerate.__version__,
-        "crate_edu": crate_edu.__version__,
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            info["cpu_model"] = names[0]
-    except OSError:
-        pass
-    return info
 
 
 def _load() -> float | None:

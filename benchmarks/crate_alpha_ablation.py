@@ -24,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from crate_edu.alpha_ablation import ABLATION, ablation_config, run_ablation, summarize
+from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits_quick import machine_info  # noqa: E402
+from crate_edu.alpha_ablation import ABLATION, ablation_config, run_ablation, summarize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crate_alpha_ablation.json"
 

@@ -29,15 +29,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 
-import crate_edu
 from crate_edu.checkpoints import load_tutorial_model, load_weights, save_weights
 from crate_edu.data import build_dataset
 from crate_edu.mae import evaluate_reconstruction
@@ -46,25 +44,6 @@ from crate_edu.train.mae import MAETrainConfig, build_mae_model, load_mae_run, p
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crate_mae.json"
 COMMAND = "python benchmarks/crate_mae.py --train --out data/cluttered-digits-crate-mae.safetensors"
-
-
-def machine_info() -> dict:
-    info = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "crate_edu": crate_edu.__version__,
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            info["cpu_model"] = names[0]
-    except OSError:
-        pass
-    return info
 
 
 def probe(model, train, test, pool: str, n_train: int | None, n_test: int | None) -> dict:

@@ -13,46 +13,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 
 import crate_edu
 from crate_edu.train import RECIPES, train
 from crate_edu.train.config import model_kwargs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "digits_quick.json"
-
-
-def machine_info() -> dict:
-    """What the timing depends on: CPU, cores, threads, load, library versions."""
-    import accelerate
-
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads_default": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "accelerate": accelerate.__version__,
-        "crate_edu": crate_edu.__version__,
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            info["cpu_model"] = names[0]
-    except OSError:
-        pass
-    if hasattr(os, "getloadavg"):
-        info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)
-    return info
 
 
 def main() -> None:
