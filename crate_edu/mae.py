@@ -189,15 +189,20 @@ def _image_batches(data, batch_size: int, limit: int | None):
             yield data[i : min(n, i + batch_size)]
         return
     n = len(data) if limit is None else min(limit, len(data))
+    yield from _indexed_batches(data, torch.arange(n), batch_size)
+
+
+def _indexed_batches(data, order: Tensor, batch_size: int):
+    """Normalised image batches of a dataset of (image, label), in the order ``order`` (indices)."""
     fast = getattr(data, "images", None) is not None and getattr(data, "transform", "x") is None
-    for i in range(0, n, batch_size):
-        j = min(n, i + batch_size)
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
         if fast:  # uint8 tensors + normalisation only (ClutteredDigits, TensorImageDataset)
             from crate_edu.data.transforms import normalize_uint8
 
-            yield normalize_uint8(data.images[i:j], data.mean, data.std)
+            yield normalize_uint8(data.images[idx], data.mean, data.std)
         else:
-            yield torch.stack([data[k][0] for k in range(i, j)])
+            yield torch.stack([data[int(k)][0] for k in idx])
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crate_edu.mae import evaluate_reconstruction
+from crate_edu.mae import _indexed_batches, evaluate_reconstruction
 from crate_edu.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -128,19 +128,6 @@ def _datasets(cfg: MAETrainConfig):
     return train, test
 
 
-def _subset_batches(data, order: torch.Tensor, batch_size: int):
-    """Normalised image batches in the order ``order`` (indices into ``data``)."""
-    fast = getattr(data, "images", None) is not None and getattr(data, "transform", "x") is None
-    from crate_edu.data.transforms import normalize_uint8
-
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        if fast:
-            yield normalize_uint8(data.images[idx], data.mean, data.std)
-        else:
-            yield torch.stack([data[int(k)][0] for k in idx])
-
-
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
 
@@ -232,7 +219,7 @@ def _pretrain(cfg, out_dir, resume, datasets, log) -> MAERunResult:
         t0, c0 = time.perf_counter(), time.process_time()
         loss_sum, batches = 0.0, 0
         batch_iter = (
-            _subset_batches(train, order, cfg.batch_size)
+            _indexed_batches(train, order, cfg.batch_size)
             if not isinstance(train, torch.Tensor)
             else (train[order[i : i + cfg.batch_size]] for i in range(0, n_train, cfg.batch_size))
         )
