@@ -69,11 +69,7 @@ def extract_features(
     """
     if pool not in _POOLS:
         raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(_POOLS)}")
-    if isinstance(data, Tensor):
-        raise TypeError("data must be a dataset of (image, label) pairs: a probe needs the labels")
-    device = next(model.parameters()).device if device is None else torch.device(device)
-    was_training = model.training
-    model.eval()
+    device, was_training = _start(model, data, device)
     feats = []
     try:
         for x in _image_batches(data, batch_size, limit):
@@ -84,6 +80,20 @@ def extract_features(
         model.train(was_training)
     n = sum(f.shape[0] for f in feats)
     return torch.cat(feats), _labels(data, n)
+
+
+def _start(
+    model: nn.Module, data, device: torch.device | str | None, *, need_intermediates: bool = False
+) -> tuple[torch.device, bool]:
+    """Check the inputs, put ``model`` in eval mode: ``(device, whether model was training)``."""
+    if isinstance(data, Tensor):
+        raise TypeError("data must be a dataset of (image, label) pairs: a probe needs the labels")
+    if need_intermediates and not hasattr(model, "forward_intermediates"):
+        raise TypeError(f"{type(model).__name__} has no forward_intermediates; use a crate_edu model")
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    return device, was_training
 
 
 def _labels(data, n: int) -> Tensor:
@@ -110,13 +120,7 @@ def extract_layer_features(
     """
     if pool not in ("cls", "mean"):
         raise ValueError(f"unknown pool {pool!r}; choose 'cls' or 'mean'")
-    if isinstance(data, Tensor):
-        raise TypeError("data must be a dataset of (image, label) pairs: a probe needs the labels")
-    if not hasattr(model, "forward_intermediates"):
-        raise TypeError(f"{type(model).__name__} has no forward_intermediates; use a crate_edu model")
-    device = next(model.parameters()).device if device is None else torch.device(device)
-    was_training = model.training
-    model.eval()
+    device, was_training = _start(model, data, device, need_intermediates=True)
     per_layer: list[list[Tensor]] = []
     try:
         for x in _image_batches(data, batch_size, limit):
