@@ -113,13 +113,6 @@ TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
 # --------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> Path:
-    """Write through a temporary file in the same folder, then rename: never a partial file."""
-    from crate_edu.train.checkpoint import atomic_write_bytes
-
-    return atomic_write_bytes(path, write)
-
-
 def save_weights(
     model: nn.Module,
     path: PathLike,
@@ -143,6 +136,7 @@ def save_weights(
     from safetensors.torch import save
 
     import crate_edu
+    from crate_edu.train.checkpoint import atomic_write_bytes
 
     if model_name not in crate_edu.list_models():
         raise ValueError(f"unknown model {model_name!r}; choose one of crate_edu.list_models()")
@@ -158,7 +152,7 @@ def save_weights(
         "metadata": json.dumps(dict(metadata or {}), sort_keys=True),
     }
     blob = save(state, metadata=header)
-    return _atomic_write(Path(path), lambda f: f.write(blob))
+    return atomic_write_bytes(Path(path), lambda f: f.write(blob))
 
 
 def export_run(run: PathLike, path: PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
@@ -287,11 +281,12 @@ def tutorial_checkpoint(name: str, *, download: bool = True, base_url: str = BAS
 
     Looked for, in order: ``$CRATE_EDU_CHECKPOINTS``, the repository's ``data/``, the cache
     (``$CRATE_EDU_CACHE`` or ``~/.cache/crate_edu``, subfolder ``tutorial``). If absent everywhere
-    and ``download``, fetched from ``base_url`` into the cache (checked against its sha256, moved
-    into place atomically).
+    and ``download``, fetched from ``base_url`` into the cache (moved into place atomically). The
+    file returned, found or fetched, matches its pinned sha256.
 
     Raises:
         FileNotFoundError: not found and not downloadable, naming every place looked in.
+        ValueError: the file's sha256 differs from the pinned one.
     """
     entry = _get(name)
     places = []
@@ -302,6 +297,7 @@ def tutorial_checkpoint(name: str, *, download: bool = True, base_url: str = BAS
     places.append(_cache_dir())
     for folder in places:
         if (folder / entry.filename).is_file():
+            _check_sha(entry, folder / entry.filename)
             return folder / entry.filename
     target = _cache_dir() / entry.filename
     looked = ", ".join(str(p) for p in places)
@@ -327,6 +323,4 @@ def tutorial_checkpoint(name: str, *, download: bool = True, base_url: str = BAS
 
 def load_tutorial_model(name: str, *, download: bool = True) -> tuple[nn.Module, WeightsInfo]:
     """Load a shipped model by name (e.g. ``"cluttered-digits-crate"``): ``(model, info)``, eval mode."""
-    path = tutorial_checkpoint(name, download=download)
-    _check_sha(_get(name), path)
-    return load_weights(path)
+    return load_weights(tutorial_checkpoint(name, download=download))
