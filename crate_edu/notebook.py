@@ -147,17 +147,13 @@ def precision_for(kind: str, *, bf16_supported: bool | None = None) -> str:
     Raises:
         ValueError: an unknown kind.
     """
-    if kind == "cuda":
-        if bf16_supported is None:
-            from crate_edu.train.loop import _bf16_supported_on_cuda
+    from crate_edu.train.loop import auto_precision
 
-            bf16_supported = _bf16_supported_on_cuda()
+    if kind not in ("cuda", "xla", "mps", "cpu"):
+        raise ValueError(f"unknown device kind {kind!r}; choose one of: cuda, xla, mps, cpu")
+    if kind == "cuda" and bf16_supported is not None:
         return "bf16" if bf16_supported else "fp16"
-    if kind == "xla":
-        return "bf16"
-    if kind in ("mps", "cpu"):
-        return "no"
-    raise ValueError(f"unknown device kind {kind!r}; choose one of: cuda, xla, mps, cpu")
+    return auto_precision(kind)
 
 
 def _xla_device() -> torch.device | None:

@@ -177,6 +177,17 @@ def distributed_state() -> Any:
     return PartialState(cpu=cpu_only())
 
 
+def auto_precision(device_type: str) -> str:
+    """What ``--precision auto`` picks on a ``device_type`` device (``accelerate launch`` aside):
+    bf16 on a GPU that has it natively (Ampere or newer) and on TPU, fp16 on older CUDA GPUs,
+    none elsewhere."""
+    if device_type == "cuda":
+        return "bf16" if _bf16_supported_on_cuda() else "fp16"
+    if device_type == "xla":
+        return "bf16"
+    return "no"
+
+
 def resolve_precision(requested: str, device_type: str) -> str:
     """The Accelerate ``mixed_precision`` value for ``requested`` on a ``device_type`` device.
 
@@ -188,14 +199,9 @@ def resolve_precision(requested: str, device_type: str) -> str:
     """
     if requested == "auto":
         env = os.environ.get("ACCELERATE_MIXED_PRECISION")
-        if env in ("no", "fp16", "bf16"):
-            requested = env
-        elif device_type == "cuda":
-            return "bf16" if _bf16_supported_on_cuda() else "fp16"
-        elif device_type == "xla":
-            return "bf16"
-        else:
-            return "no"
+        if env not in ("no", "fp16", "bf16"):
+            return auto_precision(device_type)
+        requested = env
     if requested == "fp16" and device_type not in ("cuda", "npu", "xpu", "mlu", "musa", "mps"):
         raise ConfigError(
             f"--precision fp16 needs a GPU, but this process runs on {device_type}; "
