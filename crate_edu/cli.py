@@ -79,6 +79,7 @@ _CONFIG_FLAGS = (
     "limit_train",
     "limit_test",
     "progress",
+    "data_on_device",
 )
 #: ``train`` options that become ``create_model`` overrides.
 _MODEL_FLAGS = ("depth", "dim", "heads", "patch_size", "pool", "dropout")
@@ -139,6 +140,12 @@ def _add_train(sub: Any) -> None:
         "--normalize", help="input statistics: dataset (its own mean/std) or imagenet (for ImageNet weights)"
     )
     g.add_argument("--num-workers", type=int, help="data-loading processes per training process")
+    g.add_argument(
+        "--data-on-device",
+        choices=("auto", "yes", "no"),
+        help="keep CIFAR/digits images on the GPU and augment them there (auto: on CUDA when the dataset "
+        "and --augment allow it; yes: also on CPU, an error where impossible; no: a DataLoader)",
+    )
     g.add_argument("--limit-train", type=int, metavar="N", help="train on a fixed random subset of N images")
     g.add_argument(
         "--limit-test", type=int, metavar="N", help="evaluate on a fixed random subset of N images"

@@ -549,7 +549,11 @@ def build_dataset(
         extra["image_size"] = S
     if name == "cluttered-digits":
         extra["seed"] = seed
-    return _BUILDERS[name](name, train, root, transform, download, mean, std, **extra)
+    ds = _BUILDERS[name](name, train, root, transform, download, mean, std, **extra)
+    if isinstance(ds, (TensorImageDataset, synthetic.ClutteredDigits)):
+        # what crate_edu.data.device reads to build and augment these batches on the GPU instead
+        ds.augment, ds.image_size = policy, S
+    return ds
 
 
 def fetch_dataset(name: str, data_dir: str | Path | None = None, **kw: Any) -> Path:

@@ -21,6 +21,10 @@ OPTIMIZERS: tuple[str, ...] = ("lion", "adamw", "sgd")
 PRECISIONS: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
 #: Input normalisations: the dataset's own statistics, or ImageNet's.
 NORMALIZATIONS: tuple[str, ...] = ("dataset", "imagenet")
+#: Where the training data lives: ``auto`` keeps small in-memory image datasets on a CUDA device and
+#: augments them there (:mod:`crate_edu.data.device`), ``yes`` insists (any device, CPU included),
+#: ``no`` always uses a ``DataLoader``.
+DATA_ON_DEVICE: tuple[str, ...] = ("auto", "yes", "no")
 #: Fields that may differ when a run is resumed (they do not change the computation, except
 #: ``epochs``, which stretches the schedule and is allowed with a warning).
 RESUMABLE_OVERRIDES: tuple[str, ...] = (
@@ -96,6 +100,15 @@ class TrainConfig:
             quick experiments; the subset does not depend on ``seed``).
         recipe: name of the recipe the defaults came from (informational).
         progress: show a progress bar (None: only when stderr is a terminal).
+        data_on_device: one of :data:`DATA_ON_DEVICE`. With the data on the device, the uint8 images
+            of an in-memory dataset (CIFAR, digits, cluttered-digits; policies ``none``, ``cifar``,
+            ``shift`` at the stored size) are copied to the training device once and every batch is
+            cut, augmented and normalised there (:class:`crate_edu.data.device.DeviceImageLoader`):
+            the same images in the same steps as the ``DataLoader``, but crops and flips drawn from
+            a generator seeded by (seed, epoch, process), not from the global one. ``auto``: on for
+            CUDA when the datasets allow it and fit in a quarter of the GPU's memory; ``yes``: on for
+            any device, an error if the datasets do not allow it. Not changeable on ``--resume``
+            (the two paths draw different crops and flips).
     """
 
     model: str = "crate_nano_cifar"
@@ -129,6 +142,7 @@ class TrainConfig:
     limit_test: int | None = None
     recipe: str | None = None
     progress: bool | None = None
+    data_on_device: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-friendly plain values."""
@@ -188,6 +202,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise _choices(cfg.augment, POLICIES, "augmentation policy")
     if cfg.normalize is not None and cfg.normalize not in NORMALIZATIONS:
         raise _choices(cfg.normalize, NORMALIZATIONS, "normalisation")
+    if cfg.data_on_device not in DATA_ON_DEVICE:
+        raise _choices(cfg.data_on_device, DATA_ON_DEVICE, "data-on-device setting")
     if cfg.compile is not None and not (isinstance(cfg.compile, str) and cfg.compile):
         raise ConfigError(
             f"compile must name a torch.compile backend such as 'inductor', got {cfg.compile!r}"

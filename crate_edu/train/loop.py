@@ -9,6 +9,8 @@ reproducible research run needs on top:
 * the optimisers of the official recipes (Lion, AdamW, SGD), linear warm-up + cosine decay
   updated every step, label smoothing, gradient clipping;
 * per-epoch evaluation, one JSON line of metrics per epoch in ``metrics.jsonl``;
+* small in-memory image datasets kept on the GPU and augmented there (``data_on_device``,
+  :mod:`crate_edu.data.device`), so that the loader never starves the GPU;
 * an atomic checkpoint per epoch holding everything ``--resume`` needs (model, optimiser,
   scheduler, gradient scaler, and the Python/NumPy/torch generators of every process), so that an
   interrupted and resumed run ends with the same numbers as an uninterrupted one.
@@ -27,7 +29,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +57,9 @@ from crate_edu.train.config import (
     image_size_of,
     model_kwargs,
 )
+
+if TYPE_CHECKING:
+    from crate_edu.data.device import DeviceImageLoader
 
 __all__ = [
     "EpochSampler",
@@ -320,18 +325,26 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 
 
 @torch.no_grad()
-def _evaluate_prepared(model: nn.Module, loader: DataLoader, accelerator: Any) -> dict[str, float]:
+def _evaluate_prepared(
+    model: nn.Module, loader: DataLoader | DeviceImageLoader, accelerator: Any
+) -> dict[str, float]:
     """Plain cross-entropy and accuracy over every image of ``loader`` (all processes together)."""
     model.eval()
     acc_dtype = _sum_dtype(accelerator.device)
     loss_sum = torch.zeros((), dtype=acc_dtype, device=accelerator.device)
     correct = torch.zeros((), dtype=acc_dtype, device=accelerator.device)
     count = 0
-    for x, y in loader:
+    # The device loader pads the last batch itself and says how many of each global batch are real.
+    real: list[int] | None = getattr(loader, "global_sizes", None)
+    for i, (x, y) in enumerate(loader):
         logits = model(x).float()  # (B, num_classes)
         loss = F.cross_entropy(logits, y, reduction="none")  # (B,)
         hit = (logits.argmax(dim=-1) == y).to(acc_dtype)  # (B,)
-        loss, hit = accelerator.gather_for_metrics((loss, hit))  # drops the padding of the last batch
+        if real is None:
+            loss, hit = accelerator.gather_for_metrics((loss, hit))  # drops the padding of the last batch
+        else:
+            loss, hit = accelerator.gather((loss, hit))  # the global batch, in order
+            loss, hit = loss[: real[i]], hit[: real[i]]
         loss_sum += loss.to(acc_dtype).sum()
         correct += hit.sum()
         count += int(hit.numel())
@@ -403,6 +416,53 @@ class RunResult:
     def final(self) -> dict[str, Any]:
         """Metrics of the last epoch."""
         return self.history[-1]
+
+
+def _device_loaders(
+    cfg: TrainConfig,
+    train_set: Dataset,
+    test_set: Dataset,
+    accelerator: Any,
+    micro_batch: int,
+    eval_batch: int,
+    length: int,
+) -> tuple[DeviceImageLoader, DeviceImageLoader] | None:
+    """Train and test loaders that keep the data on the training device, or None for DataLoaders.
+
+    ``cfg.data_on_device``: ``no`` -> None; ``auto`` -> the loaders on a CUDA device when both splits
+    can be served (in-memory uint8 images, policy none / cifar / shift at the stored size) and take
+    at most a quarter of its memory, else None; ``yes`` -> the loaders on any device, or a
+    ConfigError saying why they cannot be made.
+    """
+    from crate_edu.data.device import DeviceImageLoader, device_source
+
+    mode = cfg.data_on_device
+    if mode == "no" or (mode == "auto" and accelerator.device.type != "cuda"):
+        return None
+    try:
+        sources = device_source(train_set, train=True), device_source(test_set, train=False)
+    except ValueError as e:
+        if mode == "auto":
+            return None
+        raise ConfigError(
+            f"data-on-device yes cannot serve {cfg.dataset} with augment {cfg.augment or 'default'}: {e}; "
+            "pass --data-on-device no (or auto) to use a DataLoader"
+        ) from None
+    held = sum(src.images.nbytes for src in sources)
+    if mode == "auto" and held > torch.cuda.get_device_properties(accelerator.device).total_memory // 4:
+        return None  # e.g. cluttered-digits at 224 px (7 GB): leave the GPU's memory to the model
+    common = dict(
+        device=accelerator.device,
+        seed=cfg.seed,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+    )
+    train_src, test_src = sources
+    train_loader = DeviceImageLoader.from_source(
+        train_src, train=True, batch_size=micro_batch, length=length, **common
+    )
+    test_loader = DeviceImageLoader.from_source(test_src, train=False, batch_size=eval_batch, **common)
+    return train_loader, test_loader
 
 
 def _gather_rng(accelerator: Any) -> list[dict[str, Any]]:
@@ -513,24 +573,31 @@ def _fit(
     device_type = accelerator.device.type
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    workers = _default_workers(device_type, nproc) if cfg.num_workers is None else cfg.num_workers
-    sampler = EpochSampler(n_train, cfg.seed, length=steps_per_epoch * cfg.batch_size)
-    train_loader = DataLoader(
-        train_set,
-        batch_size=micro_batch,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=workers,
-        pin_memory=device_type == "cuda",
-    )
-    test_loader = DataLoader(
-        test_set, batch_size=eval_bs, shuffle=False, num_workers=workers, pin_memory=device_type == "cuda"
+    loaders = _device_loaders(
+        cfg, train_set, test_set, accelerator, micro_batch, eval_bs, steps_per_epoch * cfg.batch_size
     )
     if cfg.compile:  # one graph per model (tests/test_models.py); the checkpoint stores the plain module
         model = torch.compile(model, backend=cfg.compile)
-    model, optimizer, train_loader, test_loader = accelerator.prepare(
-        model, optimizer, train_loader, test_loader
-    )
+    if loaders is not None:  # each process cuts its own share of every global batch: nothing to prepare
+        train_loader, test_loader = loaders
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        workers = _default_workers(device_type, nproc) if cfg.num_workers is None else cfg.num_workers
+        sampler = EpochSampler(n_train, cfg.seed, length=steps_per_epoch * cfg.batch_size)
+        train_loader = DataLoader(
+            train_set,
+            batch_size=micro_batch,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=device_type == "cuda",
+        )
+        test_loader = DataLoader(
+            test_set, batch_size=eval_bs, shuffle=False, num_workers=workers, pin_memory=device_type == "cuda"
+        )
+        model, optimizer, train_loader, test_loader = accelerator.prepare(
+            model, optimizer, train_loader, test_loader
+        )
     if resume is not None and resume.get("scaler") is not None and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(resume["scaler"])
 
@@ -565,6 +632,12 @@ def _fit(
         f"for {cfg.epochs} epochs of {steps_per_epoch} steps on {nproc} x {device_type}, "
         f"precision {mixed_precision}; run folder {out}"
     )
+    if loaders is not None:
+        accelerator.print(
+            f"data on {accelerator.device}: {n_train} train and {len(test_set)} test images held there as "  # type: ignore[arg-type]
+            f"uint8 ({(loaders[0].nbytes + loaders[1].nbytes) / 2**20:.1f} MB per process); batches and "
+            f"the '{loaders[0].policy}' augmentation are made there, no DataLoader"
+        )
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
@@ -739,7 +812,9 @@ def train(
             raise ConfigError(f"--resume: {e}") from None
         if out_dir is None:
             out_dir = src if src.is_dir() else src.parent
-        cfg = _merge_resume_config(TrainConfig.from_dict(ckpt["config"]), cfg, explicit)
+        # checkpoints older than data_on_device were trained with DataLoaders: resume them so
+        saved = {"data_on_device": "no", **ckpt["config"]}
+        cfg = _merge_resume_config(TrainConfig.from_dict(saved), cfg, explicit)
         if int(ckpt["epoch"]) >= cfg.epochs:
             warnings.warn(
                 f"the checkpoint has already run {ckpt['epoch']} of {cfg.epochs} epochs; nothing to do "
