@@ -16,8 +16,10 @@ block                  what it computes (paper equation; official realisation)
 =====================  ==========================================================================
 
 Every block has a ``literal`` attribute. ``literal=False`` (default) is the fast path: MSSA through
-``torch.nn.functional.scaled_dot_product_attention``, ISTA folded into one matmul (or two, for
-small batches). ``literal=True``
+``torch.nn.functional.scaled_dot_product_attention`` on GPU and through a kernel that writes out the
+backward pass of queries = keys = values on CPU (:func:`shared_qkv_attention`), ISTA folded into
+one matmul (or two, for small batches) with a hand-written gradient for the folded matrix.
+``literal=True``
 computes exactly what the official code computes (explicit softmax over the N × N scores, three
 matmuls in ISTA); ``tests/test_blocks.py`` shows the two agree. ``set_literal(model, True)``
 switches a whole model.
@@ -36,6 +38,9 @@ __all__ = [
     "LayerTrace",
     "PreNorm",
     "MSSA",
+    "ATTENTION_KERNELS",
+    "shared_qkv_attention",
+    "set_attention_kernel",
     "ISTA",
     "OvercompleteISTA",
     "LinearDictionary",
@@ -82,6 +87,138 @@ class PreNorm(nn.Module):
         return self.fn(self.norm(x), **kwargs)
 
 
+#: Attention kernels of MSSA's fast path (see :class:`MSSA`).
+ATTENTION_KERNELS: tuple[str, ...] = ("auto", "sdpa", "shared_qkv")
+
+
+class _SharedQKVAttention(torch.autograd.Function):
+    """softmax(s · w w^T) w per (batch, head), with the gradient written out for q = k = v = w.
+
+    A general attention kernel treats queries, keys and values as three tensors; in MSSA they are
+    one, which shortens the backward pass. With S = s w w^T, P = softmax_rows(S), O = P w and the
+    incoming gradient dO::
+
+        dP = dO w^T                        # (N, N)
+        dS = P ∘ (dP − rowsum(dP ∘ P))     # the softmax Jacobian
+        dw = P^T dO + s (dS + dS^T) w      # w as the values, then as the queries and the keys
+
+    That is five batched matmuls for forward and backward (two forward, three backward), against
+    seven for a fused kernel that recomputes S and forms dQ and dK separately. The forward pass is
+    the literal arithmetic (explicit softmax), and the N × N probabilities are kept for the backward
+    pass, as on the literal path.
+
+    The N × N work goes in chunks of heads whose score matrices fill about
+    :data:`_CHUNK_BYTES`, so that each chunk's scores, softmax, gradient and its transpose stay in
+    the core's cache between one operation and the next instead of making a round trip to memory
+    each time; only P is written out once and read back once. On CPU, in float32, this is faster
+    than ``scaled_dot_product_attention`` (``benchmarks/README.md``); on GPUs the fused flash and
+    memory-efficient kernels win, and MSSA uses them there.
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        B, h, N, p = w.shape
+        flat, blocks = _blocks(B, h, N, w.element_size())
+        w4 = w.reshape(1, B * h, N, p) if flat else w  # flat: a copy when w is a head-split view
+        probs = w.new_empty(*w4.shape[:2], N, N)
+        out = w.new_empty(w4.shape)
+        for b, hs in blocks:
+            P, wc = probs[b, hs], w4[b, hs]  # (k, N, N), (k, N, p)
+            torch.bmm(wc, wc.transpose(1, 2), out=P).mul_(scale)  # S = s w w^T
+            torch.softmax(P, dim=-1, out=P)  # in place: S is not needed again
+            torch.bmm(P, wc, out=out[b, hs])  # O = P w
+        ctx.save_for_backward(w4, probs)
+        ctx.scale, ctx.flat, ctx.blocks = scale, flat, blocks
+        return out.view(B, h, N, p)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        w4, probs = ctx.saved_tensors
+        B, h, N, p = grad_out.shape
+        g4 = grad_out.reshape(1, B * h, N, p) if ctx.flat else grad_out
+        grad_w = w4.new_empty(w4.shape)
+        size = max(hs.stop - hs.start for _, hs in ctx.blocks)
+        grad_s, grad_s_sym = w4.new_empty(size, N, N), w4.new_empty(size, N, N)  # reused per block
+        for b, hs in ctx.blocks:
+            P, gc, wc, gw = probs[b, hs], g4[b, hs], w4[b, hs], grad_w[b, hs]
+            dS, dS_sym = grad_s[: P.shape[0]], grad_s_sym[: P.shape[0]]
+            torch.bmm(P.transpose(1, 2), gc, out=gw)  # P^T dO: w as the values
+            torch.bmm(gc, wc.transpose(1, 2), out=dS)  # dP = dO w^T
+            torch._softmax_backward_data(dS, P, -1, P.dtype, grad_input=dS)  # dS, in place
+            torch.add(dS, dS.transpose(1, 2), out=dS_sym)  # w as the queries and the keys
+            torch.baddbmm(gw, dS_sym, wc, alpha=ctx.scale, out=gw)  # out=: FlopCounterMode counts it
+        return grad_w.view(B, h, N, p), None
+
+
+#: Bytes of N × N score matrices that one block of :class:`_SharedQKVAttention` works on at once:
+#: about a core's L2 cache (1 MiB on current x86 server cores), shared by the threads.
+_CHUNK_BYTES = 1 << 20
+
+
+def _blocks(batch: int, heads: int, tokens: int, itemsize: int) -> tuple[bool, list[tuple[int, slice]]]:
+    """How :class:`_SharedQKVAttention` splits its (batch, head) matrices into cache-sized blocks.
+
+    Each block holds about :data:`_CHUNK_BYTES` of N × N scores. When one batch element's heads
+    fill that (long sequences), the blocks are ``(b, heads slice)`` of the input as it is, a
+    head-split view of (B, N, h·p), with no copy. Otherwise (short sequences, many small matrices)
+    the input is first copied to (1, B·h, N, p) (``flat`` is True) and the blocks are slices of
+    B·h matrices. Returns ``(flat, [(index, slice), ...])``.
+    """
+    per_block = max(1, _CHUNK_BYTES // (tokens * tokens * itemsize))
+    if per_block <= heads:
+        return False, [
+            (b, slice(i, min(i + per_block, heads))) for b in range(batch) for i in range(0, heads, per_block)
+        ]
+    n = batch * heads
+    return True, [(0, slice(i, min(i + per_block, n))) for i in range(0, n, per_block)]
+
+
+def shared_qkv_attention(w: Tensor, scale: float) -> Tensor:
+    """softmax(scale · w w^T) w for w of shape (B, h, N, p), with the backward of q = k = v.
+
+    Equal to ``scaled_dot_product_attention(w, w, w, scale=scale)`` and to the literal
+    ``softmax(w @ w.transpose(-1, -2) * scale) @ w`` within float rounding, gradients included
+    (``tests/test_blocks.py``); see :class:`_SharedQKVAttention` for the derivation. Not twice
+    differentiable.
+    """
+    if w.ndim != 4:
+        raise ValueError(f"w must have shape (B, heads, N, dim_head), got {tuple(w.shape)}")
+    return _SharedQKVAttention.apply(w, scale)
+
+
+def _resolve_kernel(kernel: str, w: Tensor, dropout_p: float) -> str:
+    """The kernel ``'auto'`` stands for: the shared-q/k/v kernel for eager float32/64 CPU work
+    without attention dropout or autocast, ``scaled_dot_product_attention`` everywhere else."""
+    if kernel != "auto":
+        return kernel
+    if (
+        w.device.type == "cpu"
+        and w.dtype in (torch.float32, torch.float64)
+        and dropout_p == 0.0
+        and not _cpu_autocast_enabled()
+        and not _compiling()
+    ):
+        return "shared_qkv"
+    return "sdpa"
+
+
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 has no device-type argument
+        return torch.is_autocast_cpu_enabled()
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    if is_compiling is None:
+        import torch._dynamo as dynamo
+
+        is_compiling = dynamo.is_compiling
+    return bool(is_compiling())
+
+
 class MSSA(nn.Module):
     """Multi-head subspace self-attention (eqs. 10–12, as the official code realises it).
 
@@ -103,8 +240,13 @@ class MSSA(nn.Module):
         dim_head: subspace dimension p.
         dropout: dropout on the attention probabilities and on the output (official: 0).
         out_bias: whether ``to_out`` has a bias (CRATE: True; CRATE-α: False).
-        literal: compute the explicit N × N softmax (the official arithmetic) instead of the
-            fused ``scaled_dot_product_attention`` kernel.
+        literal: compute the explicit N × N softmax (the official arithmetic) through autograd,
+            as the official code does, instead of the fast path.
+        kernel: the fast path's attention kernel: ``'sdpa'`` (``scaled_dot_product_attention``:
+            flash / memory-efficient kernels on GPU), ``'shared_qkv'`` (explicit softmax with the
+            backward pass of q = k = v written out, :func:`shared_qkv_attention`; fastest on CPU),
+            or ``'auto'`` (default): ``'shared_qkv'`` for eager float32 CPU work without attention
+            dropout, ``'sdpa'`` otherwise (GPU, autocast, ``torch.compile``, dropout).
     """
 
     def __init__(
@@ -115,14 +257,25 @@ class MSSA(nn.Module):
         dropout: float = 0.0,
         out_bias: bool = True,
         literal: bool = False,
+        kernel: str = "auto",
     ):
         super().__init__()
+        if kernel not in ATTENTION_KERNELS:
+            raise ValueError(
+                f"unknown attention kernel {kernel!r}; choose one of {', '.join(ATTENTION_KERNELS)}"
+            )
+        if kernel == "shared_qkv" and dropout > 0:
+            raise ValueError(
+                f"the 'shared_qkv' attention kernel has no attention dropout (dropout={dropout}); "
+                "use kernel='auto' or 'sdpa'"
+            )
         inner_dim = heads * dim_head
         self.heads = heads
         self.dim_head = dim_head
         self.scale = dim_head**-0.5
         self.dropout_p = dropout
         self.literal = literal
+        self.kernel = kernel
         self.attend = nn.Softmax(dim=-1)
         self.dropout = nn.Dropout(dropout)
         self.qkv = nn.Linear(dim, inner_dim, bias=False)  # [U_1 … U_K]^T
@@ -155,11 +308,37 @@ class MSSA(nn.Module):
             out = torch.matmul(self.dropout(attn), w)  # (B, h, N, p)
         else:
             attn = None
-            out = F.scaled_dot_product_attention(
-                w, w, w, dropout_p=self.dropout_p if self.training else 0.0, scale=self.scale
-            )  # (B, h, N, p)
+            dropout_p = self.dropout_p if self.training else 0.0
+            if _resolve_kernel(self.kernel, w, dropout_p) == "shared_qkv":
+                out = shared_qkv_attention(w, self.scale)  # (B, h, N, p)
+            else:
+                out = F.scaled_dot_product_attention(w, w, w, dropout_p=dropout_p, scale=self.scale)
         out = rearrange(out, "b h n p -> b n (h p)")
         return self.to_out(out), w, attn
+
+
+class _FoldedISTAMatrix(torch.autograd.Function):
+    """M(D) = I + η (D^T − D^T D), the folded ISTA step's matrix, with a one-matmul backward.
+
+    For an upstream gradient G = ∂L/∂M, since d(D^T D) = dD^T D + D^T dD::
+
+        ∂L/∂D = η (G^T − D (G + G^T))
+
+    one d × d × d matmul, where autograd on ``addmm(…, D^T, D)`` spends two (one per factor).
+    """
+
+    @staticmethod
+    def forward(ctx, D: Tensor, eta: float) -> Tensor:  # type: ignore[override]
+        eye = torch.eye(D.shape[0], dtype=D.dtype, device=D.device)
+        ctx.save_for_backward(D)
+        ctx.eta = eta
+        return torch.addmm(eye + eta * D.t(), D.t(), D, alpha=-eta)  # (d, d), one fused op
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (D,) = ctx.saved_tensors
+        return torch.addmm(grad.t(), D, grad + grad.t(), beta=ctx.eta, alpha=-ctx.eta), None
 
 
 class ISTA(nn.Module):
@@ -206,10 +385,12 @@ class ISTA(nn.Module):
         return F.relu(x + self.eta * F.linear(residual, D.t()) - self.eta * self.lambd)
 
     def folded_matrix(self) -> Tensor:
-        """The step's linear part as one matrix, laid out for ``F.linear``: I + η (D^T − D^T D)."""
-        D = self.weight
-        eye = torch.eye(D.shape[0], dtype=D.dtype, device=D.device)
-        return torch.addmm(eye + self.eta * D.t(), D.t(), D, alpha=-self.eta)  # (d, d), one fused op
+        """The step's linear part as one matrix, laid out for ``F.linear``: I + η (D^T − D^T D).
+
+        Its gradient is written out (:class:`_FoldedISTAMatrix`): one d × d × d matmul instead of
+        the two autograd would spend on D^T D.
+        """
+        return _FoldedISTAMatrix.apply(self.weight, self.eta)
 
     def step_folded(self, x: Tensor) -> Tensor:
         bias = x.new_full((x.shape[-1],), -self.eta * self.lambd)  # −ηλ, fused into the matmul
@@ -517,4 +698,19 @@ def set_literal(model: nn.Module, literal: bool = True) -> nn.Module:
     for module in model.modules():
         if hasattr(module, "literal") and isinstance(module.literal, bool):
             module.literal = literal
+    return model
+
+
+def set_attention_kernel(model: nn.Module, kernel: str) -> nn.Module:
+    """Set the fast-path attention kernel (one of :data:`ATTENTION_KERNELS`) of every MSSA block."""
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {', '.join(ATTENTION_KERNELS)}")
+    for module in model.modules():
+        if isinstance(module, MSSA):
+            if kernel == "shared_qkv" and module.dropout_p > 0:
+                raise ValueError(
+                    f"the 'shared_qkv' attention kernel has no attention dropout (a block has "
+                    f"dropout={module.dropout_p}); use 'auto' or 'sdpa'"
+                )
+            module.kernel = kernel
     return model

@@ -11,7 +11,9 @@ from crate_edu.blocks import (
     CRATEDecoderLayer,
     CRATELayer,
     OvercompleteISTA,
+    set_attention_kernel,
     set_literal,
+    shared_qkv_attention,
 )
 
 ATOL = 1e-5  # float32, equal computations in a different order
@@ -38,10 +40,100 @@ def _assert_same_forward_and_grads(fast, literal, x, atol=ATOL):
         torch.testing.assert_close(p1.grad, p2.grad, atol=atol, rtol=1e-5, msg=f"gradient of {n1}")
 
 
+@pytest.mark.parametrize("kernel", ["auto", "sdpa", "shared_qkv"])
 @pytest.mark.parametrize("heads,dim_head", [(4, 16), (6, 8), (1, 32)])
-def test_mssa_fast_equals_literal(heads, dim_head):
-    fast, literal = _twins(lambda lit: MSSA(32, heads, dim_head, literal=lit))
+def test_mssa_fast_equals_literal(heads, dim_head, kernel):
+    fast, literal = _twins(lambda lit: MSSA(32, heads, dim_head, literal=lit, kernel=kernel))
     _assert_same_forward_and_grads(fast, literal, torch.randn(3, 17, 32))
+
+
+def _literal_attention(w, scale):
+    return torch.softmax(w @ w.transpose(-1, -2) * scale, dim=-1) @ w
+
+
+@pytest.mark.parametrize(
+    "chunk_matrices", [None, 1, 4], ids=["one chunk", "chunks of 1", "chunks of 4 (uneven)"]
+)
+@pytest.mark.parametrize("tokens", [5, 65, 197])
+def test_shared_qkv_attention_equals_literal_and_sdpa(tokens, chunk_matrices, monkeypatch):
+    # Input laid out as MSSA makes it: a head-split view of (B, N, h·p), not contiguous.
+    import crate_edu.blocks as blocks
+
+    if chunk_matrices is not None:
+        monkeypatch.setattr(blocks, "_CHUNK_BYTES", chunk_matrices * tokens * tokens * 4)
+    torch.manual_seed(tokens)
+    B, h, p = 2, 3, 16
+    x = torch.randn(B, tokens, h * p)
+    w = x.view(B, tokens, h, p).transpose(1, 2)
+    assert not w.is_contiguous()
+    g = torch.randn(B, h, tokens, p)
+    outs, grads = [], []
+    for fn in (
+        lambda w: shared_qkv_attention(w, p**-0.5),
+        lambda w: _literal_attention(w, p**-0.5),
+        lambda w: F.scaled_dot_product_attention(w, w, w, scale=p**-0.5),
+    ):
+        wi = w.detach().clone().requires_grad_(True)
+        out = fn(wi)
+        (out * g).sum().backward()
+        outs.append(out)
+        grads.append(wi.grad)
+    for out, grad in zip(outs[1:], grads[1:], strict=True):
+        torch.testing.assert_close(outs[0], out, atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(grads[0], grad, atol=ATOL, rtol=1e-5)
+
+
+def test_shared_qkv_attention_gradient_is_exact(monkeypatch):
+    # float64 finite differences against the written-out backward, over several chunks
+    import crate_edu.blocks as blocks
+
+    for per_block, expected in [
+        (2, (False, [(0, slice(0, 2)), (0, slice(2, 3)), (1, slice(0, 2)), (1, slice(2, 3))])),
+        (4, (True, [(0, slice(0, 4)), (0, slice(4, 6))])),
+    ]:
+        monkeypatch.setattr(blocks, "_CHUNK_BYTES", per_block * 7 * 7 * 8)
+        assert blocks._blocks(2, 3, 7, 8) == expected
+        x = torch.randn(2, 7, 12, dtype=torch.float64)
+        for w in (x.view(2, 7, 3, 4).transpose(1, 2), x.view(2, 3, 7, 4)):  # head-split view, contiguous
+            w = w.detach().requires_grad_(True)
+            assert torch.autograd.gradcheck(lambda w: shared_qkv_attention(w, 0.5), (w,))
+
+
+def test_shared_qkv_attention_rejects_wrong_shape():
+    with pytest.raises(ValueError, match="B, heads, N, dim_head"):
+        shared_qkv_attention(torch.randn(3, 5, 8), 0.5)
+
+
+def test_attention_kernel_choice():
+    import crate_edu.blocks as blocks
+
+    w = torch.randn(1, 2, 5, 4)
+    assert blocks._resolve_kernel("auto", w, 0.0) == "shared_qkv"  # eager float32 CPU
+    assert blocks._resolve_kernel("auto", w, 0.1) == "sdpa"  # attention dropout
+    assert blocks._resolve_kernel("auto", w.half(), 0.0) == "sdpa"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert blocks._resolve_kernel("auto", w, 0.0) == "sdpa"
+    assert blocks._resolve_kernel("sdpa", w, 0.0) == "sdpa"
+    with pytest.raises(ValueError, match="unknown attention kernel 'flash'"):
+        MSSA(32, 4, 8, kernel="flash")
+    with pytest.raises(ValueError, match="no attention dropout"):
+        MSSA(32, 4, 8, dropout=0.1, kernel="shared_qkv")
+    layer = CRATELayer(32, 4, 8, dropout=0.1)
+    with pytest.raises(ValueError, match="no attention dropout"):
+        set_attention_kernel(layer, "shared_qkv")
+    assert set_attention_kernel(layer, "sdpa").mssa.kernel == "sdpa"
+
+
+def test_mssa_kernels_under_cpu_autocast_agree():
+    # 'auto' falls back to scaled_dot_product_attention under bf16 autocast; same result as 'sdpa'
+    torch.manual_seed(0)
+    block = MSSA(32, 4, 8)
+    x = torch.randn(2, 9, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = block(x)
+        set_attention_kernel(block, "sdpa")
+        sdpa = block(x)
+    torch.testing.assert_close(auto, sdpa, atol=0, rtol=0)
 
 
 def test_mssa_identity_output_when_one_full_head():
@@ -63,6 +155,21 @@ def test_mssa_attention_maps_are_what_the_output_uses():
     # q = k = v: the scores are symmetric, so before the softmax the map is w w^T / sqrt(p)
     scores = w @ w.transpose(-1, -2) / 8**0.5
     torch.testing.assert_close(attn, scores.softmax(-1))
+
+
+def test_folded_matrix_gradient_is_exact():
+    # The hand-written gradient of M(D) = I + η (D^T − D^T D) against finite differences (float64)
+    # and against autograd through the formula.
+    block = ISTA(6, eta=0.1).double()
+    D = block.weight.detach().clone().requires_grad_(True)
+    from crate_edu.blocks import _FoldedISTAMatrix
+
+    assert torch.autograd.gradcheck(lambda D: _FoldedISTAMatrix.apply(D, 0.1), (D,))
+    G = torch.randn(6, 6, dtype=torch.float64)
+    (_FoldedISTAMatrix.apply(D, 0.1) * G).sum().backward()
+    D2 = D.detach().clone().requires_grad_(True)
+    ((torch.eye(6, dtype=torch.float64) + 0.1 * D2.t() - 0.1 * D2.t() @ D2) * G).sum().backward()
+    torch.testing.assert_close(D.grad, D2.grad, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("tokens", [9, 120], ids=["two-matmul path", "folded path"])
