@@ -1,12 +1,17 @@
 """Training-step speed and memory: the fast path against the derivation-literal path.
 
 The literal path computes exactly what the official code computes (explicit softmax over the N×N
-scores, three-matmul ISTA, float32); the fast path is the default (``scaled_dot_product_attention``,
-ISTA folded into one matmul). Both run the same weights at the same configuration.
+scores, three-matmul ISTA, float32); the fast path is the default (on CPU the shared-q/k/v
+attention kernel, on GPU ``scaled_dot_product_attention``; ISTA folded into one matmul). On CPU a
+third path, ``fast_sdpa``, is the fast path with ``scaled_dot_product_attention``, to show what the
+CPU kernel adds. All run the same weights at the same configuration.
 
-Each (model, path) is measured in its own subprocess, so peak memory is that configuration's
-alone; fast and literal alternate, and the median over rounds is reported. A "step" is forward +
-backward of the cross-entropy loss (the optimiser update is the same for both paths).
+Timing: one subprocess per configuration holds a copy of the same weights for every path and
+alternates the paths step by step for ``--rounds`` rounds, so that a drift in the machine's speed
+hits every path alike; the speed-up is the median over rounds of the per-round ratio literal /
+fast, with its range. Peak memory and FLOPs: one subprocess per (configuration, path), so the peak
+is that path's alone. A "step" is forward + backward of the cross-entropy loss (the
+optimiser update is the same for both paths).
 
     python benchmarks/train_step.py                      # CPU: the targets of the perf issue
     python benchmarks/train_step.py --suite full         # CRATE-T/S/B 224/16 and the 32×32 presets
@@ -61,71 +66,89 @@ def _peak_rss_mib() -> float:
 
 
 def _child(args: argparse.Namespace) -> None:
-    """Measure one configuration; print one JSON line."""
+    """Measure one configuration; print one JSON line.
+
+    ``--path all``: time every path in this one process, alternating them step by step for
+    ``--rounds`` rounds (each path has its own copy of the same weights), so that a drift in the
+    machine's speed hits every path alike. Any other ``--path``: that path alone, for its peak
+    memory and FLOPs.
+    """
     import torch
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
     import crate_edu
-    from crate_edu.blocks import set_literal
+    from crate_edu.blocks import set_attention_kernel, set_literal
 
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = crate_edu.create_model(args.model, **json.loads(args.overrides)).to(device)
-    set_literal(model, args.path == "literal")
-    cfg = model.config
+    paths = args.paths.split(",") if args.path == "all" else [args.path]
+    base = crate_edu.create_model(args.model, **json.loads(args.overrides))
+    models = {}
+    for path in paths:
+        model = crate_edu.create_model(args.model, **json.loads(args.overrides))
+        model.load_state_dict(base.state_dict())
+        set_literal(model.to(device), path == "literal")
+        if path == "fast_sdpa":
+            set_attention_kernel(model, "sdpa")
+        models[path] = model
+    del base
+    cfg = models[paths[0]].config
     x = torch.randn(args.batch, 3, cfg.image_size, cfg.image_size, device=device)
     y = torch.randint(0, cfg.num_classes, (args.batch,), device=device)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    net = torch.compile(model) if args.compile else model
+    nets = {k: torch.compile(m) if args.compile else m for k, m in models.items()}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def step():
-        model.zero_grad(set_to_none=True)
+    def step(path):
+        models[path].zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = F.cross_entropy(net(x), y)
+            loss = F.cross_entropy(nets[path](x), y)
         loss.backward()
 
+    if args.path == "all":
+        for path in paths:
+            for _ in range(args.warmup):
+                step(path)
+        sync()
+        seconds: dict[str, list[float]] = {path: [] for path in paths}
+        for _ in range(args.rounds):
+            for path in paths:
+                times = []
+                for _ in range(args.iters):
+                    t0 = time.perf_counter()
+                    step(path)
+                    sync()
+                    times.append(time.perf_counter() - t0)
+                seconds[path].append(statistics.median(times))
+        print(json.dumps({"seconds": seconds}))
+        return
+
+    (path,) = paths
     flops = None
     if not args.compile:  # FLOPs of forward + backward per image, as PyTorch counts them, at this
         # batch size (the fast ISTA path depends on the number of tokens in the batch)
         with FlopCounterMode(display=False) as counter:
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
+            models[path].zero_grad(set_to_none=True)
+            F.cross_entropy(models[path](x), y).backward()
         flops = counter.get_total_flops() / args.batch
-
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(args.warmup):
-        step()
-    sync()
-    rss_before = _peak_rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args.iters):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
+    for _ in range(max(2, args.warmup)):
+        step(path)
+    sync()
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mib()
-    print(
-        json.dumps(
-            {
-                "seconds": statistics.median(times),
-                "flops_per_image": flops,
-                "peak_mib": peak,
-                "rss_before_timing_mib": rss_before,
-            }
-        )
-    )
+    print(json.dumps({"flops_per_image": flops, "peak_mib": peak}))
 
 
-def _measure(args: argparse.Namespace, model: str, overrides: dict, batch: int, path: str) -> dict:
+def _run(args: argparse.Namespace, model: str, overrides: dict, batch: int, path: str, paths: str) -> dict:
     cmd = [
         sys.executable, __file__, "--child", "--model", model, "--overrides", json.dumps(overrides),
-        "--batch", str(batch), "--path", path, "--device", args.device, "--precision", args.precision,
-        "--iters", str(args.iters), "--warmup", str(args.warmup), "--threads", str(args.threads),
+        "--batch", str(batch), "--path", path, "--paths", paths, "--device", args.device,
+        "--precision", args.precision, "--rounds", str(args.rounds), "--iters", str(args.iters),
+        "--warmup", str(args.warmup), "--threads", str(args.threads),
     ] + (["--compile"] if args.compile else [])  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -155,8 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: per config, CPU-sized)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating fast/literal rounds")
-    p.add_argument("--iters", type=int, default=5, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=20, help="rounds; each times every path in turn")
+    p.add_argument("--iters", type=int, default=1, help="timed steps per path and round (median)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: by GPU name)")
@@ -166,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     p.add_argument("--path", help=argparse.SUPPRESS)
+    p.add_argument("--paths", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         _child(args)
@@ -179,25 +203,35 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{machine}  precision={args.precision} compile={args.compile}")
     print(f"{'config':<16} {'batch':>5} {'literal ms':>11} {'fast ms':>9} {'speed-up':>8} {'img/s fast':>10} "
           f"{'peak MiB lit/fast':>18} {'GFLOP/img lit/fast':>19}")  # fmt: skip
+    paths = ("literal", "fast", "fast_sdpa") if args.device == "cpu" else ("literal", "fast")
     for label, model, overrides, cpu_batch in SUITES[args.suite]:
         batch = args.batch or cpu_batch
-        runs: dict[str, list[dict]] = {"literal": [], "fast": []}
-        for _ in range(args.rounds):
-            for path in ("literal", "fast"):
-                runs[path].append(_measure(args, model, overrides, batch, path))
-        med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
-        mem = {k: max(r["peak_mib"] for r in v) for k, v in runs.items()}
-        flops = {k: v[0]["flops_per_image"] for k, v in runs.items()}
+        seconds = _run(args, model, overrides, batch, "all", ",".join(paths))["seconds"]
+        single = {path: _run(args, model, overrides, batch, path, path) for path in paths}
+        med = {k: statistics.median(v) for k, v in seconds.items()}
+        mem = {k: v["peak_mib"] for k, v in single.items()}
+        flops = {k: v["flops_per_image"] for k, v in single.items()}
+        ratios = {
+            k: [lit / t for lit, t in zip(seconds["literal"], v, strict=True)]
+            for k, v in seconds.items()
+            if k != "literal"
+        }
         row = {
             "config": label, "model": model, "overrides": overrides, "batch": batch,
             "device": args.device, "precision": args.precision, "compile": args.compile,
             "literal_step_s": med["literal"], "fast_step_s": med["fast"],
-            "speedup": med["literal"] / med["fast"],
+            "speedup": statistics.median(ratios["fast"]),
+            "speedup_range": [min(ratios["fast"]), max(ratios["fast"])],
+            "speedup_of_medians": med["literal"] / med["fast"],
             "literal_images_per_s": batch / med["literal"], "fast_images_per_s": batch / med["fast"],
             "literal_peak_mib": mem["literal"], "fast_peak_mib": mem["fast"],
             "literal_flops_per_image": flops["literal"], "fast_flops_per_image": flops["fast"],
-            "rounds": args.rounds, "iters": args.iters,
+            "rounds": args.rounds, "iters": args.iters, "seconds_per_round": seconds,
         }  # fmt: skip
+        if "fast_sdpa" in seconds:
+            row["fast_sdpa_step_s"] = med["fast_sdpa"]
+            row["speedup_fast_sdpa"] = statistics.median(ratios["fast_sdpa"])
+            row["fast_sdpa_peak_mib"] = mem["fast_sdpa"]
         if peak and flops["literal"]:
             # MFU counts the model's FLOPs as the official computation defines them (literal path)
             row["fast_mfu"] = flops["literal"] * row["fast_images_per_s"] / peak
@@ -205,7 +239,10 @@ def main(argv: list[str] | None = None) -> None:
         gf = [f"{flops[k] / 1e9:.2f}" if flops[k] else "-" for k in ("literal", "fast")]
         print(f"{label:<16} {batch:>5} {med['literal'] * 1e3:>11.1f} {med['fast'] * 1e3:>9.1f} "
               f"{row['speedup']:>7.2f}x {row['fast_images_per_s']:>10.1f} "
-              f"{mem['literal']:>8.0f}/{mem['fast']:<9.0f} {gf[0]:>9}/{gf[1]:<9}")  # fmt: skip
+              f"{mem['literal']:>8.0f}/{mem['fast']:<9.0f} {gf[0]:>9}/{gf[1]:<9} "
+              f"range {min(ratios['fast']):.2f}-{max(ratios['fast']):.2f}"
+              + (f"  fast_sdpa {med['fast_sdpa'] * 1e3:.1f} ms ({row['speedup_fast_sdpa']:.2f}x)"
+                 if "fast_sdpa" in seconds else ""))  # fmt: skip
     out = args.out or RESULTS / f"train_step_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
