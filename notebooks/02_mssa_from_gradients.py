@@ -33,7 +33,8 @@
 #   and where it breaks down (it is *not* accurate at the paper's $\varepsilon = 0.5$ on unit-norm tokens);
 # - how replacing a Gram matrix by a softmax "membership" turns the approximate step into MSSA
 #   (eqs. 10–12), and that MSSA is self-attention with $q = k = v = U_k^\top Z$;
-# - how a ViT attention head relates to it (three projections instead of one);
+# - how a ViT attention head relates to it (three projections instead of one), and why one projection
+#   makes the backward pass cheaper (five matrix products instead of seven);
 # - the official code's three departures (learned output map, $1/\sqrt{p}$ temperature, residual
 #   coefficient 1) and what each changes, measured;
 # - the honest caveat: most of the derived step's compression comes from shrinking the tokens, and
@@ -72,7 +73,7 @@ from einops import rearrange
 from matplotlib.colors import LogNorm
 
 from crate_edu import coding_rate as cr
-from crate_edu.blocks import MSSA
+from crate_edu.blocks import MSSA, shared_qkv_attention
 from crate_edu.models.vit import Attention
 from crate_edu.notebook import QUICK, check, check_close, choose
 
@@ -575,6 +576,71 @@ check("MSSA saves exactly 2 K p d parameters per layer", n_params(v) - n_params(
 # before the row softmax): token $i$ attends to $j$ as strongly as $j$ attends to $i$ (up to each row's
 # normaliser). A ViT head can learn asymmetric relations; MSSA cannot.
 #
+# ### 7b. What $q = k = v$ buys in the backward pass
+#
+# Tying the three projections also shortens training. Per head, with $S = s\,WW^\top$ ($s$ the
+# temperature), $P = \operatorname{softmax}_{\text{rows}}(S)$, $O = PW$ and the incoming gradient
+# $G = \partial L/\partial O$:
+#
+# $$
+# dP = G W^\top, \qquad
+# dS = P \circ \big(G W^\top - \operatorname{rowsum}(G \circ O)\,\mathbf 1^\top\big),
+# \qquad
+# dW = P^\top G + s\,\big(dS + dS^\top\big)\, W ,
+# $$
+#
+# writing $dX$ for $\partial L/\partial X$.
+#
+# The middle one is the softmax Jacobian, using $\sum_j P_{ij}(GW^\top)_{ij} = G_i \cdot O_i$. In the
+# last one $W$ appears as the values ($P^\top G$) and as the queries and the keys (the two terms of
+# $dS + dS^\top$). A general attention kernel keeps three inputs apart and forms
+# $dQ = s\,dS\,K$ and $dK = s\,dS^\top Q$ with two products, and flash-style kernels also
+# recompute $S$: seven $N\times N\times p$ products for forward and backward. With one input it
+# takes five: $WW^\top$ and $PW$ forward, $P^\top G$, $GW^\top$ and $(dS + dS^\top)W$ backward.
+# `crate_edu.blocks.shared_qkv_attention` computes exactly this, and MSSA's fast path uses it on CPU.
+# **Checks**: the formula against autograd, the package's kernel against autograd, and its cost
+# counted by PyTorch's FLOP counter.
+
+# %%
+from torch.utils.flop_counter import FlopCounterMode
+
+g_rng = torch.Generator().manual_seed(1)
+B_demo, n_demo, s_demo = 2, 20, p**-0.5
+w_demo = torch.randn(B_demo, K, n_demo, p, dtype=F64, generator=g_rng).requires_grad_(True)
+g_demo = torch.randn(B_demo, K, n_demo, p, dtype=F64, generator=g_rng)  # dL/dO
+
+probs = torch.softmax(s_demo * w_demo @ w_demo.transpose(-1, -2), dim=-1)  # P, (B, K, N, N)
+out_demo = probs @ w_demo  # O = P W
+(out_demo * g_demo).sum().backward()  # autograd through the explicit formula
+
+with torch.no_grad():
+    dP = g_demo @ w_demo.transpose(-1, -2)  # G W^T
+    dS = probs * (dP - (g_demo * out_demo).sum(-1, keepdim=True))  # the softmax Jacobian
+    dW = probs.transpose(-1, -2) @ g_demo + s_demo * (dS + dS.transpose(-1, -2)) @ w_demo
+check_close(
+    "rowsum(G W^T * P) == rowsum(G * O)", (dP * probs).sum(-1), (g_demo * out_demo).sum(-1), atol=1e-12
+)
+check_close("dL/dW = P^T G + s (dS + dS^T) W  ==  autograd", dW, w_demo.grad, atol=1e-12)
+
+w_kernel = w_demo.detach().clone().requires_grad_(True)
+with FlopCounterMode(display=False) as counter:
+    out_kernel = shared_qkv_attention(w_kernel, s_demo)
+    (out_kernel * g_demo).sum().backward()
+check_close("shared_qkv_attention: output == the explicit formula", out_kernel, out_demo, atol=1e-12)
+check_close("shared_qkv_attention: gradient == autograd", w_kernel.grad, w_demo.grad, atol=1e-12)
+one_product = 2 * B_demo * K * n_demo * n_demo * p  # FLOPs of one N x N x p product over all heads
+check(
+    "the kernel's forward + backward = 5 products",
+    counter.get_total_flops() == 5 * one_product,
+    f"{counter.get_total_flops():,} FLOPs = {counter.get_total_flops() / one_product:g} x {one_product:,}",
+)
+
+# %% [markdown]
+# On two CPU cores this kernel is what moves a CRATE-T training step from 1.41× to 1.47× faster
+# than the official arithmetic at 224 px (and 1.50× to 1.53× at 32 px);
+# `benchmarks/README.md` has the figures. On a GPU the fused kernels win, and MSSA uses
+# `scaled_dot_product_attention` there.
+#
 # ## 8. The official code's choices, measured
 #
 # The official CRATE layer computes
@@ -851,6 +917,8 @@ check("the shrink term carries the descent; the attention term pushes back", dRc
 #   exactly; swapping the Gram for a softmax membership gives MSSA (eqs. 10–12).
 # - MSSA is multi-head self-attention with $q = k = v = U_k^\top Z$: one input projection where ViT has
 #   three; `blocks.MSSA` and a ViT head with $W_q = W_k = W_v = U^\top$ reproduce eq. 12 exactly.
+#   The tying also gives a shorter backward pass, $\partial L/\partial W = P^\top G + s(dS + dS^\top)W$:
+#   five products for forward and backward (`blocks.shared_qkv_attention`), checked against autograd.
 # - Official departures, measured: a learned `to_out` (+$Kpd+d$ parameters; untrained it is
 #   orthogonal to descent; tying costs 7.5 points of top-1 on CRATE-B per the paper); the $1/\sqrt p$
 #   temperature (flattens the membership; matters only at LayerNorm scale); residual coefficient 1

@@ -298,3 +298,36 @@ def test_rearranged_sdpa_output_is_the_concatenated_ssa(data):
         w = block.project(Z.unsqueeze(0))
         out = rearrange(F.scaled_dot_product_attention(w, w, w, scale=1.0), "1 h n p -> n (h p)")
     torch.testing.assert_close(out, torch.cat([cr.ssa(Z, U_k) for U_k in U], dim=-1), rtol=0, atol=1e-12)
+
+
+def test_shared_qkv_backward_formula_and_its_five_products():
+    """Section 7b: with q = k = v = W, dW = P^T G + s (dS + dS^T) W, dS = P ∘ (G W^T − rowsum(G∘O));
+    equal to autograd through the explicit formula (< 1e-12 in float64), and the package's kernel
+    spends exactly five N × N × p products on forward + backward (FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from crate_edu.blocks import shared_qkv_attention
+
+    g_rng = torch.Generator().manual_seed(1)
+    B, n, s = 2, 20, P**-0.5
+    w = torch.randn(B, K, n, P, dtype=F64, generator=g_rng).requires_grad_(True)
+    g = torch.randn(B, K, n, P, dtype=F64, generator=g_rng)
+    probs = torch.softmax(s * w @ w.transpose(-1, -2), dim=-1)
+    out = probs @ w
+    (out * g).sum().backward()
+    with torch.no_grad():
+        dP = g @ w.transpose(-1, -2)
+        torch.testing.assert_close((dP * probs).sum(-1), (g * out).sum(-1), atol=1e-12, rtol=0)
+        dS = probs * (dP - (g * out).sum(-1, keepdim=True))
+        dW = probs.transpose(-1, -2) @ g + s * (dS + dS.transpose(-1, -2)) @ w
+    torch.testing.assert_close(dW, w.grad, atol=1e-12, rtol=0)
+    # dropping either half of dS + dS^T (w as the queries, or as the keys) gives a wrong gradient
+    assert (probs.transpose(-1, -2) @ g + s * dS @ w - w.grad).abs().max() > 1e-3
+
+    w2 = w.detach().clone().requires_grad_(True)
+    with FlopCounterMode(display=False) as counter:
+        out2 = shared_qkv_attention(w2, s)
+        (out2 * g).sum().backward()
+    torch.testing.assert_close(out2, out.detach(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(w2.grad, w.grad, atol=1e-12, rtol=0)
+    assert counter.get_total_flops() == 5 * 2 * B * K * n * n * P
