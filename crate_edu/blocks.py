@@ -107,12 +107,13 @@ class _SharedQKVAttention(torch.autograd.Function):
     the literal arithmetic (explicit softmax), and the N × N probabilities are kept for the backward
     pass, as on the literal path.
 
-    The N × N work goes in chunks of heads whose score matrices fill about
-    :data:`_CHUNK_BYTES`, so that each chunk's scores, softmax, gradient and its transpose stay in
-    the core's cache between one operation and the next instead of making a round trip to memory
-    each time; only P is written out once and read back once. On CPU, in float32, this is faster
-    than ``scaled_dot_product_attention`` (``benchmarks/README.md``); on GPUs the fused flash and
-    memory-efficient kernels win, and MSSA uses them there.
+    The N × N work goes in blocks of heads whose score matrices fill about
+    :data:`_BLOCK_BYTES` (:func:`_blocks`), so that each block's scores, softmax, gradient and its
+    transpose stay in the core's cache between one operation and the next instead of making a
+    round trip to memory each time; only P is written out once and read back once. Without a
+    gradient to compute (evaluation), P is not kept: one block's worth of scratch serves all. On
+    CPU, in float32, this is faster than ``scaled_dot_product_attention`` (``benchmarks/README.md``);
+    on GPUs the fused flash and memory-efficient kernels win, and MSSA uses them there.
     """
 
     @staticmethod
@@ -120,15 +121,19 @@ class _SharedQKVAttention(torch.autograd.Function):
         B, h, N, p = w.shape
         flat, blocks = _blocks(B, h, N, w.element_size())
         w4 = w.reshape(1, B * h, N, p) if flat else w  # flat: a copy when w is a head-split view
-        probs = w.new_empty(*w4.shape[:2], N, N)
+        keep = ctx.needs_input_grad[0]  # the backward pass needs every block's P
+        size = max(hs.stop - hs.start for _, hs in blocks)
+        probs = w.new_empty(*w4.shape[:2], N, N) if keep else w.new_empty(1, size, N, N)
         out = w.new_empty(w4.shape)
         for b, hs in blocks:
-            P, wc = probs[b, hs], w4[b, hs]  # (k, N, N), (k, N, p)
+            P = probs[b, hs] if keep else probs[0, : hs.stop - hs.start]  # (k, N, N)
+            wc = w4[b, hs]  # (k, N, p)
             torch.bmm(wc, wc.transpose(1, 2), out=P).mul_(scale)  # S = s w w^T
             torch.softmax(P, dim=-1, out=P)  # in place: S is not needed again
             torch.bmm(P, wc, out=out[b, hs])  # O = P w
-        ctx.save_for_backward(w4, probs)
-        ctx.scale, ctx.flat, ctx.blocks = scale, flat, blocks
+        if keep:
+            ctx.save_for_backward(w4, probs)
+            ctx.scale, ctx.flat, ctx.blocks = scale, flat, blocks
         return out.view(B, h, N, p)
 
     @staticmethod
@@ -152,20 +157,21 @@ class _SharedQKVAttention(torch.autograd.Function):
 
 
 #: Bytes of N × N score matrices that one block of :class:`_SharedQKVAttention` works on at once:
-#: about a core's L2 cache (1 MiB on current x86 server cores), shared by the threads.
-_CHUNK_BYTES = 1 << 20
+#: about a core's L2 cache (1 MiB on current x86 server cores); measured best on 2 cores
+#: (``benchmarks/README.md``).
+_BLOCK_BYTES = 1 << 20
 
 
 def _blocks(batch: int, heads: int, tokens: int, itemsize: int) -> tuple[bool, list[tuple[int, slice]]]:
     """How :class:`_SharedQKVAttention` splits its (batch, head) matrices into cache-sized blocks.
 
-    Each block holds about :data:`_CHUNK_BYTES` of N × N scores. When one batch element's heads
+    Each block holds about :data:`_BLOCK_BYTES` of N × N scores. When one batch element's heads
     fill that (long sequences), the blocks are ``(b, heads slice)`` of the input as it is, a
     head-split view of (B, N, h·p), with no copy. Otherwise (short sequences, many small matrices)
     the input is first copied to (1, B·h, N, p) (``flat`` is True) and the blocks are slices of
     B·h matrices. Returns ``(flat, [(index, slice), ...])``.
     """
-    per_block = max(1, _CHUNK_BYTES // (tokens * tokens * itemsize))
+    per_block = max(1, _BLOCK_BYTES // (tokens * tokens * itemsize))
     if per_block <= heads:
         return False, [
             (b, slice(i, min(i + per_block, heads))) for b in range(batch) for i in range(0, heads, per_block)

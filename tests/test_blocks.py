@@ -52,15 +52,15 @@ def _literal_attention(w, scale):
 
 
 @pytest.mark.parametrize(
-    "chunk_matrices", [None, 1, 4], ids=["one chunk", "chunks of 1", "chunks of 4 (uneven)"]
+    "block_matrices", [None, 1, 4], ids=["one block", "blocks of 1", "blocks of 4 (uneven)"]
 )
 @pytest.mark.parametrize("tokens", [5, 65, 197])
-def test_shared_qkv_attention_equals_literal_and_sdpa(tokens, chunk_matrices, monkeypatch):
+def test_shared_qkv_attention_equals_literal_and_sdpa(tokens, block_matrices, monkeypatch):
     # Input laid out as MSSA makes it: a head-split view of (B, N, h·p), not contiguous.
     import crate_edu.blocks as blocks
 
-    if chunk_matrices is not None:
-        monkeypatch.setattr(blocks, "_CHUNK_BYTES", chunk_matrices * tokens * tokens * 4)
+    if block_matrices is not None:
+        monkeypatch.setattr(blocks, "_BLOCK_BYTES", block_matrices * tokens * tokens * 4)
     torch.manual_seed(tokens)
     B, h, p = 2, 3, 16
     x = torch.randn(B, tokens, h * p)
@@ -83,15 +83,31 @@ def test_shared_qkv_attention_equals_literal_and_sdpa(tokens, chunk_matrices, mo
         torch.testing.assert_close(grads[0], grad, atol=ATOL, rtol=1e-5)
 
 
+@pytest.mark.parametrize("block_matrices", [None, 2])
+def test_shared_qkv_attention_without_grad_keeps_no_probabilities(block_matrices, monkeypatch):
+    # evaluation: one block of scratch instead of every P; the output is the same
+    import crate_edu.blocks as blocks
+
+    if block_matrices is not None:
+        monkeypatch.setattr(blocks, "_BLOCK_BYTES", block_matrices * 9 * 9 * 4)
+    x = torch.randn(2, 9, 3 * 4)
+    w = x.view(2, 9, 3, 4).transpose(1, 2)
+    with torch.no_grad():
+        evaluated = shared_qkv_attention(w, 0.5)
+    trained = shared_qkv_attention(w.clone().requires_grad_(True), 0.5)
+    torch.testing.assert_close(evaluated, trained.detach(), atol=0, rtol=0)
+    torch.testing.assert_close(evaluated, _literal_attention(w, 0.5), atol=ATOL, rtol=1e-5)
+
+
 def test_shared_qkv_attention_gradient_is_exact(monkeypatch):
-    # float64 finite differences against the written-out backward, over several chunks
+    # float64 finite differences against the written-out backward, over several blocks
     import crate_edu.blocks as blocks
 
     for per_block, expected in [
         (2, (False, [(0, slice(0, 2)), (0, slice(2, 3)), (1, slice(0, 2)), (1, slice(2, 3))])),
         (4, (True, [(0, slice(0, 4)), (0, slice(4, 6))])),
     ]:
-        monkeypatch.setattr(blocks, "_CHUNK_BYTES", per_block * 7 * 7 * 8)
+        monkeypatch.setattr(blocks, "_BLOCK_BYTES", per_block * 7 * 7 * 8)
         assert blocks._blocks(2, 3, 7, 8) == expected
         x = torch.randn(2, 7, 12, dtype=torch.float64)
         for w in (x.view(2, 7, 3, 4).transpose(1, 2), x.view(2, 3, 7, 4)):  # head-split view, contiguous
