@@ -68,10 +68,12 @@ def _peak_rss_mib() -> float:
 def _child(args: argparse.Namespace) -> None:
     """Measure one configuration; print one JSON line.
 
-    ``--path all``: time every path in this one process, alternating them step by step for
-    ``--rounds`` rounds (each path has its own copy of the same weights), so that a drift in the
-    machine's speed hits every path alike. Any other ``--path``: that path alone, for its peak
-    memory and FLOPs.
+    ``--path all``: time every path in this one process, in turn for ``--rounds`` rounds, so that a
+    drift in the machine's speed hits every path alike. Eager: one model whose blocks are switched
+    to each path in turn (the same weights, as in training, where each step finds the weights the
+    previous step touched); each round times ``--iters`` consecutive steps of a path (median).
+    ``--compile``: one compiled copy of the weights per path. Any other ``--path``: that path alone,
+    for its peak memory and FLOPs.
     """
     import torch
     import torch.nn.functional as F
@@ -85,16 +87,22 @@ def _child(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     paths = args.paths.split(",") if args.path == "all" else [args.path]
-    base = crate_edu.create_model(args.model, **json.loads(args.overrides))
+    base = crate_edu.create_model(args.model, **json.loads(args.overrides)).to(device)
     models = {}
     for path in paths:
-        model = crate_edu.create_model(args.model, **json.loads(args.overrides))
-        model.load_state_dict(base.state_dict())
-        set_literal(model.to(device), path == "literal")
-        if path == "fast_sdpa":
-            set_attention_kernel(model, "sdpa")
-        models[path] = model
-    del base
+        if args.compile and len(paths) > 1:  # a compiled graph per path: a copy of the weights each
+            models[path] = crate_edu.create_model(args.model, **json.loads(args.overrides)).to(device)
+            models[path].load_state_dict(base.state_dict())
+        else:
+            models[path] = base
+
+    def use(path: str) -> None:
+        """Switch the path's model to that path (literal; fast; fast with SDPA)."""
+        set_literal(models[path], path == "literal")
+        set_attention_kernel(models[path], "sdpa" if path == "fast_sdpa" else "auto")
+
+    for path in paths:
+        use(path)
     cfg = models[paths[0]].config
     x = torch.randn(args.batch, 3, cfg.image_size, cfg.image_size, device=device)
     y = torch.randint(0, cfg.num_classes, (args.batch,), device=device)
@@ -110,12 +118,14 @@ def _child(args: argparse.Namespace) -> None:
 
     if args.path == "all":
         for path in paths:
+            use(path)
             for _ in range(args.warmup):
                 step(path)
         sync()
         seconds: dict[str, list[float]] = {path: [] for path in paths}
         for _ in range(args.rounds):
             for path in paths:
+                use(path)
                 times = []
                 for _ in range(args.iters):
                     t0 = time.perf_counter()
@@ -178,8 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: per config, CPU-sized)")
-    p.add_argument("--rounds", type=int, default=20, help="rounds; each times every path in turn")
-    p.add_argument("--iters", type=int, default=1, help="timed steps per path and round (median)")
+    p.add_argument("--rounds", type=int, default=15, help="rounds; each times every path in turn")
+    p.add_argument("--iters", type=int, default=3, help="consecutive timed steps per path and round (median)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: by GPU name)")
