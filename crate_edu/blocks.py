@@ -193,6 +193,18 @@ def shared_qkv_attention(w: Tensor, scale: float) -> Tensor:
     return _SharedQKVAttention.apply(w, scale)
 
 
+def _check_kernel(kernel: str, dropout: float = 0.0) -> None:
+    """Raise ``ValueError`` unless ``kernel`` is one of :data:`ATTENTION_KERNELS` and can serve a
+    block with attention dropout ``dropout`` (the shared-q/k/v kernel has none)."""
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {', '.join(ATTENTION_KERNELS)}")
+    if kernel == "shared_qkv" and dropout > 0:
+        raise ValueError(
+            f"the 'shared_qkv' attention kernel has no attention dropout (dropout={dropout}); "
+            "use kernel='auto' or 'sdpa'"
+        )
+
+
 def _resolve_kernel(kernel: str, w: Tensor, dropout_p: float) -> str:
     """The kernel ``'auto'`` stands for: the shared-q/k/v kernel for eager float32/64 CPU work
     without attention dropout or autocast, ``scaled_dot_product_attention`` everywhere else."""
@@ -266,15 +278,7 @@ class MSSA(nn.Module):
         kernel: str = "auto",
     ):
         super().__init__()
-        if kernel not in ATTENTION_KERNELS:
-            raise ValueError(
-                f"unknown attention kernel {kernel!r}; choose one of {', '.join(ATTENTION_KERNELS)}"
-            )
-        if kernel == "shared_qkv" and dropout > 0:
-            raise ValueError(
-                f"the 'shared_qkv' attention kernel has no attention dropout (dropout={dropout}); "
-                "use kernel='auto' or 'sdpa'"
-            )
+        _check_kernel(kernel, dropout)
         inner_dim = heads * dim_head
         self.heads = heads
         self.dim_head = dim_head
@@ -709,14 +713,10 @@ def set_literal(model: nn.Module, literal: bool = True) -> nn.Module:
 
 def set_attention_kernel(model: nn.Module, kernel: str) -> nn.Module:
     """Set the fast-path attention kernel (one of :data:`ATTENTION_KERNELS`) of every MSSA block."""
-    if kernel not in ATTENTION_KERNELS:
-        raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {', '.join(ATTENTION_KERNELS)}")
-    for module in model.modules():
-        if isinstance(module, MSSA):
-            if kernel == "shared_qkv" and module.dropout_p > 0:
-                raise ValueError(
-                    f"the 'shared_qkv' attention kernel has no attention dropout (a block has "
-                    f"dropout={module.dropout_p}); use 'auto' or 'sdpa'"
-                )
-            module.kernel = kernel
+    _check_kernel(kernel)
+    blocks = [m for m in model.modules() if isinstance(m, MSSA)]
+    for module in blocks:
+        _check_kernel(kernel, module.dropout_p)
+    for module in blocks:
+        module.kernel = kernel
     return model
