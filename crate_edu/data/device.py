@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
+from crate_edu.data.transforms import crop_padding, normalize_batch  # one definition of each
+
 __all__ = [
     "DEVICE_POLICIES",
     "DeviceImageLoader",
@@ -58,11 +60,6 @@ __all__ = [
 DEVICE_POLICIES: tuple[str, ...] = ("none", "cifar", "shift")
 
 
-def crop_padding(image_size: int) -> int:
-    """Zero padding of the random crop of the ``'cifar'`` and ``'shift'`` policies: ``S // 8`` pixels."""
-    return int(image_size) // 8
-
-
 def augmentation_seed(seed: int, epoch: int, process_index: int) -> int:
     """The seed of the augmentation generator of one process in one epoch (a 63-bit integer).
 
@@ -72,18 +69,6 @@ def augmentation_seed(seed: int, epoch: int, process_index: int) -> int:
     """
     text = f"crate_edu.device_augment:{int(seed)}:{int(epoch)}:{int(process_index)}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
-
-
-def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, 3, H, W)`` -> float32 ``(B, 3, H, W)``: ``(x / 255 - mean) / std``.
-
-    The arithmetic of :func:`crate_edu.data.transforms.normalize_uint8` (what the datasets compute
-    without a transform), with ``mean`` and ``std`` ``(3, 1, 1)`` float32 on the images' device. The
-    255 is a tensor on that device so that CUDA divides too (with a Python number it multiplies by
-    the reciprocal, which can differ in the last bit).
-    """
-    scale = torch.full((), 255.0, dtype=torch.float32, device=images.device)
-    return (images.to(torch.float32) / scale - mean) / std
 
 
 def augment_batch(

@@ -40,6 +40,11 @@ RANDAUGMENT_M = 14
 CROP_PCT = 0.875
 
 
+def crop_padding(image_size: int) -> int:
+    """Zero padding of the random crop of the ``'cifar'`` and ``'shift'`` policies: ``S // 8`` pixels."""
+    return int(image_size) // 8
+
+
 def check_policy(policy: str) -> str:
     """Return ``policy`` if it names a known augmentation policy, else raise ``ValueError``."""
     if policy not in POLICIES:
@@ -80,7 +85,7 @@ def build_transform(
     if policy == "none" or (not train and policy in ("cifar", "shift", "randaugment")):
         steps += square_resize
     elif policy in ("cifar", "shift"):
-        steps += square_resize + [v2.RandomCrop(S, padding=S // 8)]
+        steps += square_resize + [v2.RandomCrop(S, padding=crop_padding(S))]
         if policy == "cifar":
             steps.append(v2.RandomHorizontalFlip())
     elif policy == "randaugment":
@@ -100,8 +105,19 @@ def build_transform(
     return v2.Compose(steps)
 
 
+def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., 3, H, W)`` -> float32: ``(x / 255 - mean) / std``, with ``mean`` and ``std``
+    ``(3, 1, 1)`` float32 tensors on the images' device.
+
+    The 255 is a tensor on that device so that CUDA divides too (with a Python number it multiplies
+    by the reciprocal, which can differ in the last bit); on CPU both give the same bits.
+    """
+    scale = torch.full((), 255.0, dtype=torch.float32, device=images.device)
+    return (images.to(torch.float32) / scale - mean) / std
+
+
 def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 images ``(..., 3, H, W)`` in 0..255 -> float32 ``(..., 3, H, W)`` normalised per channel."""
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (images.to(torch.float32) / 255.0 - m) / s
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(3, 1, 1)
+    return normalize_batch(images, m, s)
