@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import platform
+from datetime import datetime, timezone
 
 import torch
 
 import crate_edu
 
 
-def machine_info() -> dict:
-    """Platform, CPU model and count, default torch threads, 1-minute load, library versions."""
+def machine_info(device: str | torch.device | None = None) -> dict:
+    """Date, platform, CPU model and count, default torch threads, 1-minute load, library versions;
+    with a CUDA ``device``, also the GPU's name."""
     import accelerate
 
     info = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -33,4 +36,6 @@ def machine_info() -> dict:
         pass
     if hasattr(os, "getloadavg"):
         info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)
+    if device is not None and torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

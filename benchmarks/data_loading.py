@@ -25,7 +25,6 @@ import argparse
 import json
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
-    info = machine_info()  # before the thread count is set: it records torch's default
+    info = machine_info(args.device)  # before the thread count is set: it records torch's default
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
@@ -82,14 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     transform = build_transform("cifar", True, 32, MEAN, STD, native_size=32)
     dataset = TensorImageDataset(images, labels, mean=MEAN, std=STD, transform=transform)
 
-    machine = {
-        **info,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": str(device),
-        "threads": args.threads,
-    }
-    if device.type == "cuda":
-        machine["gpu"] = torch.cuda.get_device_name(0)
+    machine = {**info, "device": str(device), "threads": args.threads}
     print(f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} CPUs, device {device}")
     print(f"{'loader':<22} {'batch':>5} {'images/s':>10} {'us/image':>9} {'vs workers=0':>12}")
     rows = []

@@ -24,13 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -166,21 +163,6 @@ def _run(args: argparse.Namespace, model: str, overrides: dict, batch: int, path
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _machine(device: str) -> dict:
-    import torch
-
-    info = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", choices=list(SUITES), default="targets")
@@ -205,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         _child(args)
         return
 
-    machine = _machine(args.device)
+    from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
+
+    machine = machine_info(args.device)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else None
     if peak is None and "gpu" in machine:
         peak = next((v for k, v in PEAK_BF16.items() if k in machine["gpu"]), None)
