@@ -6,12 +6,13 @@ attention kernel, on GPU ``scaled_dot_product_attention``; ISTA folded into one 
 third path, ``fast_sdpa``, is the fast path with ``scaled_dot_product_attention``, to show what the
 CPU kernel adds. All run the same weights at the same configuration.
 
-Timing: one subprocess per configuration holds a copy of the same weights for every path and
-alternates the paths step by step for ``--rounds`` rounds, so that a drift in the machine's speed
-hits every path alike; the speed-up is the median over rounds of the per-round ratio literal /
-fast, with its range. Peak memory and FLOPs: one subprocess per (configuration, path), so the peak
-is that path's alone. A "step" is forward + backward of the cross-entropy loss (the
-optimiser update is the same for both paths).
+Timing: one subprocess per configuration holds one model and switches it to each path in turn
+for ``--rounds`` rounds, timing ``--iters`` consecutive steps of a path per round (median: a step
+in steady state), so that a drift in the machine's speed hits every path alike; the speed-up is
+the median over rounds of the per-round ratio literal / fast, with its range. (With
+``--compile``, each path has its own compiled copy of the weights.) Peak memory and FLOPs: one
+subprocess per (configuration, path), so the peak is that path's alone. A "step" is forward +
+backward of the cross-entropy loss (the optimiser update is the same for both paths).
 
     python benchmarks/train_step.py                      # CPU: the targets of the perf issue
     python benchmarks/train_step.py --suite full         # CRATE-T/S/B 224/16 and the 32×32 presets
