@@ -310,6 +310,19 @@ class MSSA(nn.Module):
         out, _, attn = self.forward_parts(x, need_attn=return_attn)
         return (out, attn) if return_attn else out
 
+    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
+        """MSSA's output at the first ``rows`` tokens only: (B, N, d) -> (B, rows, d).
+
+        Every token still serves as a key and a value; only the first ``rows`` serve as queries,
+        so the scores are (rows × N) per head. The arithmetic is the literal one (explicit
+        softmax) restricted to those rows: equal to ``self(x)[:, :rows]`` within float rounding.
+        Used by a classifier's last layer, where only the [CLS] token reaches the head.
+        """
+        w = self.project(x)  # (B, h, N, p): keys and values for every token
+        dots = torch.matmul(w[:, :, :rows], w.transpose(-1, -2)) * self.scale  # (B, h, rows, N)
+        out = torch.matmul(self.dropout(self.attend(dots)), w)  # (B, h, rows, p)
+        return self.to_out(rearrange(out, "b h n p -> b n (h p)"))
+
     def forward_parts(self, x: Tensor, need_attn: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
         """Output, per-head projections and (if asked, or on the literal path) attention maps."""
         w = self.project(x)  # (B, h, N, p)
@@ -546,6 +559,17 @@ class CRATELayer(nn.ModuleList):
     def ista(self) -> ISTA:
         return self[1].fn
 
+    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
+        """The layer's output at the first ``rows`` tokens: (B, N, d) -> (B, rows, d).
+
+        Equal to ``self(x)[:, :rows]``: every token is a key and a value of the attention, and
+        everything after it (residual, LayerNorm, ISTA) is token-wise, so the other rows are not
+        needed (see ``ImageClassifier.forward``).
+        """
+        attn_block, ista_block = self[0], self[1]
+        z_half = x[:, :rows] + attn_block.fn.forward_rows(attn_block.norm(x), rows)
+        return ista_block(z_half)
+
     def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
         attn_block, ista_block = self[0], self[1]
         if not return_trace:
@@ -636,6 +660,14 @@ class CRATEAlphaLayer(nn.ModuleList):
         codes = block.fn.codes(x)  # (B, N, r·d)
         return codes, block.fn.decode(codes)  # (B, N, d)
 
+    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
+        """The layer's output at the first ``rows`` tokens: (B, N, d) -> (B, rows, d), equal to
+        ``self(x)[:, :rows]`` (everything after the attention is token-wise)."""
+        attn_block, ista_block = self[0], self[1]
+        z_half = x[:, :rows] + attn_block.fn.forward_rows(attn_block.norm(x), rows)
+        out = ista_block(z_half)
+        return z_half + out if self.residual else out
+
     def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
         attn_block, ista_block = self[0], self[1]
         if not return_trace:
@@ -690,9 +722,12 @@ class Transformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers:
-            x = layer(x)
+    def forward(self, x: Tensor, rows: int | None = None) -> Tensor:
+        """(B, N, d) -> (B, N, d); with ``rows``, the last layer computes only the first ``rows``
+        tokens' outputs (its ``forward_rows``) and the result is (B, rows, d)."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_rows(x, rows) if rows is not None and i == last else layer(x)
         return x
 
     def forward_trace(self, x: Tensor) -> tuple[Tensor, list[LayerTrace]]:

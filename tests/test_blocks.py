@@ -11,10 +11,12 @@ from crate_edu.blocks import (
     CRATEDecoderLayer,
     CRATELayer,
     OvercompleteISTA,
+    Transformer,
     set_attention_kernel,
     set_literal,
     shared_qkv_attention,
 )
+from crate_edu.models.vit import ViTLayer
 
 ATOL = 1e-5  # float32, equal computations in a different order
 
@@ -284,6 +286,48 @@ def test_layers_fast_equal_literal_and_trace_matches(make):
     assert trace.proj.shape == (2, 4, 11, 8) and trace.attn.shape == (2, 4, 11, 11)
     assert trace.z_half.shape == trace.z_out.shape == (2, 11, 32)
     torch.testing.assert_close(trace.z_out, out)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lit: CRATELayer(32, 4, 8, literal=lit),
+        lambda lit: CRATEAlphaLayer(32, 4, 8, literal=lit),
+        lambda lit: ViTLayer(32, 4, 8, hidden_dim=64, dropout=0.0, literal=lit),
+    ],
+    ids=["crate", "crate_alpha", "vit"],
+)
+def test_layer_forward_rows_is_the_first_rows_of_the_literal_layer(make, rows):
+    """A layer's output at its first rows needs every token as a key and value, only those rows as
+    queries: forward and every gradient equal the literal layer's, cut to those rows."""
+    fast, literal = _twins(make)
+    x = torch.randn(2, 11, 32)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y1, y2 = fast.forward_rows(x1, rows), literal(x2)[:, :rows]
+    assert y1.shape == (2, rows, 32)
+    torch.testing.assert_close(y1, y2, atol=ATOL, rtol=1e-5)
+    g = torch.randn_like(y1)
+    (y1 * g).sum().backward()
+    (y2 * g).sum().backward()
+    assert x1.grad[:, rows:].abs().sum() > 0  # the other tokens matter, as keys and values
+    torch.testing.assert_close(x1.grad, x2.grad, atol=ATOL, rtol=1e-5)
+    for (n1, p1), (_, p2) in zip(fast.named_parameters(), literal.named_parameters(), strict=True):
+        torch.testing.assert_close(p1.grad, p2.grad, atol=ATOL, rtol=1e-5, msg=f"gradient of {n1}")
+
+
+def test_transformer_rows_runs_only_the_last_layer_on_those_rows():
+    torch.manual_seed(0)
+    stack = Transformer([CRATELayer(32, 4, 8) for _ in range(3)])
+    seen = []
+    for layer in stack.layers:
+        layer[1].register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape)))
+    x = torch.randn(2, 11, 32)
+    full = stack(x)
+    assert seen == [(2, 11, 32)] * 3
+    seen.clear()
+    torch.testing.assert_close(stack(x, rows=1), full[:, :1], atol=ATOL, rtol=1e-5)
+    assert seen == [(2, 11, 32), (2, 11, 32), (2, 1, 32)]  # ISTA of the last layer: one row
 
 
 def test_crate_layer_structure():

@@ -174,6 +174,50 @@ def test_models_fast_equal_literal_with_gradients(name):
         torch.testing.assert_close(p1.grad, p2.grad, atol=1e-4, rtol=1e-4, msg=n)
 
 
+def _last_block_inputs(model):
+    """Shapes of what the last layer's token-wise block (ISTA / MLP) receives, per forward."""
+    seen = []
+    block = model.transformer.layers[-1][1]
+    block.register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape)))
+    return seen
+
+
+@pytest.mark.parametrize("name", ["crate_nano_cifar", "crate_alpha_nano_cifar", "vit_nano_cifar"])
+def test_fast_forward_computes_only_the_cls_row_of_the_last_layer(name):
+    """pool='cls': the head reads one row, so the fast path's last layer computes only that row;
+    logits and every gradient equal those of the same model computing every row."""
+    torch.manual_seed(0)
+    pruned = crate_edu.create_model(name, depth=2)
+    full = crate_edu.create_model(name, depth=2)
+    full.load_state_dict(pruned.state_dict())
+    full.prune_last_layer = False
+    assert pruned.prunes_last_layer() and not full.prunes_last_layer()
+    seen_pruned, seen_full = _last_block_inputs(pruned), _last_block_inputs(full)
+    x = torch.randn(4, 3, 32, 32)
+    y1, y2 = pruned(x), full(x)
+    n = pruned.config.num_patches + 1
+    assert seen_pruned == [(4, 1, pruned.config.dim)] and seen_full == [(4, n, full.config.dim)]
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)
+    y1.square().sum().backward()
+    y2.square().sum().backward()
+    for (n1, p1), p2 in zip(pruned.named_parameters(), full.parameters(), strict=True):
+        torch.testing.assert_close(p1.grad, p2.grad, atol=1e-5, rtol=1e-5, msg=n1)
+    # the features API still returns every token
+    assert pruned.forward_features(x).shape == (4, n, pruned.config.dim)
+
+
+def test_last_layer_is_computed_in_full_when_every_row_is_read():
+    torch.manual_seed(0)
+    mean_pool = crate_edu.create_model("crate_nano_cifar", depth=2, pool="mean")
+    literal = set_literal(crate_edu.create_model("crate_nano_cifar", depth=2), True)
+    n = mean_pool.config.num_patches + 1
+    for model in (mean_pool, literal):
+        assert not model.prunes_last_layer()
+        seen = _last_block_inputs(model)
+        model(torch.randn(2, 3, 32, 32))
+        assert seen == [(2, n, model.config.dim)]
+
+
 # ---------------------------------------------------------------------------------- bad inputs
 def test_image_size_not_divisible_by_patch_size():
     with pytest.raises(

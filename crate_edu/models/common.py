@@ -150,7 +150,30 @@ class ImageClassifier(nn.Module):
         return x if pre_logits else self.mlp_head(x)
 
     def forward(self, img: Tensor) -> Tensor:
+        """Images (B, C, H, W) -> logits (B, num_classes).
+
+        On the fast path with ``pool='cls'``, the last layer computes only the [CLS] token's
+        output, the one row the head reads (``Transformer.forward(x, rows=1)``). This is exact:
+        the [CLS] token still attends to every token, and everything after the attention
+        (residual, LayerNorm, ISTA or MLP) is token-wise, so the other N rows of the last layer
+        would be computed and dropped (and, in training, back-propagated as zeros). The
+        derivation-literal path (``set_literal``) and ``prune_last_layer = False`` compute every
+        row, as the official code does.
+        """
+        if self.prunes_last_layer():
+            return self.mlp_head(self.transformer(self.embed(img), rows=1)[:, 0])  # (B, num_classes)
         return self.forward_head(self.forward_features(img))  # (B, num_classes)
+
+    #: Whether ``forward`` may compute only the [CLS] row of the last layer (see ``forward``).
+    prune_last_layer: bool = True
+
+    def prunes_last_layer(self) -> bool:
+        """True when ``forward`` computes only the [CLS] row of the last layer: ``pool='cls'``,
+        ``prune_last_layer`` set, and the last layer on the fast path (no block ``literal``)."""
+        if not (self.prune_last_layer and self.config.pool == "cls"):
+            return False
+        last = self.transformer.layers[-1]
+        return hasattr(last, "forward_rows") and not any(getattr(m, "literal", False) for m in last.modules())
 
     def forward_intermediates(self, img: Tensor) -> tuple[Tensor, list[LayerTrace]]:
         tokens, traces = self.transformer.forward_trace(self.embed(img))

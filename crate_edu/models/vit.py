@@ -68,6 +68,15 @@ class Attention(nn.Module):
             )
         return self.to_out(rearrange(out, "b h n p -> b n (h p)")), k, attn
 
+    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
+        """The output at the first ``rows`` tokens (queries), every token a key and a value:
+        (B, N, d) -> (B, rows, d), equal to ``self(x)[:, :rows]`` (literal arithmetic)."""
+        q, k, v = (
+            rearrange(t, "b n (h p) -> b h n p", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1)
+        )
+        attn = torch.softmax(q[:, :, :rows] @ k.transpose(-1, -2) * self.scale, dim=-1)  # (B, h, rows, N)
+        return self.to_out(rearrange(self.dropout(attn) @ v, "b h n p -> b n (h p)"))
+
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_parts(x)[0]
 
@@ -95,6 +104,12 @@ class ViTLayer(nn.ModuleList):
                 PreNorm(dim, FeedForward(dim, hidden_dim, dropout)),
             ]
         )
+
+    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
+        """The layer's output at the first ``rows`` tokens, (B, rows, d): the MLP is token-wise."""
+        attn_block, mlp_block = self[0], self[1]
+        z_half = x[:, :rows] + attn_block.fn.forward_rows(attn_block.norm(x), rows)
+        return z_half + mlp_block(z_half)
 
     def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
         attn_block, mlp_block = self[0], self[1]
