@@ -187,6 +187,10 @@ def forward_flops(model_or_config) -> int:
     - ViT layer: ``W_q, W_k, W_v`` (``3 d K p``), the output map, the MLP (``2 d h``), attention.
 
     Training costs about 3x this (the backward pass computes two products per forward one).
+    This is the full model, every token in every layer, as the official code computes it; with
+    ``pool='cls'`` the fast path's ``forward`` computes only the [CLS] row of the last layer and
+    runs somewhat fewer (``ImageClassifier.forward``; count it with ``prune_last_layer = False``
+    to compare with this formula).
 
     Args:
         model_or_config: a CRATE or ViT classifier of ``crate_edu`` (or its ``config``).

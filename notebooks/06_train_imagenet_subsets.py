@@ -192,12 +192,14 @@ for name in ("imagenette", "imagenet"):
 # A 224-px image cut into 16-px patches is $14\times14 = 196$ tokens (+ [CLS]); at 160 px, 100.
 # With notebook 05's formula (2 FLOPs per multiply-add of every matrix product), a training step
 # costs about 3× the forward pass (the backward pass runs two products per forward one). We check
-# the formula against PyTorch's FLOP counter at both sizes, then multiply out the cost of a run.
+# the formula against PyTorch's FLOP counter at both sizes (every row of the last layer, as the
+# formula counts: `prune_last_layer = False`), then multiply out the cost of a run.
 
 # %%
 sizes = {}
 for size in (160, 224):
     m = crate_edu.create_model("crate_tiny", image_size=size, num_classes=10).eval()
+    m.prune_last_layer = False  # every row of the last layer, as the formula counts
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         m(torch.randn(1, 3, size, size))
     sizes[size] = (m.config.num_patches, forward_flops(m), counter.get_total_flops())

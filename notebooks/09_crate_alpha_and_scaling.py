@@ -226,13 +226,16 @@ check(
 # decodes once: $4\,r d^2$, eight times as much at $r=4$. Parameters: $d^2$ for CRATE, $r d^2$
 # tied, $2 r d^2$ decoupled. `crate_alpha_macs` counts a whole forward pass this way (matrix
 # products only); we check it against PyTorch's FLOP counter (1 MAC = 2 FLOPs) on the 32×32
-# model used below: 128 wide, 4 heads, 4 layers, 16 patches of 8×8 px.
+# model used below: 128 wide, 4 heads, 4 layers, 16 patches of 8×8 px. (The count computes every
+# row of the last layer, `prune_last_layer = False`; by default the last layer computes only the
+# [CLS] row that the head reads.)
 
 # %%
 SHAPE = {"depth": 4, "patch_size": 8}  # the digits-quick recipe's shape, shared by every variant
 costs = {}
 for name, overrides in ABLATION.items():
     model = crate_edu.create_model("crate_alpha_nano_cifar", **SHAPE, **overrides).eval()
+    model.prune_last_layer = False  # every row of the last layer, as crate_alpha_macs counts
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.randn(1, 3, 32, 32))
     macs = crate_alpha_macs(model.config)
