@@ -2,9 +2,11 @@
 
 The literal path computes exactly what the official code computes (explicit softmax over the N×N
 scores, three-matmul ISTA, float32); the fast path is the default (on CPU the shared-q/k/v
-attention kernel, on GPU ``scaled_dot_product_attention``; ISTA folded into one matmul). On CPU a
-third path, ``fast_sdpa``, is the fast path with ``scaled_dot_product_attention``, to show what the
-CPU kernel adds. All run the same weights at the same configuration.
+attention kernel, on GPU ``scaled_dot_product_attention``; ISTA folded into one matmul; the last
+layer computes only the [CLS] row the head reads). Two more paths undo one part of the fast path
+each, to show what it adds: ``fast_all_rows`` computes every row of the last layer, and (on CPU)
+``fast_sdpa`` uses ``scaled_dot_product_attention`` instead of the CPU kernel. All run the same
+weights at the same configuration.
 
 Timing: one subprocess per configuration holds one model and switches it to each path in turn
 for ``--rounds`` rounds, timing ``--iters`` consecutive steps of a path per round (median: a step
@@ -95,9 +97,11 @@ def _child(args: argparse.Namespace) -> None:
             models[path] = base
 
     def use(path: str) -> None:
-        """Switch the path's model to that path (literal; fast; fast with SDPA)."""
+        """Switch the path's model to that path (literal; fast; fast computing every row of the
+        last layer; fast with SDPA)."""
         set_literal(models[path], path == "literal")
         set_attention_kernel(models[path], "sdpa" if path == "fast_sdpa" else "auto")
+        models[path].prune_last_layer = path != "fast_all_rows"
 
     for path in paths:
         use(path)
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{machine}  precision={args.precision} compile={args.compile}")
     print(f"{'config':<16} {'batch':>5} {'literal ms':>11} {'fast ms':>9} {'speed-up':>8} {'img/s fast':>10} "
           f"{'peak MiB lit/fast':>18} {'GFLOP/img lit/fast':>19}")  # fmt: skip
-    paths = ("literal", "fast", "fast_sdpa") if args.device == "cpu" else ("literal", "fast")
+    paths = ("literal", "fast", "fast_all_rows") + (("fast_sdpa",) if args.device == "cpu" else ())
     for label, model, overrides, cpu_batch in SUITES[args.suite]:
         batch = args.batch or cpu_batch
         seconds = _run(args, model, overrides, batch, "all", ",".join(paths))["seconds"]
@@ -223,10 +227,10 @@ def main(argv: list[str] | None = None) -> None:
             "literal_flops_per_image": flops["literal"], "fast_flops_per_image": flops["fast"],
             "rounds": args.rounds, "iters": args.iters, "seconds_per_round": seconds,
         }  # fmt: skip
-        if "fast_sdpa" in seconds:
-            row["fast_sdpa_step_s"] = med["fast_sdpa"]
-            row["speedup_fast_sdpa"] = statistics.median(ratios["fast_sdpa"])
-            row["fast_sdpa_peak_mib"] = mem["fast_sdpa"]
+        for path in paths[2:]:  # the fast path with one of its parts undone
+            row[f"{path}_step_s"] = med[path]
+            row[f"speedup_{path}"] = statistics.median(ratios[path])
+            row[f"{path}_peak_mib"] = mem[path]
         if peak and flops["literal"]:
             # MFU counts the model's FLOPs as the official computation defines them (literal path)
             row["fast_mfu"] = flops["literal"] * row["fast_images_per_s"] / peak
@@ -236,8 +240,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{row['speedup']:>7.2f}x {row['fast_images_per_s']:>10.1f} "
               f"{mem['literal']:>8.0f}/{mem['fast']:<9.0f} {gf[0]:>9}/{gf[1]:<9} "
               f"range {min(ratios['fast']):.2f}-{max(ratios['fast']):.2f}"
-              + (f"  fast_sdpa {med['fast_sdpa'] * 1e3:.1f} ms ({row['speedup_fast_sdpa']:.2f}x)"
-                 if "fast_sdpa" in seconds else ""))  # fmt: skip
+              + "".join(f"  {path} {med[path] * 1e3:.1f} ms ({row[f'speedup_{path}']:.2f}x)"
+                        for path in paths[2:]))  # fmt: skip
     out = args.out or RESULTS / f"train_step_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
