@@ -107,7 +107,8 @@ class ImageClassifier(nn.Module):
     ``layers`` list), ``mlp_head`` (LayerNorm, Linear), ``cls_token``, ``pos_embedding`` and
     ``dropout``, and set ``self.config``.
 
-    - ``forward(img)`` -> logits (B, num_classes)
+    - ``forward(img)`` -> logits (B, num_classes); with ``pool='cls'`` the fast path's last layer
+      computes only the [CLS] row (``prune_last_layer``, exact)
     - ``forward_features(img)`` -> tokens after the last layer (B, N + 1, d)
     - ``forward_head(tokens)`` -> logits, pooling by ``config.pool``
     - ``forward_intermediates(img)`` -> (logits, [LayerTrace per layer]): per-head projections,
