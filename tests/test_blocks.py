@@ -176,7 +176,7 @@ def test_mssa_attention_maps_are_what_the_output_uses():
 
 
 def test_folded_matrix_gradient_is_exact():
-    # The hand-written gradient of M(D) = I + η (D^T − D^T D) against finite differences (float64)
+    # The hand-written gradient of A(D) = η (D^T − D^T D) against finite differences (float64)
     # and against autograd through the formula.
     block = ISTA(6, eta=0.1).double()
     D = block.weight.detach().clone().requires_grad_(True)
@@ -186,7 +186,9 @@ def test_folded_matrix_gradient_is_exact():
     G = torch.randn(6, 6, dtype=torch.float64)
     (_FoldedISTAMatrix.apply(D, 0.1) * G).sum().backward()
     D2 = D.detach().clone().requires_grad_(True)
-    ((torch.eye(6, dtype=torch.float64) + 0.1 * D2.t() - 0.1 * D2.t() @ D2) * G).sum().backward()
+    A = _FoldedISTAMatrix.apply(D2.detach(), 0.1)
+    torch.testing.assert_close(A, 0.1 * D2.t() - 0.1 * D2.t() @ D2, atol=1e-15, rtol=0)
+    ((0.1 * D2.t() - 0.1 * D2.t() @ D2) * G).sum().backward()
     torch.testing.assert_close(D.grad, D2.grad, atol=1e-12, rtol=0)
 
 
@@ -207,6 +209,27 @@ def test_ista_forms_equal_the_official_step(form):
     x32 = x.float()
     block.float()
     torch.testing.assert_close(getattr(block, form)(x32), block.step_literal(x32), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("d", [64, 384])
+def test_folded_ista_rounds_like_the_literal_step_in_float32(d):
+    """The fold keeps I out of its matrix (x + x A^T): its float32 error against float64 stays
+    near the literal step's. Folding I in as well doubles the error (checked here too)."""
+    torch.manual_seed(0)
+    block = ISTA(d, eta=0.1, lambd=0.0)
+    x = F.layer_norm(torch.randn(2 * d, d), (d,))  # 2d tokens, like LN(Z)
+    with torch.no_grad():
+        exact = block.double().step_literal(x.double())
+        block.float()
+
+        def err(y):
+            return ((y.double() - exact).abs().mean() / exact.abs().mean()).item()
+
+        D = block.weight
+        with_identity = F.relu(x @ (torch.eye(d) + 0.1 * D.t() - 0.1 * D.t() @ D).t())
+        literal, folded = err(block.step_literal(x)), err(block.step_folded(x))
+    assert folded < 1.4 * literal, (folded, literal)
+    assert err(with_identity) > 1.7 * literal  # what keeping I apart avoids
 
 
 def test_ista_fast_path_folds_only_when_it_pays(monkeypatch):
