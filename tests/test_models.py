@@ -174,6 +174,47 @@ def test_models_fast_equal_literal_with_gradients(name):
         torch.testing.assert_close(p1.grad, p2.grad, atol=1e-4, rtol=1e-4, msg=n)
 
 
+@pytest.mark.parametrize("name", crate_edu.list_models())
+def test_every_preset_size_class_fast_equals_literal_with_gradients(name):
+    """Each preset's width, heads and head size (depth 2, images of 2 × 2 patches to stay quick;
+    for models with ISTA, enough images that its fast path folds, >= 2d tokens): the fast path
+    (last layer pruned for classifiers) equals the literal one. Outputs in float32; outputs and
+    every gradient in float64, where no ReLU input sits within rounding of zero (in float32 either
+    path can flip one such ReLU and move a gradient entry by one token's share)."""
+    torch.manual_seed(0)
+    mae = "mae" in name
+    cfg = crate_edu.create_model(name, depth=1, **({"decoder_depth": 1} if mae else {})).config
+    size = 2 * cfg.patch_size
+    kw = dict(depth=2, image_size=size, **({"decoder_depth": 2} if mae else {}))
+    fast = crate_edu.create_model(name, **kw)
+    literal = set_literal(crate_edu.create_model(name, **kw), True)
+    literal.load_state_dict(fast.state_dict())
+    if not mae:
+        assert fast.prunes_last_layer() and not literal.prunes_last_layer()
+    folds = name.startswith("crate_") and not name.startswith("crate_alpha")  # blocks with ISTA
+    batch = 2 * cfg.dim // 5 + 1 if folds else 3  # 5 tokens an image ([CLS] and 4 patches)
+    x, noise = torch.randn(batch, 3, size, size), torch.rand(batch, 4)
+
+    def run(model, dtype):
+        model.to(dtype)
+        if not mae:
+            y = model(x.to(dtype))
+            return y, y.square().mean()
+        loss, pred, _ = model(x.to(dtype), 0.5, noise.to(dtype))
+        return pred, loss + pred.square().mean()  # the prediction at every patch, not only masked ones
+
+    with torch.no_grad():
+        torch.testing.assert_close(
+            run(fast, torch.float32)[0], run(literal, torch.float32)[0], atol=1e-5, rtol=1e-5
+        )
+    (y1, loss1), (y2, loss2) = run(fast, torch.float64), run(literal, torch.float64)
+    torch.testing.assert_close(y1, y2, atol=1e-10, rtol=1e-10)
+    loss1.backward()
+    loss2.backward()
+    for (n, p1), p2 in zip(fast.named_parameters(), literal.parameters(), strict=True):
+        torch.testing.assert_close(p1.grad, p2.grad, atol=1e-12, rtol=1e-8, msg=n)
+
+
 def _last_block_inputs(model):
     """Shapes of what the last layer's token-wise block (ISTA / MLP) receives, per forward."""
     seen = []
