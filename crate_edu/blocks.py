@@ -300,9 +300,13 @@ class MSSA(nn.Module):
         """Per-head projections U_k^T x: (B, N, d) -> (B, h, N, p)."""
         return rearrange(self.qkv(x), "b n (h p) -> b h n p", h=self.heads)
 
-    def attention(self, w: Tensor) -> Tensor:
-        """Membership probabilities softmax(w w^T / sqrt(p)): (B, h, N, p) -> (B, h, N, N)."""
-        dots = torch.matmul(w, w.transpose(-1, -2)) * self.scale  # (B, h, N, N)
+    def attention(self, w: Tensor, queries: Tensor | None = None) -> Tensor:
+        """Membership probabilities softmax(w w^T / sqrt(p)): (B, h, N, p) -> (B, h, N, N).
+
+        With ``queries`` (B, h, M, p), only their rows: softmax(queries w^T / sqrt(p)), (B, h, M, N).
+        """
+        q = w if queries is None else queries
+        dots = torch.matmul(q, w.transpose(-1, -2)) * self.scale  # (B, h, M, N)
         return self.attend(dots)
 
     def forward(self, x: Tensor, return_attn: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -319,8 +323,8 @@ class MSSA(nn.Module):
         Used by a classifier's last layer, where only the [CLS] token reaches the head.
         """
         w = self.project(x)  # (B, h, N, p): keys and values for every token
-        dots = torch.matmul(w[:, :, :rows], w.transpose(-1, -2)) * self.scale  # (B, h, rows, N)
-        out = torch.matmul(self.dropout(self.attend(dots)), w)  # (B, h, rows, p)
+        attn = self.attention(w, queries=w[:, :, :rows])  # (B, h, rows, N)
+        out = torch.matmul(self.dropout(attn), w)  # (B, h, rows, p)
         return self.to_out(rearrange(out, "b h n p -> b n (h p)"))
 
     def forward_parts(self, x: Tensor, need_attn: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:

@@ -53,11 +53,16 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * inner_dim, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(dropout))
 
-    def forward_parts(self, x: Tensor, need_attn: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Output (B, N, d), keys (B, h, N, p) and, if asked, attention (B, h, N, N)."""
+    def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values per head: (B, N, d) -> three (B, h, N, p)."""
         q, k, v = (
             rearrange(t, "b n (h p) -> b h n p", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1)
         )
+        return q, k, v
+
+    def forward_parts(self, x: Tensor, need_attn: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Output (B, N, d), keys (B, h, N, p) and, if asked, attention (B, h, N, N)."""
+        q, k, v = self.qkv_heads(x)
         if self.literal or need_attn:
             attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)  # (B, h, N, N)
             out = self.dropout(attn) @ v
@@ -71,9 +76,7 @@ class Attention(nn.Module):
     def forward_rows(self, x: Tensor, rows: int) -> Tensor:
         """The output at the first ``rows`` tokens (queries), every token a key and a value:
         (B, N, d) -> (B, rows, d), equal to ``self(x)[:, :rows]`` (literal arithmetic)."""
-        q, k, v = (
-            rearrange(t, "b n (h p) -> b h n p", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1)
-        )
+        q, k, v = self.qkv_heads(x)
         attn = torch.softmax(q[:, :, :rows] @ k.transpose(-1, -2) * self.scale, dim=-1)  # (B, h, rows, N)
         return self.to_out(rearrange(self.dropout(attn) @ v, "b h n p -> b n (h p)"))
 
