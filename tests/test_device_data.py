@@ -22,7 +22,7 @@ from crate_edu.data.device import (
     draw_augmentation,
 )
 from crate_edu.train import ConfigError, EpochSampler, check_config, load_checkpoint, train
-from tests.test_train import tiny_config
+from tests.test_train import run_two_cpu_processes, tiny_config
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -336,10 +336,6 @@ def test_two_processes_on_the_device_equal_one_dataloader_process(tmp_path: Path
     Each rank cuts its half of every global batch; the 100 test images (batches of 32) end in a
     padded batch whose padding the evaluation must drop (n = 100, not 128).
     """
-    import os
-    import subprocess
-    import sys
-
     from crate_edu.train import read_jsonl
 
     cfg = tiny_config(epochs=1, limit_train=128, limit_test=100, data_on_device="no")
@@ -352,12 +348,7 @@ def test_two_processes_on_the_device_equal_one_dataloader_process(tmp_path: Path
         "--depth", "1", "--dim", "32", "--heads", "2", "--patch-size", "8", "--data-on-device", "yes",
         "--out", str(tmp_path / "two"),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run(
-        [*cmd, "-m", "crate_edu", *args], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    proc = run_two_cpu_processes(args)
     assert "128 train and 100 test images held there as uint8" in proc.stdout
     (two,) = read_jsonl(tmp_path / "two" / "metrics.jsonl")
     one = single.final

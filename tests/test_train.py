@@ -320,6 +320,19 @@ def test_pretrained_from_a_trainer_checkpoint_replaces_the_head(tmp_path: Path) 
         build_model(cfg.replace(pretrained=str(tmp_path / "missing.pt")))
 
 
+def run_two_cpu_processes(args: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun`` 2 CPU processes (one thread each) of ``python -m crate_edu ARGS``; asserts
+    success and returns the finished process (its stdout for the caller to check)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*cmd, "-m", "crate_edu", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    # a long stderr tail: torchrun's summary comes last, the failing worker's own message before it
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-20000:]
+    return proc
+
+
 def test_two_processes_equal_one_process(tmp_path: Path) -> None:
     """torchrun with 2 CPU processes and global batch 32 (16 each) == 1 process with batch 32.
 
@@ -337,13 +350,7 @@ def test_two_processes_equal_one_process(tmp_path: Path) -> None:
         "--limit-train", "256", "--limit-test", "128", "--threads", "1", "--no-progress",
         "--depth", "1", "--dim", "32", "--heads", "2", "--patch-size", "8", "--out", str(tmp_path / "two"),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run(
-        [*cmd, "-m", "crate_edu", *args], capture_output=True, text=True, env=env, timeout=300
-    )
-    # a long stderr tail: torchrun's summary comes last, the failing worker's own message before it
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-20000:]
+    run_two_cpu_processes(args)
     two = read_jsonl(tmp_path / "two" / METRICS_NAME)
     assert load_checkpoint(tmp_path / "two")["num_processes"] == 2
     assert_same_history(single.history, two, tol=1e-5)
