@@ -19,8 +19,8 @@ file's metadata after ``--train``):
   initialisation (what pre-training adds), and the supervised ``cluttered-digits-crate`` of the
   same size ([CLS] token, and patch mean) when present.
 
-    python benchmarks/crate_mae.py --train --out data/cluttered-digits-crate-mae.safetensors
-    python benchmarks/crate_mae.py --out data/cluttered-digits-crate-mae.safetensors   # evaluate only
+    python benchmarks/crate_mae.py --train        # pre-train, then write the shipped file (default --out)
+    python benchmarks/crate_mae.py                # evaluate the shipped file only
     python benchmarks/crate_mae.py --from-run runs/crate-mae --out x.safetensors      # export a run
 """
 
@@ -43,7 +43,8 @@ from crate_edu.probe import extract_layer_features, linear_probe
 from crate_edu.train.mae import MAETrainConfig, build_mae_model, load_mae_run, pretrain_mae
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crate_mae.json"
-COMMAND = "python benchmarks/crate_mae.py --train --out data/cluttered-digits-crate-mae.safetensors"
+SHIPPED = Path("crate_edu/resources/checkpoints/cluttered-digits-crate-mae.safetensors")
+COMMAND = f"python benchmarks/crate_mae.py --train --out {SHIPPED}"
 
 
 def probe(model, train, test, pool: str, n_train: int | None, n_test: int | None) -> dict:
@@ -82,7 +83,7 @@ def evaluate(model, cfg: MAETrainConfig, limit: int | None, probe_train: int | N
     init = build_mae_model(cfg)
     probes["crate_mae_init_mean"] = probe(init, train, test, "mean", n_train, limit)
     try:
-        crate, _ = load_tutorial_model("cluttered-digits-crate", download=False)
+        crate, _ = load_tutorial_model("cluttered-digits-crate")
         probes["supervised_crate_cls"] = probe(crate, train, test, "cls", n_train, limit)
         probes["supervised_crate_mean"] = probe(crate, train, test, "mean", n_train, limit)
     except FileNotFoundError as exc:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", action="store_true", help="pre-train (default config) before evaluating")
     ap.add_argument("--from-run", type=Path, help="export and evaluate a pretrain_mae run folder")
-    ap.add_argument("--out", type=Path, default=Path("data/cluttered-digits-crate-mae.safetensors"))
+    ap.add_argument("--out", type=Path, default=SHIPPED)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/crate-mae-cluttered"))
     ap.add_argument("--epochs", type=int, default=None, help="override the epochs (recorded)")
     ap.add_argument("--limit", type=int, default=None, help="evaluate on the first N items only")

@@ -18,6 +18,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: Where crate_edu lives. The README, the notebooks' Colab badges and install cells, and
+#: pyproject.toml's project URL all name this address (tests/test_repository.py checks that they agree).
+REPOSITORY = "https://github.com/crate-edu/crate_edu"
+
 # Public names resolved lazily, so that ``import crate_edu`` stays cheap and one broken optional
 # submodule never hides the others.
 _LAZY = {
@@ -34,7 +38,7 @@ _LAZY = {
     "load_tutorial_model": "crate_edu.checkpoints",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "REPOSITORY", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

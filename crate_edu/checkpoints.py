@@ -8,23 +8,19 @@ code from the file (safetensors holds only tensors and strings)::
 
     export_run("runs/cluttered", "crate.safetensors")     # a crate_edu.train run -> weights file
     model, info = load_weights("crate.safetensors")       # rebuilt with create_model, eval mode
-    model, info = load_tutorial_model("cluttered-digits-crate")   # a file shipped in data/
+    model, info = load_tutorial_model("cluttered-digits-crate")   # a file shipped with the package
 
-The tutorial's own files (:data:`TUTORIAL_CHECKPOINTS`) live in the repository's ``data/`` folder.
-:func:`tutorial_checkpoint` finds them there (a clone or an editable install), in
-``$CRATE_EDU_CHECKPOINTS``, or in the cache; failing that it downloads the file from the
-repository and checks its sha256 before using it.
+The tutorial's own files (:data:`TUTORIAL_CHECKPOINTS`, 5.8 MB in all) are package data in
+``crate_edu/resources/checkpoints/`` (described in the README.md there), so every installation has
+them, Colab's included; each is checked against its pinned sha256 before use.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +37,18 @@ __all__ = [
     "load_weights",
     "tutorial_checkpoint",
     "load_tutorial_model",
-    "repository_data_dir",
+    "shipped_checkpoint_dir",
+    "WeightsFileError",
 ]
 
 #: Format tag written into every file's header.
 FORMAT = "crate_edu.weights/1"
 
-#: Where :func:`tutorial_checkpoint` downloads a file from when no local copy exists.
-BASE_URL = "https://raw.githubusercontent.com/crate-edu/crate_edu/main/data/"
-
 PathLike = str | os.PathLike
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be used: not a crate_edu weights file, unreadable, or damaged."""
 
 
 @dataclass(frozen=True)
@@ -72,17 +70,16 @@ class WeightsInfo:
 
 @dataclass(frozen=True)
 class TutorialCheckpoint:
-    """A weights file shipped in the repository's ``data/`` folder (described in data/README.md)."""
+    """A weights file shipped in ``crate_edu/resources/checkpoints/`` (described in the README.md there)."""
 
     name: str
     filename: str
-    sha256: str | None
+    sha256: str
     description: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: The files the notebooks load in quick mode. The sha256 pins the committed file, so a download
-#: that differs (a newer or corrupted file) is refused rather than silently used.
+#: The files the notebooks load. The sha256 pins the committed file, so a damaged or different file
+#: is refused rather than silently used.
 TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
     c.name: c
     for c in [
@@ -193,12 +190,12 @@ def read_weights_info(path: PathLike) -> WeightsInfo:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - any parse failure means the same thing here
-        raise ValueError(
+        raise WeightsFileError(
             f"{path} is not a safetensors file ({exc}); crate_edu weights files are written by "
             "crate_edu.checkpoints.save_weights"
         ) from None
     if header.get("format") != FORMAT:
-        raise ValueError(
+        raise WeightsFileError(
             f"{path} is a safetensors file but not a crate_edu weights file (format "
             f"{header.get('format')!r}, expected {FORMAT!r}); load plain state dicts with "
             "crate_edu.load_official or model.load_state_dict"
@@ -217,7 +214,7 @@ def _build(model_name: str, overrides: Mapping[str, Any], source: Path) -> nn.Mo
     try:
         return crate_edu.create_model(model_name, **overrides)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(
+        raise WeightsFileError(
             f"{source}: cannot rebuild {model_name!r} with {dict(overrides)} ({exc}); the file was "
             "written by a different crate_edu version"
         ) from None
@@ -236,7 +233,7 @@ def load_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tu
     state = load_file(str(info.path), device=str(map_location))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise WeightsFileError(
             f"{info.path}: weights do not fit {info.model_name} {info.overrides}: missing "
             f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
@@ -248,16 +245,13 @@ def load_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tu
 # --------------------------------------------------------------------------------------------------
 
 
-def repository_data_dir() -> Path | None:
-    """The ``data/`` folder of the repository this package runs from, if it is a checkout."""
-    candidate = Path(__file__).resolve().parents[1] / "data"
-    return candidate if (candidate / "README.md").is_file() else None
+def shipped_checkpoint_dir() -> Path:
+    """The folder inside the installed package that holds the tutorial's weights files.
 
-
-def _cache_dir() -> Path:
-    env = os.environ.get("CRATE_EDU_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "crate_edu"
-    return base / "tutorial"
+    It is package data, so it is there in every installation: a clone, an editable install, a wheel,
+    or ``pip install git+...`` on Colab.
+    """
+    return Path(__file__).resolve().parent / "resources" / "checkpoints"
 
 
 def _get(name: str) -> TutorialCheckpoint:
@@ -266,61 +260,45 @@ def _get(name: str) -> TutorialCheckpoint:
     return TUTORIAL_CHECKPOINTS[name]
 
 
-def _check_sha(entry: TutorialCheckpoint, path: Path) -> None:
-    from crate_edu.weights import sha256sum
+def tutorial_checkpoint(name: str) -> Path:
+    """The path of a shipped weights file (see :data:`TUTORIAL_CHECKPOINTS`), checked against its sha256.
 
-    if entry.sha256 is not None and sha256sum(path) != entry.sha256:
-        raise ValueError(
-            f"{path}: sha256 differs from the one recorded for {entry.name!r}; the file is corrupt or "
-            "from another version; delete it and try again"
-        )
-
-
-def tutorial_checkpoint(name: str, *, download: bool = True, base_url: str = BASE_URL) -> Path:
-    """The path of a shipped weights file (see :data:`TUTORIAL_CHECKPOINTS`).
-
-    Looked for, in order: ``$CRATE_EDU_CHECKPOINTS``, the repository's ``data/``, the cache
-    (``$CRATE_EDU_CACHE`` or ``~/.cache/crate_edu``, subfolder ``tutorial``). If absent everywhere
-    and ``download``, fetched from ``base_url`` into the cache (moved into place atomically). The
-    file returned, found or fetched, matches its pinned sha256.
+    Looked for in ``$CRATE_EDU_CHECKPOINTS`` when that is set (a folder of your own copies), then in
+    the package (:func:`shipped_checkpoint_dir`).
 
     Raises:
-        FileNotFoundError: not found and not downloadable, naming every place looked in.
-        ValueError: the file's sha256 differs from the pinned one.
+        FileNotFoundError: in neither place, naming both.
+        WeightsFileError: the file's sha256 differs from the pinned one (corrupt, or another version).
     """
+    from crate_edu.weights import sha256sum
+
     entry = _get(name)
     places = []
     if os.environ.get("CRATE_EDU_CHECKPOINTS"):
         places.append(Path(os.environ["CRATE_EDU_CHECKPOINTS"]).expanduser())
-    if (repo := repository_data_dir()) is not None:
-        places.append(repo)
-    places.append(_cache_dir())
+    places.append(shipped_checkpoint_dir())
     for folder in places:
-        if (folder / entry.filename).is_file():
-            _check_sha(entry, folder / entry.filename)
-            return folder / entry.filename
-    target = _cache_dir() / entry.filename
-    looked = ", ".join(str(p) for p in places)
-    if not download:
-        raise FileNotFoundError(f"{entry.filename} not found (looked in {looked}); download=False")
-    url = base_url + entry.filename
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        part = Path(tmp) / entry.filename
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
-                shutil.copyfileobj(response, out)
-        except OSError as exc:
-            raise FileNotFoundError(
-                f"{entry.filename} not found (looked in {looked}) and the download from {url} failed "
-                f"({exc}); clone the repository (the file is in its data/ folder) or set "
-                "CRATE_EDU_CHECKPOINTS to a folder holding it"
-            ) from None
-        _check_sha(entry, part)
-        os.replace(part, target)
-    return target
+        path = folder / entry.filename
+        if path.is_file():
+            if sha256sum(path) != entry.sha256:
+                raise WeightsFileError(
+                    f"{path}: its sha256 differs from the one pinned for {entry.name!r}, so the file is "
+                    "corrupt or from another version; reinstall crate_edu (pip install --force-reinstall) "
+                    "or, for a copy in $CRATE_EDU_CHECKPOINTS, replace or delete it"
+                )
+            return path
+    raise FileNotFoundError(
+        f"{entry.filename} not found (looked in {', '.join(str(p) for p in places)}); it ships with "
+        "crate_edu: reinstall the package (pip install --force-reinstall), or set CRATE_EDU_CHECKPOINTS "
+        "to a folder holding it"
+    )
 
 
-def load_tutorial_model(name: str, *, download: bool = True) -> tuple[nn.Module, WeightsInfo]:
-    """Load a shipped model by name (e.g. ``"cluttered-digits-crate"``): ``(model, info)``, eval mode."""
-    return load_weights(tutorial_checkpoint(name, download=download))
+def load_tutorial_model(name: str) -> tuple[nn.Module, WeightsInfo]:
+    """Load a shipped model by name (e.g. ``"cluttered-digits-crate"``): ``(model, info)``, eval mode.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        WeightsFileError: the file is damaged (its sha256 differs from the pinned one).
+    """
+    return load_weights(tutorial_checkpoint(name))

@@ -60,8 +60,10 @@
 import subprocess
 import sys
 
+REPOSITORY = "https://github.com/crate-edu/crate_edu"  # the same as crate_edu.REPOSITORY
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "crate-edu @ git+https://github.com/crate-edu/crate_edu"], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, f"crate-edu @ git+{REPOSITORY}"], check=True)
 
 # %%
 import copy

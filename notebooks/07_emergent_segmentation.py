@@ -67,8 +67,10 @@
 import subprocess
 import sys
 
+REPOSITORY = "https://github.com/crate-edu/crate_edu"  # the same as crate_edu.REPOSITORY
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "crate-edu @ git+https://github.com/crate-edu/crate_edu"], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, f"crate-edu @ git+{REPOSITORY}"], check=True)
 
 # %%
 import os
@@ -80,7 +82,7 @@ import torch.nn.functional as F
 
 import crate_edu
 from crate_edu import segmentation as seg
-from crate_edu.checkpoints import export_run, load_tutorial_model, load_weights
+from crate_edu.checkpoints import WeightsFileError, export_run, load_tutorial_model, load_weights
 from crate_edu.data import ClutteredDigits
 from crate_edu.data.transforms import normalize_uint8
 from crate_edu.notebook import QUICK, check, check_close, choose
@@ -127,10 +129,11 @@ def load_pair(retrain: bool) -> dict[str, torch.nn.Module]:
         return pair
     pair = {}
     for label, model_name in (("CRATE", "crate_nano_cifar"), ("ViT", "vit_nano_cifar")):
-        try:  # the file shipped in data/ (quick mode never downloads)
-            pair[label] = load_tutorial_model(f"cluttered-digits-{label.lower()}", download=not QUICK)[0]
-        except FileNotFoundError:
-            print(f"{label}: no shipped checkpoint found; using an UNTRAINED model (set RETRAIN = True)")
+        try:  # the file that ships with the package
+            pair[label] = load_tutorial_model(f"cluttered-digits-{label.lower()}")[0]
+        except (FileNotFoundError, WeightsFileError) as err:  # missing, or damaged (sha256 differs)
+            print(f"{label}: {' '.join(str(err).split())[:120]}…")
+            print(f"{label}: using an UNTRAINED model instead (set RETRAIN = True to train one)")
             torch.manual_seed(1)
             pair[label] = crate_edu.create_model(model_name, depth=4)
     return pair

@@ -48,7 +48,7 @@
 # ## Run time
 #
 # Everything runs on `cluttered-digits` (generated from scikit-learn's digits; no download) with the
-# checkpoint shipped in `data/`.
+# checkpoint that ships with the package.
 #
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
@@ -65,8 +65,10 @@
 import subprocess
 import sys
 
+REPOSITORY = "https://github.com/crate-edu/crate_edu"  # the same as crate_edu.REPOSITORY
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "crate-edu @ git+https://github.com/crate-edu/crate_edu"], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, f"crate-edu @ git+{REPOSITORY}"], check=True)
 
 # %%
 import copy
@@ -80,7 +82,7 @@ import torch.nn.functional as F
 
 import crate_edu
 from crate_edu.blocks import ISTA, MSSA, LinearDictionary, PreNorm
-from crate_edu.checkpoints import load_tutorial_model
+from crate_edu.checkpoints import WeightsFileError, load_tutorial_model
 from crate_edu.data import build_dataset
 from crate_edu.mae import evaluate_reconstruction, mask_noise, masked_patch_loss, reconstruct
 from crate_edu.models import create_model
@@ -372,8 +374,8 @@ plt.show()
 #
 # Thirty-odd steps are not enough for good reconstructions. The repository ships a CRATE-MAE of
 # exactly this size pre-trained on the whole `cluttered-digits` training split (46,016 images, 3
-# epochs, 2,157 steps of 64 images, mask ratio 0.75; 9.9 minutes of one CPU thread; `data/README.md`
-# has the command and the numbers). `RETRAIN = True` makes it again from scratch instead.
+# epochs, 2,157 steps of 64 images, mask ratio 0.75; 9.9 minutes of one CPU thread; the README.md
+# in `crate_edu/resources/checkpoints/` has the command and the numbers). `RETRAIN = True` makes it again from scratch instead.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -387,9 +389,9 @@ else:
         print(
             f"{info.path.name}: {info.model_name} {info.overrides}; made by: {info.metadata.get('command')}"
         )
-    except FileNotFoundError as err:
-        model, source = demo.model, "the demonstration model (the shipped checkpoint is missing)"
-        print(f"shipped CRATE-MAE not found ({' '.join(str(err).split())[:100]}…); using the demo model")
+    except (FileNotFoundError, WeightsFileError) as err:  # missing, or damaged (sha256 differs)
+        model, source = demo.model, "the demonstration model (the shipped checkpoint is unusable)"
+        print(f"shipped CRATE-MAE unusable ({' '.join(str(err).split())[:100]}…); using the demo model")
 model.eval()
 print(f"using: {source}")
 
@@ -616,8 +618,8 @@ try:
     curves["supervised CRATE ([CLS])"] = probe_layers(
         supervised, train_set, test_set, pool="cls", limit=PROBE_N
     )
-except FileNotFoundError:
-    print("the supervised CRATE checkpoint (cluttered-digits-crate) is missing; its probe is skipped")
+except (FileNotFoundError, WeightsFileError) as err:  # missing, or damaged (sha256 differs)
+    print(f"the supervised CRATE checkpoint is unusable ({' '.join(str(err).split())[:100]}…); no probe")
 
 # %%
 n_tr, n_te = min(PROBE_N, len(train_set)), min(PROBE_N, len(test_set))

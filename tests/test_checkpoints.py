@@ -13,6 +13,7 @@ import crate_edu
 from crate_edu import checkpoints
 from crate_edu.checkpoints import (
     TUTORIAL_CHECKPOINTS,
+    WeightsFileError,
     export_run,
     load_tutorial_model,
     load_weights,
@@ -114,75 +115,69 @@ def test_weights_that_do_not_fit_the_described_model_are_refused(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# Finding and downloading the tutorial's files (file:// URLs stand in for the repository).
+# Finding the tutorial's files: package data, or a folder of the user's own copies.
 # --------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """No repository data/ folder, an empty cache, and a fake 'remote' folder holding one file."""
-    monkeypatch.setattr(checkpoints, "repository_data_dir", lambda: None)
-    monkeypatch.setenv("CRATE_EDU_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("CRATE_EDU_CHECKPOINTS", raising=False)
-    remote = tmp_path / "remote"
+def own_copy(tmp_path, monkeypatch):
+    """A folder in $CRATE_EDU_CHECKPOINTS holding a tiny model under a shipped file's name (pinned)."""
     name = "cluttered-digits-crate"
+    folder = tmp_path / "own"
     path = save_weights(
-        _tiny(), remote / TUTORIAL_CHECKPOINTS[name].filename, model_name="crate_nano_cifar", overrides=TINY
+        _tiny(), folder / TUTORIAL_CHECKPOINTS[name].filename, model_name="crate_nano_cifar", overrides=TINY
     )
-    entry = dataclasses.replace(TUTORIAL_CHECKPOINTS[name], sha256=sha256sum(path))
-    monkeypatch.setitem(TUTORIAL_CHECKPOINTS, name, entry)
-    return name, remote, tmp_path / "cache" / "tutorial"
-
-
-def test_download_into_the_cache_checks_sha256(isolated):
-    name, remote, cache = isolated
-    got = tutorial_checkpoint(name, base_url=remote.as_uri() + "/")
-    assert got == cache / TUTORIAL_CHECKPOINTS[name].filename and got.is_file()
-    assert tutorial_checkpoint(name, download=False) == got  # found in the cache next time
-    model, info = load_tutorial_model(name, download=False)
-    assert info.model_name == "crate_nano_cifar"
-
-
-def test_a_download_with_the_wrong_sha256_is_refused_and_not_kept(isolated, monkeypatch):
-    name, remote, cache = isolated
     monkeypatch.setitem(
-        TUTORIAL_CHECKPOINTS, name, dataclasses.replace(TUTORIAL_CHECKPOINTS[name], sha256="0" * 64)
+        TUTORIAL_CHECKPOINTS, name, dataclasses.replace(TUTORIAL_CHECKPOINTS[name], sha256=sha256sum(path))
     )
-    with pytest.raises(ValueError, match="sha256 differs"):
-        tutorial_checkpoint(name, base_url=remote.as_uri() + "/")
-    assert not any(cache.rglob("*.safetensors"))
+    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(folder))
+    return name, path
 
 
-def test_missing_everywhere_names_the_places_and_the_fix(isolated, tmp_path):
-    name, _, cache = isolated
-    with pytest.raises(FileNotFoundError, match="looked in .*tutorial.*clone the repository"):
-        tutorial_checkpoint(name, base_url=(tmp_path / "nowhere").as_uri() + "/")
-    with pytest.raises(FileNotFoundError, match="download=False"):
-        tutorial_checkpoint(name, download=False)
+def test_crate_edu_checkpoints_folder_comes_first(own_copy):
+    name, path = own_copy
+    assert tutorial_checkpoint(name) == path
+    model, info = load_tutorial_model(name)
+    assert info.path == path and model.config.depth == 1
+
+
+def test_a_file_whose_sha256_differs_is_refused_with_the_fix(own_copy):
+    name, path = own_copy
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the last tensor
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsFileError, match="sha256 differs.*corrupt or from another version.*replace"):
+        load_tutorial_model(name)
+
+
+def test_missing_everywhere_names_the_places_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setattr(checkpoints, "shipped_checkpoint_dir", lambda: tmp_path / "gone")
+    with pytest.raises(FileNotFoundError, match=f"looked in {tmp_path}, {tmp_path / 'gone'}.*reinstall"):
+        tutorial_checkpoint("cluttered-digits-vit")
     with pytest.raises(
         ValueError, match="no tutorial checkpoint 'nope'; choose one of cluttered-digits-crate"
     ):
         tutorial_checkpoint("nope")
 
 
-def test_crate_edu_checkpoints_folder_comes_first(isolated, tmp_path, monkeypatch):
-    name, remote, _ = isolated
-    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(remote))
-    assert tutorial_checkpoint(name, download=False) == remote / TUTORIAL_CHECKPOINTS[name].filename
-
-
-def test_repository_data_dir_is_this_checkout():
-    assert checkpoints.repository_data_dir() == Path(__file__).resolve().parents[1] / "data"
+def test_shipped_checkpoints_are_package_data():
+    folder = checkpoints.shipped_checkpoint_dir()
+    assert folder == Path(checkpoints.__file__).resolve().parent / "resources" / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == sorted(
+        e.filename for e in TUTORIAL_CHECKPOINTS.values()
+    )
 
 
 @pytest.mark.parametrize("name", sorted(TUTORIAL_CHECKPOINTS))
-def test_every_shipped_checkpoint_is_in_data_pinned_and_loads(name):
+def test_every_shipped_checkpoint_is_package_data_pinned_and_loads(name, monkeypatch):
+    monkeypatch.delenv("CRATE_EDU_CHECKPOINTS", raising=False)
     entry = TUTORIAL_CHECKPOINTS[name]
-    path = checkpoints.repository_data_dir() / entry.filename
-    assert path.is_file(), f"{entry.filename} is not in data/"
-    assert entry.sha256 is not None and sha256sum(path) == entry.sha256, f"update the sha256 of {name}"
+    path = checkpoints.shipped_checkpoint_dir() / entry.filename
+    assert path.is_file(), f"{entry.filename} is not in crate_edu/resources/checkpoints/"
+    assert sha256sum(path) == entry.sha256, f"update the sha256 of {name}"
     assert path.stat().st_size < 5 * 2**20  # "a few MB"
-    model, info = load_tutorial_model(name, download=False)
+    model, info = load_tutorial_model(name)
     assert info.path == path and not model.training
     assert info.metadata.get("command"), "record the command that reproduces it"
-    assert name in (Path(__file__).resolve().parents[1] / "data" / "README.md").read_text()
+    assert name in (path.parent / "README.md").read_text()

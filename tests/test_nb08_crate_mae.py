@@ -124,10 +124,10 @@ def test_panels_unnormalise_to_the_uint8_pixels():
 
 
 def shipped_mae():
-    """The shipped checkpoint (committed in data/; its absence is a failure, not a skip)."""
+    """The shipped checkpoint (package data; its absence is a failure, not a skip)."""
     from crate_edu.checkpoints import load_tutorial_model
 
-    return load_tutorial_model("cluttered-digits-crate-mae", download=False)[0]
+    return load_tutorial_model("cluttered-digits-crate-mae")[0]
 
 
 def test_shipped_mae_reconstructs_attends_and_probes():
@@ -157,9 +157,6 @@ def test_shipped_mae_reconstructs_attends_and_probes():
     pre = probe_layers(model, train, test, pool="mean", limit=500)
     at_init = probe_layers(init, train, test, pool="mean", limit=500)
     assert max(pre) > max(at_init)
-    try:
-        supervised = load_tutorial_model("cluttered-digits-crate", download=False)[0]
-    except FileNotFoundError:
-        return
+    supervised = load_tutorial_model("cluttered-digits-crate")[0]  # package data: always there
     sup = probe_layers(supervised, train, test, pool="cls", limit=500)
     assert all(a < b for a, b in zip(sup, sup[1:], strict=False)) and sup[-1] > max(pre), (sup, pre)
