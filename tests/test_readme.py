@@ -56,7 +56,7 @@ def readme_blocks(path: Path = README) -> list[Block]:
             j = i + 1
             while j < len(lines) and not lines[j].startswith("```"):
                 j += 1
-            assert j < len(lines), f"README.md:{i + 1}: a code block is never closed"
+            assert j < len(lines), f"{path.name}:{i + 1}: a code block is never closed"
             blocks.append(Block(opening.group(1), "\n".join(lines[i + 1 : j]) + "\n", i + 1))
             i = j
         i += 1
@@ -64,7 +64,10 @@ def readme_blocks(path: Path = README) -> list[Block]:
 
 
 BLOCKS = readme_blocks()
+#: The shipped checkpoints' README shows Python too; its blocks must run as well.
+CHECKPOINTS_README = ROOT / "crate_edu" / "resources" / "checkpoints" / "README.md"
 PYTHON = [b for b in BLOCKS if b.language == "python"]
+PYTHON_ELSEWHERE = [b for b in readme_blocks(CHECKPOINTS_README) if b.language == "python"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -79,7 +82,12 @@ def test_every_block_is_labelled_and_there_is_code_to_run():
     assert PYTHON and any(b.language == "bash" for b in BLOCKS)
 
 
-@pytest.mark.parametrize("block", PYTHON, ids=[f"line{b.line}" for b in PYTHON])
+@pytest.mark.parametrize(
+    "block",
+    PYTHON + PYTHON_ELSEWHERE,
+    ids=[f"README-line{b.line}" for b in PYTHON]
+    + [f"checkpoints-README-line{b.line}" for b in PYTHON_ELSEWHERE],
+)
 def test_python_block_runs(block, tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", block.code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
