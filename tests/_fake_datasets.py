@@ -6,17 +6,126 @@ pixel arrays and labels that were written).
 
 from __future__ import annotations
 
-import pickle
+import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 
+class Py2Pickler:
+    """Writes a value the way Python 2's ``cPickle.dump(obj, f, protocol=2)`` wrote the CIFAR files
+    (``cifar-10-python.tar.gz`` and ``cifar-100-python.tar.gz``, what torchvision's download unpacks).
+
+    Python 2 ``str`` values (the keys, names and the raw array bytes) are BINSTRING opcodes; a numpy
+    array is ``numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), 'b')`` followed by a BUILD with
+    ``(1, shape, dtype, is_fortran, raw bytes)``, and its dtype is ``numpy.dtype('u1', 0, 1)`` with
+    the state ``(3, '|', None, None, None, -1, -1, 0)``: numpy 1.x's ``__reduce__`` output at
+    protocol 2, with the module names of that time. Values may be dict, list, str, bytes (a Python 2
+    str), int, bool, None, tuple and uint8 ``np.ndarray``.
+    """
+
+    def __init__(self) -> None:
+        self.out = bytearray(b"\x80\x02")  # PROTO 2
+
+    def dumps(self, obj: Any) -> bytes:
+        self._value(obj)
+        self.out += b"."  # STOP
+        return bytes(self.out)
+
+    def _string(self, raw: bytes) -> None:  # a Python 2 str: SHORT_BINSTRING / BINSTRING
+        self.out += (b"U" + bytes([len(raw)]) if len(raw) < 256 else b"T" + struct.pack("<i", len(raw))) + raw
+
+    def _int(self, v: int) -> None:
+        if 0 <= v < 256:
+            self.out += b"K" + bytes([v])  # BININT1
+        elif 0 <= v < 65536:
+            self.out += b"M" + struct.pack("<H", v)  # BININT2
+        else:
+            self.out += b"J" + struct.pack("<i", v)  # BININT
+
+    def _tuple(self, items: Sequence[Any]) -> None:
+        if 1 <= len(items) <= 3:
+            for v in items:
+                self._value(v)
+            self.out += {1: b"\x85", 2: b"\x86", 3: b"\x87"}[len(items)]  # TUPLE1..3
+        else:
+            self.out += b"("  # MARK
+            for v in items:
+                self._value(v)
+            self.out += b"t"  # TUPLE
+
+    def _global(self, module: str, name: str) -> None:
+        self.out += b"c" + module.encode() + b"\n" + name.encode() + b"\n"  # GLOBAL
+
+    def _array(self, a: np.ndarray) -> None:
+        if a.dtype != np.uint8:
+            raise TypeError("this writer writes uint8 arrays, as the CIFAR files hold")
+        self._global("numpy.core.multiarray", "_reconstruct")
+        self._tuple([_Global("numpy", "ndarray"), (0,), b"b"])
+        self.out += b"R"  # REDUCE: an empty array
+        self.out += b"("  # MARK: its state (version, shape, dtype, is_fortran, raw bytes)
+        self._int(1)
+        self._tuple(tuple(a.shape))
+        self._global("numpy", "dtype")
+        self._tuple([b"u1", 0, 1])
+        self.out += b"R"  # REDUCE: numpy.dtype('u1', 0, 1)
+        self._tuple([3, b"|", None, None, None, -1, -1, 0])
+        self.out += b"b"  # BUILD: the dtype's state
+        self.out += b"\x89"  # NEWFALSE: C order
+        self._string(np.ascontiguousarray(a).tobytes())
+        self.out += b"tb"  # TUPLE, BUILD: the array's state
+
+    def _value(self, obj: Any) -> None:
+        if isinstance(obj, _Global):
+            self._global(obj.module, obj.name)
+        elif obj is None:
+            self.out += b"N"
+        elif isinstance(obj, bool):
+            self.out += b"\x88" if obj else b"\x89"
+        elif isinstance(obj, (int, np.integer)):
+            self._int(int(obj))
+        elif isinstance(obj, str):
+            self._string(obj.encode("latin1"))
+        elif isinstance(obj, bytes):
+            self._string(obj)
+        elif isinstance(obj, tuple):
+            self._tuple(obj)
+        elif isinstance(obj, list):
+            self.out += b"](" if obj else b"]"  # EMPTY_LIST, MARK
+            for v in obj:
+                self._value(v)
+            if obj:
+                self.out += b"e"  # APPENDS
+        elif isinstance(obj, dict):
+            self.out += b"}("  # EMPTY_DICT, MARK
+            for k, v in obj.items():
+                self._value(k)
+                self._value(v)
+            self.out += b"u"  # SETITEMS
+        elif isinstance(obj, np.ndarray):
+            self._array(obj)
+        else:
+            raise TypeError(f"cannot write {type(obj).__name__} as a Python 2 pickle")
+
+
+class _Global:
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+
+def dump_py2(obj: Any, path: Path) -> None:
+    """Write ``obj`` to ``path`` as Python 2's cPickle at protocol 2 wrote the CIFAR files."""
+    Path(path).write_bytes(Py2Pickler().dumps(obj))
+
+
 def write_cifar(root: Path, kind: str = "cifar10", n_per_batch: int = 4, seed: int = 0) -> dict:
     """CIFAR python pickles: ``cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` or
-    ``cifar-100-python/{train, test, meta}``, with ``n_per_batch`` random images per file.
+    ``cifar-100-python/{train, test, meta}``, with ``n_per_batch`` random images per file, in the
+    format of the real files (:class:`Py2Pickler`: Python 2 pickles, ``'data'`` a uint8 numpy array,
+    ``'batch_label'`` and ``'filenames'`` as the real batches have them).
 
     Returns ``{'train': (images uint8 (N, 32, 32, 3), labels), 'test': (...), 'classes': [...]}``.
     """
@@ -29,7 +138,8 @@ def write_cifar(root: Path, kind: str = "cifar10", n_per_batch: int = 4, seed: i
         )
         label_key, n_classes = "labels", 10
         classes = [f"class{c}" for c in range(10)]
-        meta_file, meta = "batches.meta", {"label_names": classes, "num_cases_per_batch": n_per_batch}
+        meta_file = "batches.meta"
+        meta = {"num_cases_per_batch": n_per_batch, "label_names": classes, "num_vis": 3072}
     else:
         folder, train_files, test_files = root / "cifar-100-python", ["train"], ["test"]
         label_key, n_classes = "fine_labels", 100
@@ -44,17 +154,16 @@ def write_cifar(root: Path, kind: str = "cifar10", n_per_batch: int = 4, seed: i
             hwc = rng.integers(0, 256, size=(n_per_batch, 32, 32, 3), dtype=np.uint8)
             lab = rng.integers(0, n_classes, size=n_per_batch).tolist()
             # the format: each row is the red plane, then green, then blue (1024 bytes each), row-major
-            entry = {"data": hwc.transpose(0, 3, 1, 2).reshape(n_per_batch, 3072), label_key: lab}
+            entry = {"batch_label": f"{split}ing batch {f}", label_key: lab}
+            entry["data"] = hwc.transpose(0, 3, 1, 2).reshape(n_per_batch, 3072)
             if kind == "cifar100":
                 entry["coarse_labels"] = [v // 5 for v in lab]
             entry["filenames"] = [f"{f}_{i}.png" for i in range(n_per_batch)]
-            with open(folder / f, "wb") as fh:
-                pickle.dump(entry, fh)
+            dump_py2(entry, folder / f)
             imgs.append(hwc)
             labels += lab
         out[split] = (np.concatenate(imgs), labels)
-    with open(folder / meta_file, "wb") as fh:
-        pickle.dump(meta, fh)
+    dump_py2(meta, folder / meta_file)
     return out
 
 

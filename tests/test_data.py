@@ -267,12 +267,12 @@ def test_imagenet_cannot_be_fetched(tmp_path, name):
 
 
 def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
-    import torchvision
+    from torchvision.datasets import utils
 
     def offline(*args, **kwargs):
         raise OSError("[Errno 101] Network is unreachable")
 
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.setattr(utils, "download_and_extract_archive", offline)
     with pytest.raises(
         DatasetUnavailableError,
         match=r"download into .* failed: OSError: \[Errno 101\] Network is unreachable",

@@ -9,7 +9,7 @@ See :mod:`crate_edu.data.datasets` for layouts and sources, :mod:`crate_edu.data
 the augmentation policies, :mod:`crate_edu.data.synthetic` for the offline datasets.
 """
 
-from crate_edu.data.base import DatasetInfo, DatasetUnavailableError, default_data_dir
+from crate_edu.data.base import DatasetFileError, DatasetInfo, DatasetUnavailableError, default_data_dir
 from crate_edu.data.datasets import (
     build_dataset,
     dataset_info,
@@ -23,6 +23,7 @@ from crate_edu.data.transforms import POLICIES, build_transform
 __all__ = [
     "POLICIES",
     "ClutteredDigits",
+    "DatasetFileError",
     "DatasetInfo",
     "DatasetUnavailableError",
     "build_dataset",

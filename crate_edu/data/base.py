@@ -28,6 +28,14 @@ class DatasetUnavailableError(RuntimeError):
     """
 
 
+class DatasetFileError(DatasetUnavailableError):
+    """A dataset file is on disk but cannot be used: truncated, not in the expected format, or
+    holding something other than data (a pickle that asks to run code is refused, never run).
+
+    ``str(err)`` is one line: which file, what is wrong with it, and how to get a genuine copy.
+    """
+
+
 def default_data_dir() -> Path:
     """Root folder of downloaded datasets: ``$CRATE_EDU_DATA`` if set, else ``~/.cache/crate_edu/data``."""
     env = os.environ.get("CRATE_EDU_DATA")

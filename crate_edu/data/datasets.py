@@ -37,6 +37,8 @@ downloads (``download=True``, ``fetch_dataset``), where it verifies the archives
 
 from __future__ import annotations
 
+import codecs
+import importlib
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -53,6 +55,7 @@ from crate_edu.data import synthetic
 from crate_edu.data.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    DatasetFileError,
     DatasetInfo,
     DatasetUnavailableError,
     TensorImageDataset,
@@ -175,22 +178,160 @@ def dataset_info(name: str) -> DatasetInfo:
 # Readers for the formats whose torchvision classes insist on MD5 at load time
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR file holds: dicts, lists, strings, bytes, numbers
+    and numpy arrays. Any other global is refused before it is looked up, so nothing in the file runs.
+
+    The real files (``cifar-10-python.tar.gz``, ``cifar-100-python.tar.gz``) were written by Python 2's
+    cPickle, protocol 2: a dict of ``str`` keys, ``'data'`` a uint8 numpy array pickled as
+    ``numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), 'b')`` with a ``numpy.dtype('u1')``
+    state, labels as lists of ints. Files re-saved from Python 3 name ``numpy._core`` (numpy 2),
+    use ``numpy._core.numeric._frombuffer`` (protocol 5) or ``_codecs.encode`` (bytes at protocol 2).
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _cifar_globals().get((module, name))
+        if found is None:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return found
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global that a CIFAR file never holds (``args[0]``: its dotted name)."""
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles of bytes use it, limited to plain text codecs."""
+    if encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "utf8", "ascii"):
+        raise _RefusedGlobal(f"_codecs.encode with codec {encoding!r}")
+    return codecs.encode(text, encoding)
+
+
+@lru_cache(maxsize=1)
+def _cifar_globals() -> dict[tuple[str, str], Any]:
+    def core(sub: str) -> Any:  # numpy >= 2 keeps these in numpy._core, numpy 1 in numpy.core
+        try:
+            return importlib.import_module(f"numpy._core.{sub}")
+        except ImportError:  # pragma: no cover - numpy < 1.26
+            return importlib.import_module(f"numpy.core.{sub}")
+
+    multiarray, numeric = core("multiarray"), core("numeric")
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
+def _text(value: Any) -> Any:
+    """Python 2 strings read as bytes (``encoding='bytes'`` files) become str."""
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
+def _genuine_copy_hint(name: str, folder: Path) -> str:
+    return (
+        f"delete {folder} and get a genuine copy with `crate-edu fetch {name}` (torchvision checks the "
+        f"archive's MD5) or from {_CIFAR_SOURCE}"
+    )
+
+
+def read_cifar_pickle(path: Path, name: str = "cifar10") -> dict[str, Any]:
+    """Read one CIFAR python file (a batch or the meta file) without running anything in it.
+
+    Returns the pickled dict with str keys. Only dicts, lists, strings, bytes, numbers and numpy
+    arrays are built (see :class:`_CifarUnpickler`); NumPy object arrays are refused too.
+
+    Raises:
+        DatasetFileError: the file asks for any other Python object (the message names it), is
+            truncated or corrupt, or is not a dict; the message says how to get a genuine copy.
+    """
+    path = Path(path)
+    hint = _genuine_copy_hint(name, path.parent)
+    try:
+        with open(path, "rb") as fh:
+            entry = _CifarUnpickler(fh, encoding="latin1").load()
+    except _RefusedGlobal as exc:
+        raise DatasetFileError(
+            f"{path} is not a CIFAR file: it asks to load the Python object {exc.args[0]}, which CIFAR "
+            f"files never hold (only dicts, lists, strings and numpy arrays), and crate_edu does not run "
+            f"code from data files; {hint}"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            MemoryError, UnicodeError) as exc:  # fmt: skip
+        raise DatasetFileError(
+            f"{path} is truncated or not a CIFAR python file ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:160]}); {hint}"
+        ) from None
+    if not isinstance(entry, dict):
+        raise DatasetFileError(f"{path} holds a {type(entry).__name__}, not a CIFAR dict; {hint}")
+    entry = {_text(k): v for k, v in entry.items()}
+    for key, value in entry.items():
+        if isinstance(value, np.ndarray) and value.dtype.hasobject:
+            raise DatasetFileError(
+                f"{path}: entry {key!r} is a numpy array of Python objects, which CIFAR files never hold; "
+                f"{hint}"
+            )
+    return entry
+
+
 def read_cifar_batches(
-    folder: Path, files: Sequence[str], label_key: str
+    folder: Path, files: Sequence[str], label_key: str, num_classes: int | None = None, name: str = "cifar10"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Read CIFAR python-pickle batches: images uint8 ``(N, 3, 32, 32)``, labels int64 ``(N,)``.
 
     Each file is a pickled dict with ``'data'`` (uint8 ``(n, 3072)``: the red, green, then blue
     32×32 planes, row-major) and ``label_key`` (a list of n ints); the same format torchvision reads.
+    Files are read by :func:`read_cifar_pickle` (nothing in them runs) and checked: shapes, label
+    count and, with ``num_classes``, the label range.
+
+    Raises:
+        DatasetFileError: a file that is not a CIFAR batch (one line: which file, what is wrong).
     """
     data, labels = [], []
     for f in files:
-        with open(folder / f, "rb") as fh:
-            entry = pickle.load(fh, encoding="latin1")
-        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(int(v) for v in entry[label_key])
+        path = Path(folder) / f
+        entry = read_cifar_pickle(path, name)
+        hint = _genuine_copy_hint(name, path.parent)
+        raw, lab = entry.get("data"), entry.get(label_key)
+        if not isinstance(raw, np.ndarray) or raw.ndim != 2 or raw.shape[1] != 3072 or raw.dtype != np.uint8:
+            got = f"{raw.dtype} {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
+            raise DatasetFileError(
+                f"{path}: 'data' should be a uint8 array of shape (n, 3072), got {got}; {hint}"
+            )
+        if not isinstance(lab, (list, tuple, np.ndarray)) or len(lab) != raw.shape[0]:
+            got = f"{len(lab)} labels" if isinstance(lab, (list, tuple, np.ndarray)) else "none"
+            raise DatasetFileError(
+                f"{path}: {label_key!r} should hold one label per image ({raw.shape[0]}), got {got}; {hint}"
+            )
+        lab = [int(v) for v in lab]
+        if num_classes is not None and lab and not 0 <= min(lab) <= max(lab) < num_classes:
+            raise DatasetFileError(
+                f"{path}: labels should be in 0..{num_classes - 1}, found {min(lab)}..{max(lab)}; {hint}"
+            )
+        data.append(raw.reshape(-1, 3, 32, 32))
+        labels.extend(lab)
     return torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64)
 
+
+def read_cifar_classes(path: Path, names_key: str, num_classes: int, name: str = "cifar10") -> list[str]:
+    """The class names stored in a CIFAR meta file (``batches.meta`` or ``meta``), checked."""
+    entry = read_cifar_pickle(path, name)
+    names = entry.get(names_key)
+    if not isinstance(names, (list, tuple)) or len(names) != num_classes:
+        got = f"{len(names)} entries" if isinstance(names, (list, tuple)) else "none"
+        raise DatasetFileError(
+            f"{path}: {names_key!r} should list {num_classes} class names, got {got}; "
+            f"{_genuine_copy_hint(name, Path(path).parent)}"
+        )
+    return [str(_text(n)) for n in names]
+
+
+_CIFAR_SOURCE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 _CIFAR = {
     "cifar10": {
@@ -316,17 +457,25 @@ def _build_cifar(name, train, root, transform, download, mean, std, **kw) -> Dat
     missing = [f for f in [*files, spec["meta"]] if not (folder / f).is_file()]
     looked_for = f"{folder} with the python pickles {', '.join(missing)}"
     if missing and download:
-        import torchvision
-
-        tv = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        _download(name, folder.parent, looked_for, lambda: tv(str(folder.parent), train=train, download=True))
+        _download(name, folder.parent, looked_for, lambda: _download_cifar(name, folder.parent))
         missing = [f for f in [*files, spec["meta"]] if not (folder / f).is_file()]
     if missing:
         raise _unavailable(name, looked_for)
-    images, labels = read_cifar_batches(folder, files, spec["label_key"])
-    with open(folder / spec["meta"], "rb") as fh:
-        classes = pickle.load(fh, encoding="latin1")[spec["names_key"]]
+    n = _INFOS[name].num_classes
+    images, labels = read_cifar_batches(folder, files, spec["label_key"], n, name)
+    classes = read_cifar_classes(folder / spec["meta"], spec["names_key"], n, name)
     return TensorImageDataset(images, labels, mean=mean, std=std, transform=transform, classes=classes)
+
+
+def _download_cifar(name: str, root: Path) -> None:
+    """Download and unpack the CIFAR archive into ``root`` with torchvision's download helper, which
+    checks the archive's MD5 (the torchvision dataset classes are not used: they unpickle the files
+    with ``pickle.load``)."""
+    import torchvision
+    from torchvision.datasets import utils
+
+    tv = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    utils.download_and_extract_archive(tv.url, str(root), filename=tv.filename, md5=tv.tgz_md5)
 
 
 def _build_pets(name, train, root, transform, download, mean, std, **kw) -> Dataset:
@@ -585,6 +734,7 @@ def fetch_dataset(name: str, data_dir: str | Path | None = None, **kw: Any) -> P
 
 __all__ = [
     "POLICIES",
+    "DatasetFileError",
     "DatasetInfo",
     "DatasetUnavailableError",
     "build_dataset",
@@ -593,4 +743,7 @@ __all__ = [
     "fetch_dataset",
     "imagenet100_classes",
     "list_datasets",
+    "read_cifar_batches",
+    "read_cifar_classes",
+    "read_cifar_pickle",
 ]
