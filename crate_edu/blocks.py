@@ -190,6 +190,8 @@ def shared_qkv_attention(w: Tensor, scale: float) -> Tensor:
     """
     if w.ndim != 4:
         raise ValueError(f"w must have shape (B, heads, N, dim_head), got {tuple(w.shape)}")
+    if w.numel() == 0:  # an empty batch (or no tokens): nothing to attend over, an empty output
+        return w * scale  # (B, h, N, p), keeps autograd's graph so that backward gives zero-size grads
     return _SharedQKVAttention.apply(w, scale)
 
 

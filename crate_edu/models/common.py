@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from crate_edu.blocks import LayerTrace
 
-__all__ = ["pair", "check_geometry", "check_images", "ClassifierConfig", "ImageClassifier"]
+__all__ = [
+    "pair",
+    "check_positive_int",
+    "check_float",
+    "check_geometry",
+    "check_model_sizes",
+    "check_ista",
+    "check_images",
+    "ClassifierConfig",
+    "ImageClassifier",
+]
 
 
 def pair(t: int | tuple[int, int]) -> tuple[int, int]:
@@ -20,12 +32,42 @@ def _divisors(n: int) -> list[int]:
     return [k for k in range(2, n) if n % k == 0]
 
 
+def check_positive_int(name: str, value: object, *, allow_none: bool = False, minimum: int = 1) -> None:
+    """Raise a one-line ``ValueError`` (``TypeError`` for a non-integer) unless ``value`` is an int
+    of at least ``minimum`` (None allowed with ``allow_none``)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value}")
+
+
+def check_float(name: str, value: object, low: float, high: float, *, high_open: bool = True) -> None:
+    """Raise a one-line ``ValueError`` unless ``value`` is a finite number in [low, high) (or
+    [low, high] with ``high_open=False``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    inside = math.isfinite(v) and low <= v and (v < high if high_open else v <= high)
+    if not inside:
+        if math.isinf(high):
+            raise ValueError(f"{name} must be a finite number >= {low:g}, got {value!r}")
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}{bracket}, got {value!r}")
+
+
 def check_geometry(image_size, patch_size, dim: int, heads: int, dim_head: int | None, pool: str) -> None:
     """Validate a model configuration; raise ``ValueError`` saying what to change."""
+    for name, size in (("image_size", image_size), ("patch_size", patch_size)):
+        for side in pair(size):
+            check_positive_int(name, side)
+    check_positive_int("dim", dim)
+    check_positive_int("heads", heads)
+    check_positive_int("dim_head", dim_head, allow_none=True)
     (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
     for side, p in ((ih, ph), (iw, pw)):
-        if p <= 0 or side <= 0:
-            raise ValueError(f"image_size {image_size} and patch_size {patch_size} must be positive")
         if side % p:
             raise ValueError(
                 f"image size {side} is not divisible by patch size {p}; resize the images or choose "
@@ -40,8 +82,20 @@ def check_geometry(image_size, patch_size, dim: int, heads: int, dim_head: int |
         raise ValueError(f"pool must be 'cls' (the [CLS] token) or 'mean' (mean of all tokens), got {pool!r}")
 
 
-def check_images(x: Tensor, channels: int, image_size, name: str) -> None:
-    """Raise a clear error unless ``x`` is a float batch (B, channels, H, W) of the model's size."""
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 has no device-type argument
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
+def check_images(x: Tensor, channels: int, image_size, name: str, like: Tensor | None = None) -> None:
+    """Raise a clear error unless ``x`` is a float batch (B, channels, H, W) of the model's size.
+
+    With ``like`` (one of the model's parameters), ``x`` must also be on its device and, outside
+    autocast, of its dtype: a float64 batch for a float32 model is a one-line ``TypeError`` that says
+    to convert the images (``x.float()``) or the model (``model.double()``). ``B = 0`` is allowed.
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} expects a torch.Tensor of images (B, C, H, W), got {type(x).__name__}")
     if x.ndim != 4:
@@ -68,6 +122,48 @@ def check_images(x: Tensor, channels: int, image_size, name: str) -> None:
             f"(e.g. torchvision.transforms.Resize(({h}, {w}))) or create the model with "
             f"image_size={x.shape[-2] if x.shape[-2] == x.shape[-1] else tuple(x.shape[-2:])}"
         )
+    if like is None:
+        return
+    if x.device != like.device and like.device.type != "meta":
+        raise ValueError(
+            f"{name} is on {like.device} but the images are on {x.device}; move them with "
+            f"x.to('{like.device}') (or the model with model.to('{x.device}'))"
+        )
+    if x.dtype != like.dtype and not _autocast_on(x.device.type):
+        to = {
+            torch.float32: "x.float()",
+            torch.float64: "x.double()",
+            torch.float16: "x.half()",
+            torch.bfloat16: "x.bfloat16()",
+        }
+        model_to = {
+            torch.float32: "model.float()",
+            torch.float64: "model.double()",
+            torch.float16: "model.half()",
+            torch.bfloat16: "model.bfloat16()",
+        }
+        fix = to.get(like.dtype, f"x.to({like.dtype})")
+        other = model_to.get(x.dtype, f"model.to({x.dtype})")
+        raise TypeError(
+            f"{name} is {str(like.dtype).removeprefix('torch.')} but the images are "
+            f"{str(x.dtype).removeprefix('torch.')}; convert the images with {fix} or the model with "
+            f"{other}"
+        )
+
+
+def check_model_sizes(cfg: object, names: tuple[str, ...]) -> None:
+    """Check that each field ``names`` of ``cfg`` is a positive integer (one-line errors that name
+    the field, so that ``depth=0`` fails when the model is configured, not in its first forward)."""
+    for name in names:
+        check_positive_int(name, getattr(cfg, name))
+
+
+def check_ista(eta: object, lambd: object) -> None:
+    """ISTA's step size η must be a finite positive number and its penalty λ finite and >= 0."""
+    check_float("eta", eta, 0.0, math.inf)
+    if not float(eta) > 0:  # type: ignore[arg-type]
+        raise ValueError(f"eta (the ISTA step size) must be positive, got {eta!r}")
+    check_float("lambd", lambd, 0.0, math.inf)
 
 
 @dataclass(frozen=True)
@@ -89,6 +185,11 @@ class ClassifierConfig:
 
     def __post_init__(self):
         check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
+        check_model_sizes(self, ("depth", "num_classes", "channels"))
+        check_float("dropout", self.dropout, 0.0, 1.0)
+        check_float("emb_dropout", self.emb_dropout, 0.0, 1.0)
+        if not isinstance(self.literal, bool):
+            raise TypeError(f"literal must be True or False, got {self.literal!r}")
 
     @property
     def head_dim(self) -> int:
@@ -137,7 +238,7 @@ class ImageClassifier(nn.Module):
 
     def check_input(self, img: Tensor) -> None:
         cfg = self.config
-        check_images(img, cfg.channels, cfg.image_size, type(self).__name__)
+        check_images(img, cfg.channels, cfg.image_size, type(self).__name__, like=self.cls_token)
 
     def forward_features(self, img: Tensor) -> Tensor:
         return self.transformer(self.embed(img))  # (B, N + 1, d)

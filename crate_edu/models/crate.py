@@ -17,7 +17,7 @@ from einops.layers.torch import Rearrange
 from torch import Tensor, nn
 
 from crate_edu.blocks import CRATELayer, Transformer
-from crate_edu.models.common import ClassifierConfig, ImageClassifier, pair
+from crate_edu.models.common import ClassifierConfig, ImageClassifier, check_ista, pair
 
 __all__ = ["CRATEConfig", "CRATE", "PatchEmbedding"]
 
@@ -28,6 +28,10 @@ class CRATEConfig(ClassifierConfig):
 
     eta: float = 0.1  # ISTA step size η
     lambd: float = 0.1  # ISTA sparsity penalty λ
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_ista(self.eta, self.lambd)
 
 
 class PatchEmbedding(nn.Sequential):

@@ -25,7 +25,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from crate_edu.blocks import SPARSE_CODINGS, CRATEAlphaLayer, Transformer
-from crate_edu.models.common import ClassifierConfig, ImageClassifier, pair
+from crate_edu.models.common import ClassifierConfig, ImageClassifier, check_ista, pair
 
 __all__ = ["ABLATION", "CRATEAlphaConfig", "CRATEAlpha"]
 
@@ -56,7 +56,9 @@ class CRATEAlphaConfig(ClassifierConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.overcomplete_ratio, int) or self.overcomplete_ratio < 1:
+        check_ista(self.eta, self.lambd)
+        ratio = self.overcomplete_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1:
             raise ValueError(
                 f"overcomplete_ratio must be a positive integer, got {self.overcomplete_ratio!r}; "
                 "use 4 (official CRATE-α) or 1 (a complete dictionary)"

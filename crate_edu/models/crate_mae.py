@@ -27,7 +27,14 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from crate_edu.blocks import CRATEDecoderLayer, CRATELayer, LayerTrace, Transformer
-from crate_edu.models.common import check_geometry, check_images
+from crate_edu.models.common import (
+    check_float,
+    check_geometry,
+    check_images,
+    check_ista,
+    check_model_sizes,
+    check_positive_int,
+)
 
 __all__ = ["CRATEMAEConfig", "CRATEMAE", "sincos_pos_embed_2d", "patchify", "unpatchify", "random_masking"]
 
@@ -60,13 +67,17 @@ class CRATEMAEConfig:
                 "CRATE-MAE uses square images and patches: pass image_size and patch_size as ints"
             )
         check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
+        check_positive_int("decoder_heads", self.decoder_heads)
         check_geometry(
             self.image_size, self.patch_size, self.dim, self.decoder_heads, self.dim_head, self.pool
         )
+        check_model_sizes(self, ("depth", "decoder_depth", "channels"))
+        check_positive_int("num_classes", self.num_classes, minimum=0)
         if self.dim % 4:
             raise ValueError(f"dim must be divisible by 4 for the 2-D sin-cos positions, got {self.dim}")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        check_float("mask_ratio", self.mask_ratio, 0.0, 1.0)
+        check_float("dropout", self.dropout, 0.0, 1.0)
+        check_ista(self.eta, self.lambd)
 
     @property
     def head_dim(self) -> int:
@@ -226,9 +237,8 @@ class CRATEMAE(nn.Module):
 
     def _check(self, imgs: Tensor, noise: Tensor | None, mask_ratio: float) -> None:
         cfg = self.config
-        check_images(imgs, cfg.channels, cfg.image_size, type(self).__name__)
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        check_images(imgs, cfg.channels, cfg.image_size, type(self).__name__, like=self.cls_token)
+        check_float("mask_ratio", mask_ratio, 0.0, 1.0)
         if noise is not None and tuple(noise.shape) != (imgs.shape[0], cfg.num_patches):
             raise ValueError(
                 f"noise must have shape (B, L) = ({imgs.shape[0]}, {cfg.num_patches}) (one value per patch), "
@@ -274,9 +284,25 @@ class CRATEMAE(nn.Module):
         loss = ((pred - target) ** 2).mean(dim=-1)  # (B, L)
         return (loss * mask).sum() / mask.sum()
 
+    def _check_loss(self, imgs: Tensor, mask_ratio: float) -> None:
+        """The loss averages over the removed patches: there must be some."""
+        if isinstance(imgs, Tensor) and imgs.ndim == 4 and imgs.shape[0] == 0:
+            raise ValueError(
+                f"{type(self).__name__} got an empty batch (shape {tuple(imgs.shape)}): its loss is a mean "
+                "over masked patches, and there are none; pass at least one image (forward_features "
+                "and classify accept an empty batch)"
+            )
+        if int(self.config.num_patches * (1 - mask_ratio)) == self.config.num_patches:
+            raise ValueError(
+                f"mask_ratio {mask_ratio} removes none of the {self.config.num_patches} patches, so the "
+                "loss (a mean over removed patches) is undefined; use a larger mask_ratio, or "
+                "forward_features for the unmasked encoding"
+            )
+
     def forward(self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None):
         """Returns (loss, pred (B, L, p²·C), mask (B, L)); ``noise`` (B, L) decides the masking if given."""
         mask_ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        self._check_loss(imgs, mask_ratio)
         latent, mask = self.forward_encoder(imgs, mask_ratio, noise)
         pred = self.forward_decoder(latent)
         return self.forward_loss(imgs, pred, mask), pred, mask

@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from crate_edu.blocks import LayerTrace, PreNorm, Transformer
-from crate_edu.models.common import ClassifierConfig, ImageClassifier
+from crate_edu.models.common import ClassifierConfig, ImageClassifier, check_positive_int
 from crate_edu.models.crate import PatchEmbedding
 
 __all__ = ["ViTConfig", "ViT", "Attention", "FeedForward", "ViTLayer"]
@@ -33,6 +33,10 @@ class ViTConfig(ClassifierConfig):
     dim: int = 192
     heads: int = 3
     mlp_dim: int | None = None  # default 4 · dim
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive_int("mlp_dim", self.mlp_dim, allow_none=True)
 
     @property
     def hidden_dim(self) -> int:
