@@ -38,6 +38,7 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import tempfile
 import warnings
 import zipfile
@@ -60,6 +61,7 @@ __all__ = [
     "get_official",
     "default_cache_dir",
     "cache_path",
+    "read_checkpoint_file",
     "read_state_dict",
     "detect_family",
     "expected_shapes",
@@ -298,7 +300,7 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 def _reread_hint(path: Path) -> str:
-    return f"{path}: re-download the file (it may be truncated or corrupt) or check that it is a checkpoint"
+    return "re-download the file (it may be truncated or corrupt) or check that it is a checkpoint"
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -312,16 +314,43 @@ def _is_safetensors(path: Path) -> bool:
     return head[8:9] == b"{" and 0 < header_len < path.stat().st_size
 
 
-def _torch_load(path: Path, map_location: Any) -> Any:
+def _torch_load(path: Path, map_location: Any, mmap: bool = False) -> Any:
+    kw: dict[str, Any] = {"map_location": map_location, "weights_only": True}
+    if mmap and zipfile.is_zipfile(path):  # only the zip format can be memory-mapped, not legacy files
+        kw["mmap"] = True
     safe_globals = getattr(torch.serialization, "safe_globals", None)
     if safe_globals is None:  # torch < 2.5: no allowlist context manager
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, **kw)
     with safe_globals(_EXTRA_SAFE_GLOBALS):
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, **kw)
 
 
-def _read_object(path: Path, map_location: Any) -> Any:
-    """Read a torch or safetensors file; every failure becomes a ``CheckpointError``."""
+def read_checkpoint_file(
+    path: PathLike, map_location: Any = "cpu", *, mmap: bool = False, hint: str | None = None
+) -> Any:
+    """Read a file written by ``torch.save`` (zip or legacy format) or safetensors, running no code.
+
+    The one reader behind ``load_official``, ``crate-edu eval``, ``--resume``, ``--pretrained`` and
+    ``export``: ``torch.load(weights_only=True)`` (plus ``argparse.Namespace``, for the MAE
+    codebase's ``'args'``) or ``safetensors``. Every failure is one :class:`CheckpointError` line
+    saying what the file is (truncated, HTML, random bytes, a pickle needing code, ...) and what to do.
+
+    Args:
+        path: the file.
+        map_location: where tensors go (a device string for safetensors).
+        mmap: memory-map a zip-format torch file instead of reading it into memory (large files
+            read once); legacy-format files cannot be mapped and are read as usual.
+        hint: what to do about an unreadable file (default: re-download it).
+
+    Returns:
+        What the file holds: for safetensors a dict of tensors, for torch files any plain object.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: anything else that stops the file being read.
+    """
+    path = Path(path).expanduser()
+    todo = hint or _reread_hint(path)
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: no such file; give the path of a downloaded checkpoint, or fetch a published one "
@@ -329,7 +358,13 @@ def _read_object(path: Path, map_location: Any) -> Any:
         )
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; give the path of the checkpoint file inside it")
-    if _is_safetensors(path):
+    try:
+        is_safetensors = _is_safetensors(path)
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read ({_os_error(exc)}); check its permissions") from exc
+    if is_safetensors:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -338,17 +373,18 @@ def _read_object(path: Path, map_location: Any) -> Any:
             return load_file(str(path), device=device)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(
-                f"{path} is not a readable safetensors file ({exc}); {_reread_hint(path)}"
+                f"{path} is not a readable safetensors file ({_first_line(exc)}); {todo}"
             ) from exc
-    with open(path, "rb") as f:
-        head = f.read(64)
     if head.lstrip()[:1] == b"<":
         raise CheckpointError(
             f"{path} is an HTML page, not a checkpoint (a download link that is dead, private or over "
             "its quota returns one); download the file again from its page in a browser"
         )
+    kind = _torch_kind(head)
+    if kind is None:
+        raise CheckpointError(f"{path} {_not_torch(head)}, not a PyTorch checkpoint; {todo}")
     try:
-        return _torch_load(path, map_location)
+        return _torch_load(path, map_location, mmap)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found or "Unsupported global" in str(exc):
@@ -356,25 +392,54 @@ def _read_object(path: Path, map_location: Any) -> Any:
             raise CheckpointError(
                 f"{path} is not a plain tensor checkpoint: it stores a Python object ({culprit}) that "
                 "loading would have to execute, and crate_edu loads only tensors "
-                "(torch.load(weights_only=True)). If you trust the file, convert it once:\n"
-                "    obj = torch.load(path, map_location='cpu', weights_only=False)\n"
-                "    sd = obj.get('state_dict', obj.get('model', obj)) if isinstance(obj, dict) else obj\n"
-                "    torch.save({k: v for k, v in sd.items() if torch.is_tensor(v)}, 'converted.pth')\n"
-                "and load 'converted.pth' instead."
+                "(torch.load(weights_only=True)). If you trust the file, convert it once: "
+                "obj = torch.load(path, map_location='cpu', weights_only=False); keep its tensors "
+                "(obj['state_dict'] or obj['model'] for a wrapped checkpoint) and "
+                "torch.save({k: v for k, v in sd.items() if torch.is_tensor(v)}, 'converted.pth'), "
+                "then load 'converted.pth' instead"
             ) from exc
-        raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint ({_first_line(exc)}); {_reread_hint(path)}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(
-            f"{path} could not be read as a PyTorch checkpoint ({_first_line(exc) or type(exc).__name__}); "
-            f"{_reread_hint(path)}"
-        ) from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+        why = detail.group(1).strip() if detail else _first_line(exc)
+        raise CheckpointError(f"{path} is a damaged {kind} ({why}); {todo}") from exc
+    except EOFError as exc:
+        raise CheckpointError(f"{path} is a truncated {kind} (the file ends early); {todo}") from exc
+    except (RuntimeError, OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError, AttributeError,
+            IndexError, UnicodeDecodeError, struct.error, MemoryError) as exc:  # fmt: skip
+        why = "" if isinstance(exc, OSError) else f" ({_first_line(exc).split('. ')[0]})"
+        raise CheckpointError(f"{path} is a damaged or truncated {kind}{why}; {todo}") from exc
+
+
+def _torch_kind(head: bytes) -> str | None:
+    """What kind of ``torch.save`` file ``head`` (its first bytes) starts, or None if neither."""
+    if head.startswith(b"PK\x03\x04"):
+        return "PyTorch checkpoint (zip format)"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # a pickle: the legacy format
+        return "PyTorch checkpoint (legacy format)"
+    return None
+
+
+def _not_torch(head: bytes) -> str:
+    """What a file that is not a torch file looks like, from its first bytes."""
+    if not head:
+        return "is empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
+        snippet = " ".join(text.split())[:24]
+        return f"is a text file (it begins {snippet!r})"
+    return f"holds unrecognised bytes (it begins {head[:8].hex(' ')})"
+
+
+def _os_error(exc: OSError) -> str:
+    return exc.strerror or _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its class name."""
     text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return " ".join(text.splitlines()[0].split())[:200] if text else type(exc).__name__
 
 
 def _is_tensor_dict(obj: Any) -> bool:
@@ -437,7 +502,7 @@ def read_state_dict(path: PathLike, map_location: Any = "cpu") -> dict[str, Tens
         CheckpointError: unreadable, truncated, HTML, needs unpickling of objects, or no state dict.
     """
     path = Path(path).expanduser()
-    return _strip_prefixes(_unwrap(_read_object(path, map_location), path))
+    return _strip_prefixes(_unwrap(read_checkpoint_file(path, map_location), path))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -543,8 +608,9 @@ class StructureReport:
     def ok(self) -> bool:
         return self.keys_ok and self.shapes_ok
 
-    def describe(self, limit: int = 5) -> str:
-        """Human-readable lines: first ``limit`` missing / unexpected keys and shape mismatches."""
+    def describe(self, limit: int = 5, sep: str = "\n") -> str:
+        """Human-readable lines (joined by ``sep``): first ``limit`` missing / unexpected keys and
+        shape mismatches."""
         lines = []
         if self.missing:
             lines.append(
@@ -557,7 +623,7 @@ class StructureReport:
             shown = "; ".join(f"{k}: expected {tuple(e)}, got {tuple(g)}" for k, (e, g) in items[:limit])
             more = f"; ... ({len(items) - limit} more)" if len(items) > limit else ""
             lines.append(f"shape mismatches ({len(items)}): {shown}{more}")
-        return "\n".join(lines) if lines else "all keys and shapes match"
+        return sep.join(lines) if lines else "all keys and shapes match"
 
 
 def _head(keys: list[str], limit: int) -> str:
@@ -698,8 +764,8 @@ def _check(
     family = detect_family(expected)
     with_ov = f" with overrides {dict(overrides)}" if overrides else ""
     raise CheckpointError(
-        f"{path} does not fit model {name!r}{with_ov}:\n{report.describe()}\n"
-        f"What to do: {_hint(name, family, state_dict, report)}"
+        f"{path} does not fit model {name!r}{with_ov}: {report.describe(sep='; ')}; "
+        f"what to do: {_hint(name, family, state_dict, report)}"
     )
 
 
@@ -841,7 +907,7 @@ def verify_checkpoint(name: str, path: PathLike) -> dict[str, Any]:
         mismatched={k: [list(e), list(g)] for k, (e, g) in structure.mismatched.items()},
     )
     if not structure.ok:
-        report["error"] = structure.describe()
+        report["error"] = structure.describe(sep="; ")
     report["ok"] = structure.ok and report["sha256_ok"] is not False
     return report
 
@@ -854,14 +920,14 @@ def verify_checkpoint(name: str, path: PathLike) -> dict[str, Any]:
 def _unavailable(entry: OfficialWeights, target: Path, reason: str) -> WeightsUnavailableError:
     model = entry.model or "<model>"
     where = (
-        f"Get the file by hand from {entry.url}\nand save it as {target}\n"
+        f"get the file by hand from {entry.url} and save it as {target}"
         if entry.url
-        else "The authors never published this file.\n"
+        else "the authors never published this file"
     )
     return WeightsUnavailableError(
-        f"could not obtain the official weights {entry.key!r}: {reason}.\n{where}"
-        f"Any local copy also loads directly: crate_edu.load_official({model!r}, '/path/to/file')."
-        + (f"\nNote: {entry.notes}" if entry.notes else "")
+        f"could not obtain the official weights {entry.key!r}: {reason}; {where}; any local copy also "
+        f"loads directly: crate_edu.load_official({model!r}, '/path/to/file')"
+        + (f" (note: {entry.notes})" if entry.notes else "")
     )
 
 
@@ -930,11 +996,16 @@ def download_official(key: str, cache_dir: PathLike | None = None, *, force: boo
             _verify_file(entry, target, "cached file")
         except CheckpointError as exc:
             raise CheckpointError(
-                f"{exc}\nDelete {target} or call download_official(..., force=True)."
+                f"{exc}; delete {target} or call download_official(..., force=True)"
             ) from exc
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{entry.key}-", suffix=".part", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f".{entry.key}-", suffix=".part", dir=target.parent))
+    except OSError as exc:  # a file where the cache folder should be, read-only, no permission, ...
+        from crate_edu.train.checkpoint import write_error
+
+        raise write_error(target, exc, previous=False) from None
     try:
         try:
             downloaded = _fetch(entry, workdir)
