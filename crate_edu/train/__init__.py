@@ -13,6 +13,7 @@ The same from a shell: ``crate-edu train`` (or ``crate-edu train --recipe cifar1
 from crate_edu.train.checkpoint import (
     CHECKPOINT_NAME,
     METRICS_NAME,
+    FileWriteError,
     load_checkpoint,
     read_jsonl,
     save_checkpoint,
@@ -21,6 +22,7 @@ from crate_edu.train.config import OPTIMIZERS, PRECISIONS, ConfigError, TrainCon
 from crate_edu.train.loop import (
     EpochSampler,
     RunResult,
+    TrainingDivergedError,
     build_datasets,
     build_model,
     build_optimizer,
@@ -41,9 +43,11 @@ __all__ = [
     "RECIPES",
     "ConfigError",
     "EpochSampler",
+    "FileWriteError",
     "Recipe",
     "RunResult",
     "TrainConfig",
+    "TrainingDivergedError",
     "build_datasets",
     "build_model",
     "build_optimizer",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,8 @@ class ConfigError(ValueError):
     """A bad value in a run configuration; ``str(err)`` is one line naming the valid choices."""
 
 
-def _choices(value: str, valid: list[str] | tuple[str, ...], what: str) -> ConfigError:
+def choice_error(value: str, valid: list[str] | tuple[str, ...], what: str) -> ConfigError:
+    """The one-line error for an unknown name: close matches, then every valid choice."""
     close = difflib.get_close_matches(str(value), list(valid), n=3)
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     return ConfigError(f"unknown {what} {value!r}{hint}; choose one of: {', '.join(valid)}")
@@ -167,6 +169,21 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finite_number(name: str, value: Any, hint: str = "") -> None:
+    """Raise ConfigError unless ``value`` is a finite int or float (NaN and ±inf are refused: an
+    infinite learning rate trains nothing and fills the metrics with NaN)."""
+    flag = name.replace("_", "-")
+    if not _is_number(value):
+        raise ConfigError(f"{flag} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        extra = f"; {hint}" if hint else ""
+        raise ConfigError(f"{flag} must be a finite number, got {value!r}{extra}")
+
+
 def classifier_models() -> list[str]:
     """Model names the trainer accepts: every registered classifier (the MAE models are excluded)."""
     import crate_edu
@@ -191,19 +208,19 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                 f"model {cfg.model!r} is a masked autoencoder; the trainer trains classifiers for now. "
                 f"Choose one of: {', '.join(models)}"
             )
-        raise _choices(cfg.model, models, "model")
+        raise choice_error(cfg.model, models, "model")
     if cfg.dataset not in list_datasets():
-        raise _choices(cfg.dataset, list_datasets(), "dataset")
+        raise choice_error(cfg.dataset, list_datasets(), "dataset")
     if cfg.optimizer not in OPTIMIZERS:
-        raise _choices(cfg.optimizer, OPTIMIZERS, "optimizer")
+        raise choice_error(cfg.optimizer, OPTIMIZERS, "optimizer")
     if cfg.precision not in PRECISIONS:
-        raise _choices(cfg.precision, PRECISIONS, "precision")
+        raise choice_error(cfg.precision, PRECISIONS, "precision")
     if cfg.augment is not None and cfg.augment not in POLICIES:
-        raise _choices(cfg.augment, POLICIES, "augmentation policy")
+        raise choice_error(cfg.augment, POLICIES, "augmentation policy")
     if cfg.normalize is not None and cfg.normalize not in NORMALIZATIONS:
-        raise _choices(cfg.normalize, NORMALIZATIONS, "normalisation")
+        raise choice_error(cfg.normalize, NORMALIZATIONS, "normalisation")
     if cfg.data_on_device not in DATA_ON_DEVICE:
-        raise _choices(cfg.data_on_device, DATA_ON_DEVICE, "data-on-device setting")
+        raise choice_error(cfg.data_on_device, DATA_ON_DEVICE, "data-on-device setting")
     if cfg.compile is not None and not (isinstance(cfg.compile, str) and cfg.compile):
         raise ConfigError(
             f"compile must name a torch.compile backend such as 'inductor', got {cfg.compile!r}"
@@ -230,10 +247,16 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     positive_int("threads", cfg.threads, allow_none=True)
     if cfg.num_workers is not None and (not isinstance(cfg.num_workers, int) or cfg.num_workers < 0):
         raise ConfigError(f"num-workers must be 0 or more, got {cfg.num_workers!r}")
+    for name in ("lr", "weight_decay", "momentum", "warmup_epochs", "min_lr_ratio", "label_smoothing"):
+        finite_number(name, getattr(cfg, name))
+    if cfg.grad_clip is not None:
+        finite_number("grad_clip", cfg.grad_clip, "0 on the command line (None in Python): no clipping")
     if not cfg.lr > 0:
         raise ConfigError(f"lr must be positive, got {cfg.lr!r}")
     if not cfg.weight_decay >= 0:
         raise ConfigError(f"weight-decay must be 0 or more, got {cfg.weight_decay!r}")
+    if not 0 <= cfg.momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1) (SGD's usual value: 0.9), got {cfg.momentum!r}")
     if not 0 <= cfg.label_smoothing < 1:
         raise ConfigError(f"label-smoothing must be in [0, 1), got {cfg.label_smoothing!r}")
     if cfg.grad_clip is not None and not cfg.grad_clip > 0:
@@ -244,10 +267,14 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         )
     if not 0 <= cfg.min_lr_ratio <= 1:
         raise ConfigError(f"min-lr-ratio must be in [0, 1], got {cfg.min_lr_ratio!r}")
-    if cfg.betas is not None and not (len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas)):
+    if cfg.betas is not None and not (
+        isinstance(cfg.betas, (tuple, list))
+        and len(cfg.betas) == 2
+        and all(_is_number(b) and 0 <= b < 1 for b in cfg.betas)
+    ):
         raise ConfigError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}")
-    if not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be an integer from 0 to 2**32 - 1 (NumPy's range), got {cfg.seed!r}")
     try:
         crate_edu.model_config(cfg.model, **model_kwargs(cfg))
     except (TypeError, ValueError) as e:

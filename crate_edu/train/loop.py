@@ -33,20 +33,21 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from crate_edu.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     METRICS_NAME,
-    append_jsonl,
     atomic_write_bytes,
     is_checkpoint,
     load_checkpoint,
+    read_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_error,
     write_jsonl,
 )
 from crate_edu.train.config import (
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EpochSampler",
     "RunResult",
+    "TrainingDivergedError",
     "build_datasets",
     "build_model",
     "build_optimizer",
@@ -279,10 +281,12 @@ def _load_pretrained(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     size = image_size_of(cfg)
+    from crate_edu.weights import CheckpointError
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        obj = None  # not a torch zip file (e.g. safetensors): let load_official read it
+        obj = read_checkpoint(path, mmap=True)  # nothing in the file runs; legacy format too
+    except (CheckpointError, FileNotFoundError) as e:
+        raise ConfigError(f"--pretrained {path}: {_one_line(e)}") from None
     if is_checkpoint(obj):
         src_cfg = TrainConfig.from_dict(obj["config"])
         if src_cfg.model != cfg.model:
@@ -376,6 +380,22 @@ def evaluate(
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
+    from crate_edu.train.config import PRECISIONS, choice_error
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if num_workers is not None and (
+        isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0
+    ):
+        raise ConfigError(f"num_workers must be 0 or more (or None for the default), got {num_workers!r}")
+    if precision not in PRECISIONS:
+        raise choice_error(precision, PRECISIONS, "precision")
+    try:
+        n_items = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        n_items = None  # an iterable dataset: its size is unknown
+    if n_items == 0:
+        raise ConfigError("the dataset to evaluate is empty; give one with at least one image")
     state = distributed_state()
     mp = resolve_precision(precision, state.device.type)
     accelerator = Accelerator(
@@ -394,6 +414,58 @@ def evaluate(
 # --------------------------------------------------------------------------------------------
 # Training.
 # --------------------------------------------------------------------------------------------
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss (or the test loss) became NaN or infinite, so the run was stopped.
+
+    ``str(err)`` is one line: the epoch and step, the value, what to change, and where the last good
+    checkpoint is. The epoch that diverged is neither saved nor logged: ``checkpoint.pt`` and
+    ``metrics.jsonl`` keep the last good epoch (or do not exist, if it was the first).
+    """
+
+
+def _diverged(
+    cfg: TrainConfig, what: str, value: float, epoch: int, where: str, ckpt: Path, lr: float, fp16: bool
+) -> TrainingDivergedError:
+    last = (
+        f"{ckpt} still holds epoch {epoch - 1}, the last good one"
+        if epoch > 1
+        else "no checkpoint was written"
+    )
+    fixes = [f"a lower --lr (this run: {lr:.3g} at that step, peak {cfg.lr:g})"]
+    if cfg.grad_clip is None:
+        fixes.append("--grad-clip 1.0")
+    if cfg.warmup_epochs < 1:
+        fixes.append("--warmup-epochs 1")
+    if fp16:
+        fixes.append("--precision bf16 or no (fp16 overflows more easily)")
+    return TrainingDivergedError(
+        f"training diverged: the {what} became {value} at epoch {epoch}, {where}; the run stopped "
+        f"and {last}; start a new run (another --out) with {', '.join(fixes[:-1])}"
+        + (f" or {fixes[-1]}" if len(fixes) > 1 else fixes[0])
+    )
+
+
+def _first_nonfinite(accelerator: Any, losses: Tensor, start: int, stop: int) -> tuple[int, float] | None:
+    """The first micro-step in ``[start, stop)`` whose loss is not finite on any process, with that
+    loss, or None. One synchronisation (and one gather across processes)."""
+    if stop <= start:
+        return None
+    window = losses[start:stop]
+    bad = ~torch.isfinite(window)
+    big = torch.tensor(stop, device=window.device)
+    idx = torch.where(bad.any(), bad.float().argmax() + start, big)  # first bad index, or stop
+    val = window[torch.clamp(idx - start, max=max(0, stop - start - 1))]
+    both = torch.stack([idx.to(torch.float64), val.to(torch.float64)]).reshape(1, 2)
+    if accelerator.num_processes > 1:
+        both = accelerator.gather(both)  # (num_processes, 2)
+    both = both.cpu()
+    first = int(both[:, 0].min())
+    if first >= stop:
+        return None
+    row = int(both[:, 0].argmin())
+    return first, float(both[row, 1])
 
 
 @dataclass
@@ -499,6 +571,13 @@ def fit(
 
     Returns:
         A :class:`RunResult`.
+
+    Raises:
+        TrainingDivergedError: the training or test loss became NaN or infinite; the epoch is
+            neither saved nor logged, so ``checkpoint.pt`` and ``metrics.jsonl`` keep the last good one.
+        crate_edu.train.checkpoint.FileWriteError: a file of the run folder could not be written
+            (disk full, read-only, ...); the previous version of each file is unchanged.
+        ConfigError: the batch does not fit the data or the hardware cannot run the precision.
     """
     threads_before = torch.get_num_threads()
     try:
@@ -545,6 +624,8 @@ def _fit(
             f"batch-size {cfg.batch_size} is larger than the train split ({n_train} images of "
             f"{cfg.dataset}); choose a batch size between 1 and {n_train}"
         )
+    if len(test_set) == 0:  # type: ignore[arg-type]
+        raise ConfigError(f"the test split of {cfg.dataset} is empty; the run evaluates after every epoch")
     eval_bs = cfg.eval_batch_size or cfg.batch_size
     eval_bs = max(nproc, eval_bs // nproc * nproc)
 
@@ -602,7 +683,10 @@ def _fit(
         accelerator.scaler.load_state_dict(resume["scaler"])
 
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(out, e, previous=False) from None
         text = _config_json(cfg, mixed_precision, nproc).encode("utf-8")
         atomic_write_bytes(out / CONFIG_NAME, lambda f: f.write(text))
         write_jsonl(out / METRICS_NAME, history)  # drops lines of epochs the checkpoint does not have
@@ -638,8 +722,19 @@ def _fit(
             f"uint8 ({(loaders[0].nbytes + loaders[1].nbytes) / 2**20:.1f} MB per process); batches and "
             f"the '{loaders[0].policy}' augmentation are made there, no DataLoader"
         )
+    # A NaN or infinite loss stops the run before the epoch is saved (TrainingDivergedError). Each
+    # micro-step's loss is kept on the device; they are checked every step on a CPU and every
+    # `check_every` steps elsewhere, so that the check costs no synchronisation per step there.
+    check_every = 1 if accelerator.device.type == "cpu" else 25
+
+    def diverged(what: str, value: float, epoch: int, where: str) -> TrainingDivergedError:
+        fp16 = mixed_precision == "fp16"
+        return _diverged(cfg, what, value, epoch + 1, where, ckpt_path, lr_used, fp16)
+
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
+        losses = torch.zeros(max(1, micro_steps), dtype=torch.float32, device=accelerator.device)
+        checked = 0
         model.train()
         train_loader.set_epoch(epoch)
         acc_dtype = _sum_dtype(accelerator.device)
@@ -672,6 +767,18 @@ def _fit(
                 optimizer.zero_grad(set_to_none=True)
             if accelerator.sync_gradients:
                 step += 1
+            if i < losses.numel():
+                losses[i] = loss.detach()
+            if (i + 1) % check_every == 0 or i + 1 >= micro_steps:
+                bad = _first_nonfinite(accelerator, losses, checked, min(i + 1, losses.numel()))
+                checked = min(i + 1, losses.numel())
+                if bad is not None:
+                    k, value = bad
+                    where = (
+                        f"micro-step {k + 1} of {micro_steps} (optimizer step "
+                        f"{epoch * steps_per_epoch + k // cfg.grad_accum + 1} of {total_steps})"
+                    )
+                    raise diverged("training loss", value, epoch, where)
             loss_sum += loss.detach().to(acc_dtype)
             correct += (logits.detach().argmax(dim=-1) == y).sum().to(acc_dtype)
             seen += int(y.numel())
@@ -685,6 +792,8 @@ def _fit(
         train_loss = float(loss_sum) / (max(1, micro_steps) * nproc)
         train_acc = float(correct) / max(1, seen * nproc)
         ev = _evaluate_prepared(model, test_loader, accelerator)
+        if not math.isfinite(ev["loss"]):
+            raise diverged("test loss", ev["loss"], epoch, "in the evaluation after its last step")
         record = {
             "epoch": epoch + 1,
             "step": step,
@@ -715,7 +824,7 @@ def _fit(
                 },
                 ckpt_path,
             )
-            append_jsonl(out / METRICS_NAME, record)
+            write_jsonl(out / METRICS_NAME, history)  # atomic, like the checkpoint: never a torn line
         accelerator.wait_for_everyone()
         accelerator.print(
             f"epoch {epoch + 1}/{cfg.epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}  "
@@ -768,6 +877,17 @@ def _merge_resume_config(
     return saved.replace(**changes)
 
 
+def _check_run_folder(out: Path) -> None:
+    """Raise ConfigError, before any data is loaded, if ``out`` cannot be a run folder: it is a file,
+    or a part of its path is a file."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == out else f"lies under {parent}, which is a file"
+                raise ConfigError(f"--out {out} {what}, not a folder; choose a folder path for the run")
+            return
+
+
 def train(
     cfg: TrainConfig | None = None,
     out_dir: str | os.PathLike | None = None,
@@ -791,7 +911,8 @@ def train(
 
     Raises:
         ConfigError: a bad configuration, batch size or checkpoint (one-line message).
-        crate_edu.data.DatasetUnavailableError: the dataset is missing.
+        crate_edu.data.DatasetUnavailableError: the dataset is missing or its files are damaged.
+        TrainingDivergedError, FileWriteError: see :func:`fit`.
     """
     ckpt: dict[str, Any] | None = None
     if resume:
@@ -826,7 +947,9 @@ def train(
     if out_dir is None:
         raise ConfigError("no run folder: pass out_dir (--out DIR)")
     check_config(cfg)
+    resolve_precision(cfg.precision, distributed_state().device.type)  # e.g. fp16 on a CPU: say so now
     out = Path(out_dir)
+    _check_run_folder(out)
     if ckpt is None and (out / CHECKPOINT_NAME).exists():
         raise ConfigError(
             f"{out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, "
@@ -835,11 +958,36 @@ def train(
 
     from accelerate.utils import set_seed
 
-    set_seed(cfg.seed)  # the same initial weights in every process
-    if ckpt is not None:
-        cfg_no_pretrained = cfg.replace(pretrained=None)  # the checkpoint has the weights
-        model = build_model(cfg_no_pretrained)
-    else:
-        model = build_model(cfg)
-    train_set, test_set = build_datasets(cfg)
-    return fit(model, train_set, test_set, cfg, out, resume=ckpt, on_epoch_end=on_epoch_end)
+    # The run folder is made before the (possibly long) data loading, so that an unwritable --out
+    # fails at once; a folder made here is removed again if the run stops before writing into it.
+    made = _make_run_folder(out) if distributed_state().is_main_process else []
+    try:
+        set_seed(cfg.seed)  # the same initial weights in every process
+        if ckpt is not None:
+            cfg_no_pretrained = cfg.replace(pretrained=None)  # the checkpoint has the weights
+            model = build_model(cfg_no_pretrained)
+        else:
+            model = build_model(cfg)
+        train_set, test_set = build_datasets(cfg)
+        return fit(model, train_set, test_set, cfg, out, resume=ckpt, on_epoch_end=on_epoch_end)
+    except BaseException:
+        for folder in made:  # deepest first; only folders that are still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _make_run_folder(out: Path) -> list[Path]:
+    """Create ``out`` (and missing parents); returns the folders created, deepest first.
+
+    Raises:
+        FileWriteError: it cannot be created (read-only file system, no permission, ...).
+    """
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(out, e, previous=False) from None
+    return missing

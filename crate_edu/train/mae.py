@@ -8,11 +8,12 @@ models taught here, so one readable loop serves better)::
     run = pretrain_mae(MAETrainConfig(epochs=3), "runs/crate-mae")
     run.model, run.history        # the trained CRATEMAE, one dict per epoch
 
-Per epoch it appends a line to ``metrics.jsonl`` (train loss, masked-patch test loss with fixed
-masks, learning rate, time) and atomically rewrites ``checkpoint.pt`` (model, optimiser, step,
+Per epoch it atomically rewrites ``metrics.jsonl`` (one line per epoch: train loss, masked-patch
+test loss with fixed masks, learning rate, time) and ``checkpoint.pt`` (model, optimiser, step,
 history, configuration) with :func:`crate_edu.train.checkpoint.save_checkpoint`. The shuffling
 and the masks of epoch ``e`` come from generators seeded by ``(seed, e)``, so ``resume=True``
-continues an interrupted run exactly as if it had not stopped.
+continues an interrupted run exactly as if it had not stopped. A NaN or infinite loss stops the
+run (``TrainingDivergedError``) before that epoch is saved.
 
 Optimiser: AdamW with betas (0.9, 0.95) (the MAE recipe), linear warm-up then cosine decay
 (:func:`crate_edu.train.loop.warmup_cosine`), per-step.
@@ -21,6 +22,7 @@ Optimiser: AdamW with betas (0.9, 0.95) (the MAE recipe), linear warm-up then co
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,12 +37,13 @@ from crate_edu.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     METRICS_NAME,
-    append_jsonl,
+    atomic_write_bytes,
     load_checkpoint,
     save_checkpoint,
+    write_error,
     write_jsonl,
 )
-from crate_edu.train.loop import warmup_cosine
+from crate_edu.train.loop import TrainingDivergedError, warmup_cosine
 
 __all__ = ["MAETrainConfig", "MAERunResult", "pretrain_mae", "build_mae_model", "load_mae_run"]
 
@@ -190,7 +193,10 @@ def _pretrain(cfg, out_dir, resume, datasets, log) -> MAERunResult:
     start_epoch, elapsed, cpu = 0, 0.0, 0.0
     folder = Path(out_dir) if out_dir is not None else None
     if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(folder, e, previous=False) from None
         ckpt_path = folder / CHECKPOINT_NAME
         if resume and ckpt_path.is_file():
             state = load_checkpoint(ckpt_path)
@@ -208,7 +214,8 @@ def _pretrain(cfg, out_dir, resume, datasets, log) -> MAERunResult:
             write_jsonl(folder / METRICS_NAME, history)  # drop lines of an epoch that did not finish
         else:
             write_jsonl(folder / METRICS_NAME, [])
-        (folder / CONFIG_NAME).write_text(json.dumps(_config_record(cfg), indent=2) + "\n")
+        text = (json.dumps(_config_record(cfg), indent=2) + "\n").encode("utf-8")
+        atomic_write_bytes(folder / CONFIG_NAME, lambda f: f.write(text))
 
     L = model.config.num_patches
     step = start_epoch * steps_per_epoch
@@ -231,9 +238,16 @@ def _pretrain(cfg, out_dir, resume, datasets, log) -> MAERunResult:
             loss.backward()
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            value = loss.item()
+            if not math.isfinite(value):  # the weights would be NaN from here on: stop, save nothing
+                raise TrainingDivergedError(
+                    f"training diverged: the masked-patch loss became {value} at epoch {epoch + 1}, step "
+                    f"{step + 1} of {total_steps}; the run stopped and the last checkpoint (if any) holds "
+                    f"epoch {epoch}; start again with a lower lr (now {cfg.lr:g}) or a grad_clip"
+                )
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.item()
+            loss_sum += value
             batches += 1
             step += 1
         elapsed += time.perf_counter() - t0
@@ -252,7 +266,6 @@ def _pretrain(cfg, out_dir, resume, datasets, log) -> MAERunResult:
         }
         history.append(record)
         if folder is not None:
-            append_jsonl(folder / METRICS_NAME, record)
             save_checkpoint(
                 {
                     "model": model.state_dict(),
@@ -268,6 +281,7 @@ def _pretrain(cfg, out_dir, resume, datasets, log) -> MAERunResult:
                 },
                 folder / CHECKPOINT_NAME,
             )
+            write_jsonl(folder / METRICS_NAME, history)  # atomic, after the checkpoint: never a torn line
         if log is not None:
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}  step {step}  train loss {record['train_loss']:.4f}  "
