@@ -3,7 +3,8 @@
 ``RECIPES[name]`` is a :class:`Recipe`; ``recipe.config(**overrides)`` gives the run configuration,
 and on the command line every flag overrides the recipe (``crate-edu train --recipe imagenet
 --epochs 90``). Each recipe's ``doc`` says where its values come from and what it is expected to
-reach; ``crate-edu list recipes`` prints them.
+reach; ``crate-edu list recipes`` prints one line per recipe (its ``summary``) and ``crate-edu show
+recipe NAME`` the whole of it.
 
 Facts about the official scripts (Ma-Lab-Berkeley/CRATE) that the recipes rely on:
 
@@ -30,7 +31,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from crate_edu.train.config import TrainConfig, _choices
+from crate_edu.train.config import TrainConfig, choice_error
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Recipe:
         label_smoothing, grad_clip, image_size, augment, normalize, model_overrides, betas, min_lr_ratio,
         threads: the :class:`~crate_edu.train.config.TrainConfig` fields this recipe sets.
         needs_pretrained: the recipe only makes sense from pretrained weights (``--pretrained``).
+        summary: one line for ``crate-edu list recipes`` (default: the doc's first sentence).
     """
 
     name: str
@@ -66,6 +68,11 @@ class Recipe:
     min_lr_ratio: float = 0.0
     threads: int | None = None
     needs_pretrained: bool = False
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.summary:  # default: the doc's first sentence
+            object.__setattr__(self, "summary", " ".join(self.doc.split()).split(". ")[0].rstrip("."))
 
     def config(self, **overrides: Any) -> TrainConfig:
         """The :class:`TrainConfig` of this recipe with ``overrides`` applied.
@@ -75,7 +82,7 @@ class Recipe:
         base = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("name", "doc", "needs_pretrained")
+            if f.name not in ("name", "doc", "needs_pretrained", "summary")
         }
         base["model_overrides"] = dict(self.model_overrides)
         extra = overrides.pop("model_overrides", None) or {}
@@ -95,6 +102,7 @@ class Recipe:
 _RECIPES: list[Recipe] = [
     Recipe(
         name="digits-quick",
+        summary="small CRATE on the offline digits, on a laptop CPU (97.5 % in ~30 s, measured)",
         doc=(
             "A small CRATE on scikit-learn's digits (offline), on a laptop CPU in a few minutes. "
             "crate_nano_cifar (dim 128, 4 heads) shortened to 4 layers and patch 8 (16 tokens of "
@@ -121,6 +129,7 @@ _RECIPES: list[Recipe] = [
     ),
     Recipe(
         name="cluttered-digits",
+        summary="CRATE on digits in clutter, with masks, for the segmentation notebooks (91.5 %, CPU)",
         doc=(
             "CRATE on cluttered-digits (digits at random scale, position and colour on textured "
             "backgrounds with distractor fragments, with foreground masks), trained well enough "
@@ -159,24 +168,24 @@ _RECIPES: list[Recipe] = [
     ),
     Recipe(
         name="cifar10-scratch",
+        summary="CIFAR-10 from scratch on one GPU, CRATE-T widths with patch 4 (expected ~85 %)",
         doc=(
-            "CIFAR-10 from scratch on ONE GPU, aiming at accuracy per GPU-minute. crate_tiny_cifar "
-            "(CRATE-T widths: dim 384, 12 layers, 6 heads; patch 4 = 64 tokens), 100 epochs, batch "
-            "512, AdamW lr 1e-3 wd 0.05, 5 warm-up epochs then cosine, label smoothing 0.1, "
-            "gradient clipping 1.0, random-crop + flip augmentation, bf16. Figures relied on: small "
-            "patches are what makes transformers work on 32 px images (kentaroy47/vision-"
-            "transformers-cifar10: ViT patch 4 80 % vs patch 8 30 % at 200 epochs, 88 % with patch 4 "
-            "at 500 epochs; SHI-Labs/Compact-Transformers: ViT-Lite-7/4, 3.7M params, 91.38 % in 200 "
-            "epochs); a 6.3M-param ViT with patch 4 reaches about 91 % in 200 epochs with "
-            "AutoAugment and label smoothing (omihub777/ViT-CIFAR); CRATE trails a ViT of the same "
-            "width by 3-5 points on ImageNet (CRATE-T 66.7 vs ViT-T 71.5, CRATE-S 69.2 vs ViT-S "
-            "72.4; arXiv 2306.01129). Our judgement: at half those epochs, crop + flip with label "
-            "smoothing is the cheaper point on the accuracy/time curve (stronger augmentation pays "
-            "back over longer schedules), so expect about 85 % test accuracy (plausible range "
-            "82-88 %); NOT measured in this repository (no GPU here). Estimated cost on one "
-            "A100/H100: 5-10 minutes (5.4M parameters x 65 tokens: about 2 GFLOP per training "
-            "image, 10 PFLOP for 100 x 50,000 images, plus data loading). For more accuracy, double "
-            "the epochs and try --augment randaugment."
+            "CIFAR-10 from scratch on ONE GPU, aiming at accuracy per GPU-minute. crate_tiny_cifar (CRATE-T "
+            "widths: dim 384, 12 layers, 6 heads; patch 4 = 64 tokens), 100 epochs, batch 512, AdamW lr 1e-3"
+            " wd 0.05, 5 warm-up epochs then cosine, label smoothing 0.1, gradient clipping 1.0, random-crop"
+            " + flip augmentation, bf16. Figures relied on: small patches are what makes transformers work "
+            "on 32 px images (kentaroy47/vision-transformers-cifar10: ViT patch 4 80 % vs patch 8 30 % at "
+            "200 epochs, 88 % with patch 4 at 500 epochs; SHI-Labs/Compact-Transformers: ViT-Lite-7/4, 3.7M "
+            "params, 91.38 % in 200 epochs); a 6.3M-param ViT with patch 4 reaches about 91 % in 200 epochs "
+            "with AutoAugment and label smoothing (omihub777/ViT-CIFAR); on ImageNet-1K, CRATE-T trails "
+            "ViT-S, a ViT of the same width and depth (384 wide, 12 layers; 6.1 M against 22 M parameters), "
+            "by 5.7 points: 66.7 vs 72.4 % (arXiv 2306.01129; CRATE-T against ViT-T's 71.5 % compares a "
+            "384-wide model with a 192-wide one). Our judgement: at half those epochs, crop + flip with "
+            "label smoothing is the cheaper point on the accuracy/time curve (stronger augmentation pays "
+            "back over longer schedules), so expect about 85 % test accuracy (plausible range 82-88 %); NOT "
+            "measured in this repository (no GPU here). Estimated cost on one A100/H100: 5-10 minutes (5.4M "
+            "parameters x 65 tokens: about 2 GFLOP per training image, 10 PFLOP for 100 x 50,000 images, "
+            "plus data loading). For more accuracy, double the epochs and try --augment randaugment."
         ),
         model="crate_tiny_cifar",
         dataset="cifar10",
@@ -192,6 +201,7 @@ _RECIPES: list[Recipe] = [
     ),
     Recipe(
         name="imagenette",
+        summary="Imagenette at 160 px from scratch, a sub-ImageNet sanity run for one GPU",
         doc=(
             "Imagenette (10 easy ImageNet classes, 9,469 train images) at 160 px from scratch: "
             "crate_tiny (official CRATE-T widths, patch 16: 10x10 tokens), 100 epochs, batch 256, "
@@ -216,6 +226,7 @@ _RECIPES: list[Recipe] = [
     ),
     Recipe(
         name="imagenet",
+        summary="ImageNet-1K pre-training as published (Lion, batch 2,048, 150 epochs)",
         doc=(
             "ImageNet-1K pre-training as published (arXiv 2306.01129, appendix; official main.py): "
             "Lion, lr 2.4e-4 (used as given, not scaled with the batch), weight decay 0.5, batch "
@@ -241,6 +252,7 @@ _RECIPES: list[Recipe] = [
     ),
     Recipe(
         name="finetune",
+        summary="fine-tune ImageNet weights as the official finetune.py (needs --pretrained)",
         doc=(
             "Fine-tuning ImageNet-pretrained CRATE as in the official finetune.py and the paper: "
             "AdamW lr 5e-5, betas (0.9, 0.999), weight decay 0.01, batch 512 (paper; the README "
@@ -288,5 +300,5 @@ def get_recipe(name: str) -> Recipe:
         ConfigError: unknown name (the message lists the valid ones).
     """
     if name not in RECIPES:
-        raise _choices(name, list_recipes(), "recipe")
+        raise choice_error(name, list_recipes(), "recipe")
     return RECIPES[name]
