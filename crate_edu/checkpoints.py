@@ -17,6 +17,7 @@ them, Colab's included; each is checked against its pinned sha256 before use.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ __all__ = [
     "TUTORIAL_CHECKPOINTS",
     "save_weights",
     "export_run",
+    "is_weights_file",
     "read_weights_info",
     "load_weights",
     "tutorial_checkpoint",
@@ -148,21 +150,87 @@ def save_weights(
         "overrides": json.dumps(dict(overrides or {}), sort_keys=True),
         "metadata": json.dumps(dict(metadata or {}), sort_keys=True),
     }
+    # The checksum covers the tensors' table (names, dtypes, shapes, offsets) and their bytes; adding
+    # it to the header changes neither, so it is computed on a first serialisation.
+    header[CHECKSUM_KEY] = _tensor_checksum(save(state, metadata=header))
     blob = save(state, metadata=header)
     return atomic_write_bytes(Path(path), lambda f: f.write(blob))
 
 
-def export_run(run: PathLike, path: PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
+#: Header key of the checksum of a weights file's tensors (files written before it have none).
+CHECKSUM_KEY = "tensors_sha256"
+
+
+def _split_safetensors(blob: bytes) -> tuple[dict[str, Any], bytes]:
+    """(header dict, data bytes) of a safetensors file's contents; ValueError if malformed."""
+    if len(blob) < 8:
+        raise ValueError("shorter than a safetensors header")
+    n = int.from_bytes(blob[:8], "little")
+    if not 0 < n <= len(blob) - 8:
+        raise ValueError(f"header length {n} does not fit a file of {len(blob)} bytes")
+    header = json.loads(blob[8 : 8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header, blob[8 + n :]
+
+
+def _tensor_checksum(blob: bytes) -> str:
+    """sha256 over the tensor table of a safetensors file (canonical JSON, ``__metadata__`` left out)
+    followed by its data bytes: any change to a tensor's bytes, dtype, shape or place changes it."""
+    header, data = _split_safetensors(blob)
+    table = {k: v for k, v in header.items() if k != "__metadata__"}
+    digest = hashlib.sha256(json.dumps(table, sort_keys=True, separators=(",", ":")).encode())
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def export_run(
+    run: PathLike,
+    path: PathLike,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write the weights of a ``crate_edu.train`` run (its folder or checkpoint file) to ``path``.
 
     The model name and overrides come from the run's configuration; its last epoch's metrics and
     its configuration are recorded in the metadata with ``metadata`` added on top.
+
+    Args:
+        run: a run folder or its ``checkpoint.pt``.
+        path: the ``.safetensors`` file to write (its folder is created).
+        metadata: JSON-serialisable extras recorded in the header.
+        overwrite: replace an existing file at ``path`` (default: refuse, ``FileExistsError``).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False (nothing is written).
+        IsADirectoryError: ``path`` is a folder.
+        FileNotFoundError: no checkpoint at ``run``.
+        crate_edu.weights.CheckpointError: the checkpoint cannot be read (truncated, not a
+            checkpoint, a pickle that needs code, ...).
+        crate_edu.train.checkpoint.FileWriteError: the file cannot be written (disk full, read-only).
     """
     from crate_edu.train import TrainConfig
-    from crate_edu.train.checkpoint import load_checkpoint
+    from crate_edu.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from crate_edu.train.config import model_kwargs
 
-    ckpt = load_checkpoint(run)
+    src = Path(run) / CHECKPOINT_NAME if Path(run).is_dir() else Path(run)
+    if not src.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {src}; give a run folder of crate-edu train or its checkpoint.pt"
+        )
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"{out} is a folder; give the path of a .safetensors file to write, "
+            f"e.g. {out / 'weights.safetensors'}"
+        )
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"{out} already exists; choose another file name or replace it with overwrite=True "
+            "(crate-edu export --force)"
+        )
+    ckpt = load_checkpoint(src)
     cfg = TrainConfig.from_dict(ckpt["config"])
     model = _build(cfg.model, model_kwargs(cfg), Path(run))
     model.load_state_dict(ckpt["model"])
@@ -179,33 +247,52 @@ def export_run(run: PathLike, path: PathLike, *, metadata: Mapping[str, Any] | N
 # --------------------------------------------------------------------------------------------------
 
 
-def read_weights_info(path: PathLike) -> WeightsInfo:
-    """The header of a weights file written by :func:`save_weights` (no tensors are read)."""
+def _header(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file; WeightsFileError if it is not one."""
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+            return f.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - any parse failure means the same thing here
         raise WeightsFileError(
-            f"{path} is not a safetensors file ({exc}); crate_edu weights files are written by "
-            "crate_edu.checkpoints.save_weights"
+            f"{path} is not a safetensors file ({' '.join(str(exc).split())[:160]}); crate_edu weights "
+            "files are written by crate_edu.checkpoints.save_weights (crate-edu export)"
         ) from None
+
+
+def is_weights_file(path: PathLike) -> bool:
+    """True if ``path`` is a safetensors file written by :func:`save_weights` (its header is read)."""
+    try:
+        return _header(Path(path)).get("format") == FORMAT
+    except (OSError, WeightsFileError):
+        return False
+
+
+def read_weights_info(path: PathLike) -> WeightsInfo:
+    """The header of a weights file written by :func:`save_weights` (no tensors are read)."""
+    path = Path(path)
+    header = _header(path)
     if header.get("format") != FORMAT:
         raise WeightsFileError(
             f"{path} is a safetensors file but not a crate_edu weights file (format "
             f"{header.get('format')!r}, expected {FORMAT!r}); load plain state dicts with "
             "crate_edu.load_official or model.load_state_dict"
         )
-    return WeightsInfo(
-        model_name=header["model_name"],
-        overrides=json.loads(header.get("overrides", "{}")),
-        metadata=json.loads(header.get("metadata", "{}")),
-        path=path,
-    )
+    try:
+        overrides = json.loads(header.get("overrides", "{}"))
+        metadata = json.loads(header.get("metadata", "{}"))
+        model_name = header["model_name"]
+    except (KeyError, ValueError) as exc:
+        raise WeightsFileError(
+            f"{path}: its header is damaged ({type(exc).__name__}: {exc}); export the weights again "
+            "(crate-edu export RUN FILE --force) or copy the file again"
+        ) from None
+    if not isinstance(overrides, dict) or not isinstance(metadata, dict):
+        raise WeightsFileError(f"{path}: its header is damaged (overrides or metadata not a JSON object)")
+    return WeightsInfo(model_name=model_name, overrides=overrides, metadata=metadata, path=path)
 
 
 def _build(model_name: str, overrides: Mapping[str, Any], source: Path) -> nn.Module:
@@ -226,11 +313,26 @@ def load_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tu
     Returns:
         ``(model, info)``.
     """
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     info = read_weights_info(path)
     model = _build(info.model_name, info.overrides, info.path)
-    state = load_file(str(info.path), device=str(map_location))
+    blob = info.path.read_bytes()
+    header, _ = _split_safetensors(blob)
+    expected = header.get("__metadata__", {}).get(CHECKSUM_KEY)
+    if expected is not None and _tensor_checksum(blob) != expected:
+        raise WeightsFileError(
+            f"{info.path}: the tensor data does not match the checksum in its header, so the file is "
+            "damaged (a partial copy or changed bytes); copy it again, or export it again from its run "
+            "(crate-edu export RUN FILE --force)"
+        )
+    try:
+        state = {k: v.to(map_location) for k, v in load(blob).items()}
+    except Exception as exc:  # noqa: BLE001 - a malformed file (no checksum to catch it earlier)
+        raise WeightsFileError(
+            f"{info.path}: its tensors cannot be read ({' '.join(str(exc).split())[:160]}); copy the "
+            "file again or export it again from its run"
+        ) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise WeightsFileError(
