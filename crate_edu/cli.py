@@ -11,16 +11,19 @@ Examples::
     crate-edu eval runs/c10/checkpoint.pt             # test accuracy and loss of a checkpoint
     crate-edu eval CRATE_small.pth --model crate_small --dataset imagenet --data-dir /data/imagenet
     crate-edu fetch cifar10 crate_alpha_b16_in1k      # datasets and published weights, ahead of time
-    crate-edu list recipes
+    crate-edu export runs/c10 c10.safetensors         # weights + how to rebuild the model (--force: replace)
+    crate-edu list recipes                            # one line each (--verbose: in full)
+    crate-edu show recipe cifar10-scratch             # also: show model|dataset|weights NAME
 
-Bad input (an unknown name, a negative number, a batch that does not fit, missing data) is
-reported as one line on stderr with exit status 2; an interrupted run exits with 130.
+Bad input (an unknown name, a negative or non-finite number, a batch that does not fit, missing
+or damaged data and checkpoints, a file that cannot be written, a run that diverges) is reported
+as one line on stderr with exit status 2; an interrupted run exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -43,6 +46,26 @@ class _UsageError(Exception):
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error that no command turned into a message of its own."""
+    import errno
+
+    fixes = {
+        errno.ENOENT: "check the path",
+        errno.EACCES: "check the permissions, or choose a path you own",
+        errno.EPERM: "check the permissions, or choose a path you own",
+        errno.ENOSPC: "free space on that disk, or choose another path",
+        errno.EROFS: "the file system is read-only: choose a path on a writable disk",
+        errno.EISDIR: "that path is a folder: give a file",
+        errno.ENOTDIR: "a part of that path is a file, not a folder: check the path",
+        errno.EEXIST: "that path exists: choose another one",
+    }
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or _one_line(exc) or type(exc).__name__
+    fix = fixes.get(exc.errno or -1, "check the path, its permissions and the free space")
+    return f"{what}{where}; {fix}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,8 +108,19 @@ _CONFIG_FLAGS = (
 _MODEL_FLAGS = ("depth", "dim", "heads", "patch_size", "pool", "dropout")
 
 
+def _finite_float(text: str) -> float:
+    """An argparse type: a finite float (``nan``, ``inf`` and overflowing values are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}; give a number such as 0.001") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give a number such as 0.001")
+    return value
+
+
 def _grad_clip(text: str) -> float | None:
-    value = float(text)
+    value = _finite_float(text)
     return None if value == 0 else value
 
 
@@ -157,12 +191,12 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--grad-accum", type=int, help="forward passes per optimiser step (default 1)")
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--optimizer", help="lion, adamw or sgd")
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--momentum", type=float, help="SGD momentum")
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--min-lr-ratio", type=float, help="final lr as a fraction of --lr")
-    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--lr", type=_finite_float, help="peak learning rate")
+    g.add_argument("--weight-decay", type=_finite_float)
+    g.add_argument("--momentum", type=_finite_float, help="SGD momentum")
+    g.add_argument("--warmup-epochs", type=_finite_float)
+    g.add_argument("--min-lr-ratio", type=_finite_float, help="final lr as a fraction of --lr")
+    g.add_argument("--label-smoothing", type=_finite_float)
     g.add_argument("--grad-clip", type=_grad_clip, help="max global gradient norm (0: no clipping)")
     g.add_argument("--threads", type=int, help="CPU threads of torch per process")
 
@@ -173,7 +207,7 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--heads", type=int)
     g.add_argument("--patch-size", type=int)
     g.add_argument("--pool", help="cls or mean")
-    g.add_argument("--dropout", type=float)
+    g.add_argument("--dropout", type=_finite_float)
 
 
 def _add_eval(sub: Any) -> None:
@@ -183,7 +217,9 @@ def _add_eval(sub: Any) -> None:
         description="Evaluate a trainer checkpoint (or official weights with --model) on a dataset split.",
     )
     p.add_argument(
-        "checkpoint", help="checkpoint.pt, a run folder, or an official weights file (with --model)"
+        "checkpoint",
+        help="checkpoint.pt, a run folder, a weights file written by `crate-edu export`, or an official "
+        "weights file (with --model)",
     )
     p.add_argument("--dataset", help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="test", choices=("test", "train"))
@@ -191,7 +227,7 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--model", help="model name, for official weights files")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--precision", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "no", "fp16", "bf16"))
     p.add_argument("--num-workers", type=int)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate on a fixed random subset of N images")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -222,11 +258,31 @@ def _add_export(sub: Any) -> None:
     p.add_argument("run", help="a run folder or its checkpoint.pt")
     p.add_argument("out", help="the .safetensors file to write")
     p.add_argument("--command", dest="made_by", help="record the command that produced the run")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
+
+
+#: What ``list`` and ``show`` know about.
+_KINDS = ("models", "datasets", "recipes", "weights")
 
 
 def _add_list(sub: Any) -> None:
-    p = sub.add_parser("list", help="list models, datasets, recipes or published weights")
-    p.add_argument("what", choices=("models", "datasets", "recipes", "weights"))
+    p = sub.add_parser(
+        "list",
+        help="list models, datasets, recipes or published weights (one line each)",
+        description="One line per entry; `crate-edu show KIND NAME` (or --verbose) gives the details.",
+    )
+    p.add_argument("what", choices=_KINDS)
+    p.add_argument("-v", "--verbose", action="store_true", help="the full description of each entry")
+
+
+def _add_show(sub: Any) -> None:
+    p = sub.add_parser(
+        "show",
+        help="everything about one model, dataset, recipe or published weights",
+        description="Print one entry in full, e.g. `crate-edu show recipe cifar10-scratch`.",
+    )
+    p.add_argument("what", choices=("model", "dataset", "recipe", "weights"))
+    p.add_argument("name", help="its name (crate-edu list KIND)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fetch(sub)
     _add_export(sub)
     _add_list(sub)
+    _add_show(sub)
     return parser
 
 
@@ -324,11 +381,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model, test dataset, description) for ``crate-edu eval``."""
-    import torch
-
     import crate_edu
+    from crate_edu.checkpoints import is_weights_file, load_weights
     from crate_edu.data import build_dataset, dataset_info
-    from crate_edu.train.checkpoint import CHECKPOINT_NAME, is_checkpoint
+    from crate_edu.train.checkpoint import CHECKPOINT_NAME, is_checkpoint, read_checkpoint
     from crate_edu.train.config import ConfigError, TrainConfig, check_config, image_size_of, model_kwargs
     from crate_edu.train.loop import _limit
 
@@ -337,38 +393,50 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise _UsageError(f"no checkpoint at {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        obj = None
-    if is_checkpoint(obj):
-        cfg = TrainConfig.from_dict(obj["config"])
-        if args.model is not None and args.model != cfg.model:
-            raise _UsageError(f"{path} holds a {cfg.model!r} model, not {args.model!r}")
-        model = crate_edu.create_model(cfg.model, **model_kwargs(cfg))
-        model.load_state_dict(obj["model"])
-        dataset = args.dataset or cfg.dataset
-        image_size = image_size_of(cfg)
-        augment, normalize = cfg.augment, cfg.normalize
-        data_dir = args.data_dir if args.data_dir is not None else cfg.data_dir
-    else:
-        if args.model is None or args.dataset is None:
-            raise _UsageError(
-                f"{path} is not a crate-edu checkpoint; to evaluate official weights pass --model NAME "
-                "and --dataset NAME"
-            )
-        cfg = TrainConfig(model=args.model, dataset=args.dataset)
-        check_config(cfg)
-        try:
-            model = crate_edu.load_official(args.model, path)
-        except (ValueError, RuntimeError, OSError) as e:
-            raise _UsageError(f"{path}: {_one_line(e)}") from None
-        dataset = args.dataset
+    if is_weights_file(path):  # written by `crate-edu export`: it says which model and data
+        model, info = load_weights(path)
+        saved = info.metadata.get("train_config")
+        cfg = TrainConfig.from_dict(saved) if isinstance(saved, dict) else None
+        if args.model is not None and args.model != info.model_name:
+            raise _UsageError(f"{path} holds a {info.model_name!r} model, not {args.model!r}")
+        if args.dataset is None and cfg is None:
+            raise _UsageError(f"{path} does not record the dataset it was trained on; pass --dataset NAME")
+        dataset = args.dataset or cfg.dataset  # type: ignore[union-attr]
         image_size = getattr(model.config, "image_size", None)
-        augment, data_dir = None, args.data_dir
-        normalize = "imagenet"  # the published weights were trained on ImageNet-normalised images
-    del obj
-    check_config(TrainConfig(model=cfg.model, dataset=dataset, image_size=image_size))
+        augment = cfg.augment if cfg is not None else None
+        normalize = cfg.normalize if cfg is not None else None
+        data_dir = args.data_dir if args.data_dir is not None or cfg is None else cfg.data_dir
+        model_name = info.model_name
+    else:
+        obj = read_checkpoint(path, mmap=True)  # nothing in the file runs; one line if unreadable
+        if is_checkpoint(obj):
+            cfg = TrainConfig.from_dict(obj["config"])
+            if args.model is not None and args.model != cfg.model:
+                raise _UsageError(f"{path} holds a {cfg.model!r} model, not {args.model!r}")
+            model = crate_edu.create_model(cfg.model, **model_kwargs(cfg))
+            model.load_state_dict(obj["model"])
+            dataset = args.dataset or cfg.dataset
+            image_size = image_size_of(cfg)
+            augment, normalize = cfg.augment, cfg.normalize
+            data_dir = args.data_dir if args.data_dir is not None else cfg.data_dir
+            model_name = cfg.model
+        else:
+            if args.model is None or args.dataset is None:
+                raise _UsageError(
+                    f"{path} is not a crate-edu checkpoint (a plain state dict or other weights); to "
+                    "evaluate official weights pass --model NAME and --dataset NAME"
+                )
+            check_config(TrainConfig(model=args.model, dataset=args.dataset))
+            try:
+                model = crate_edu.load_official(args.model, path)
+            except (ValueError, RuntimeError, OSError) as e:
+                raise _UsageError(f"{path}: {_one_line(e)}") from None
+            dataset, model_name = args.dataset, args.model
+            image_size = getattr(model.config, "image_size", None)
+            augment, data_dir = None, args.data_dir
+            normalize = "imagenet"  # the published weights were trained on ImageNet-normalised images
+        del obj
+    check_config(TrainConfig(model=model_name, dataset=dataset, image_size=image_size))
     n_model = getattr(model.config, "num_classes", None)
     n_data = dataset_info(dataset).num_classes
     if n_model is not None and n_model != n_data:
@@ -387,8 +455,6 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
         download=args.download,
     )
     if args.limit is not None:
-        if args.limit < 1:
-            raise _UsageError(f"--limit must be a positive integer, got {args.limit}")
         ds = _limit(ds, args.limit)
     return model, ds, f"{dataset} {args.split}"
 
@@ -396,16 +462,21 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
 def cmd_eval(args: argparse.Namespace) -> int:
     """``crate-edu eval``."""
     from crate_edu.train import evaluate
+    from crate_edu.train.checkpoint import json_line
 
     if args.batch_size < 1:
         raise _UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise _UsageError(f"--limit must be a positive integer, got {args.limit}")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise _UsageError(f"--num-workers must be 0 or more, got {args.num_workers}")
     model, ds, what = _load_for_eval(args)
     result = evaluate(
         model, ds, batch_size=args.batch_size, precision=args.precision, num_workers=args.num_workers
     )
     if _is_main_process():
         if args.json:
-            print(json.dumps({"checkpoint": str(args.checkpoint), "data": what, **result}))
+            print(json_line({"checkpoint": str(args.checkpoint), "data": what, **result}))
         else:
             print(
                 f"{what}: acc {result['acc']:.4f} ({round(result['acc'] * result['n'])}/{result['n']}), "
@@ -448,44 +519,185 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """``crate-edu export``."""
     from crate_edu.checkpoints import export_run
+    from crate_edu.train.checkpoint import CHECKPOINT_NAME
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise _UsageError(
+            f"{out} is a folder; give the path of the file to write, e.g. {out / 'weights.safetensors'}"
+        )
     if not str(args.out).endswith(".safetensors"):
         raise _UsageError(f"the output file must end in .safetensors, got {args.out!r}")
+    run = Path(args.run)
+    if not (run / CHECKPOINT_NAME if run.is_dir() else run).is_file():
+        raise _UsageError(f"no checkpoint at {run / CHECKPOINT_NAME if run.is_dir() else run}")
+    if out.exists() and not args.force:
+        raise _UsageError(f"{out} already exists; choose another file name, or pass --force to replace it")
+    meta = {"command": args.made_by} if args.made_by else None
     try:
-        path = export_run(args.run, args.out, metadata={"command": args.made_by} if args.made_by else None)
-    except (FileNotFoundError, ValueError) as exc:
+        path = export_run(args.run, out, metadata=meta, overwrite=args.force)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
         raise _UsageError(_one_line(exc)) from None
     print(f"wrote {path}")
     return 0
 
 
+def _summary(text: str, width: int = 100) -> str:
+    """The first sentence of ``text``, cut at ``width`` characters."""
+    first = " ".join(text.split()).split(". ")[0].rstrip(".")
+    return first if len(first) <= width else first[: width - 1].rstrip() + "…"
+
+
+def _recipe_line(r: Any) -> str:
+    return (
+        f"{r.name:17s} {r.model} on {r.dataset}, {r.epochs} epochs, batch {r.batch_size}, "
+        f"{r.optimizer} lr {r.lr:g}: {r.summary}"
+    )
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    """``crate-edu list``."""
+    """``crate-edu list``: one line per entry (``--verbose``: each entry in full)."""
     import crate_edu
 
     if args.what == "models":
         from crate_edu.models.registry import model_spec
 
         for name in crate_edu.list_models():
-            print(f"{name:24s} {model_spec(name).description}")
+            print(_model_text(name) if args.verbose else f"{name:24s} {model_spec(name).description}")
     elif args.what == "datasets":
         from crate_edu.data import dataset_info, list_datasets
 
         for name in list_datasets():
+            if args.verbose:
+                print(_dataset_text(name))
+                continue
             info = dataset_info(name)
             print(f"{name:18s} {info.num_classes:5d} classes  {info.image_size:4d} px  {info.description}")
     elif args.what == "recipes":
         from crate_edu.train import RECIPES
 
         for r in RECIPES.values():
-            print(
-                f"{r.name}: {r.model} on {r.dataset}, {r.epochs} epochs, batch {r.batch_size}, "
-                f"{r.optimizer} lr {r.lr:g} wd {r.weight_decay:g}\n    {r.doc}\n"
-            )
+            print(_recipe_text(r.name) if args.verbose else _recipe_line(r))
     else:
         for w in crate_edu.list_official():
             where = w.url or "never published"
-            print(f"{w.key:28s} model={w.model}  {where}")
+            print(_weights_text(w.key) if args.verbose else f"{w.key:28s} model={w.model}  {where}")
+    return 0
+
+
+def _fields(pairs: list[tuple[str, Any]]) -> str:
+    return "\n".join(f"  {k + ':':18s} {v}" for k, v in pairs if v not in (None, ""))
+
+
+def _wrap(text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(
+        " ".join(text.split()),
+        width=100,
+        initial_indent="  ",
+        subsequent_indent="  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _recipe_text(name: str) -> str:
+    import dataclasses
+
+    from crate_edu.train import get_recipe
+
+    r = get_recipe(name)
+    skip = ("name", "doc", "summary")
+    pairs = [(f.name, getattr(r, f.name)) for f in dataclasses.fields(r) if f.name not in skip]
+    pairs = [(k, v) for k, v in pairs if v not in (None, {}, False) or k == "grad_clip"]
+    return (
+        f"recipe {r.name}: {r.summary}\n{_fields(pairs)}\n{_wrap(r.doc)}\n"
+        f"  run it: {PROG} train --recipe {r.name}\n"
+    )
+
+
+def _model_text(name: str) -> str:
+    import dataclasses
+
+    import torch
+
+    import crate_edu
+    from crate_edu.models.registry import model_spec
+
+    spec = model_spec(name)
+    with torch.device("meta"):  # no memory for the weights, even for the large presets
+        params = crate_edu.create_model(name).num_params()
+    config = ", ".join(f"{f.name}={getattr(spec.config, f.name)!r}" for f in dataclasses.fields(spec.config))
+    weights = [w.key for w in crate_edu.list_official() if w.model == name]
+    pairs = [
+        ("class", f"{spec.cls.__module__}.{spec.cls.__name__}"),
+        ("parameters", f"{params:,} ({params / 1e6:.2f} M)"),
+        ("official code", spec.official),
+        ("published weights", ", ".join(weights)),
+    ]
+    return (
+        f"model {name}: {spec.description}\n{_fields(pairs)}\n  config:\n{_wrap(config)}\n"
+        f"  build it: crate_edu.create_model({name!r}, **overrides) (any config field can be overridden)\n"
+    )
+
+
+def _dataset_text(name: str) -> str:
+    from crate_edu.data import dataset_info, default_data_dir
+
+    info = dataset_info(name)
+    classes = ", ".join(info.classes) if info.classes else "read from the files"
+    pairs = [
+        ("classes", f"{info.num_classes} ({_summary(classes, 80)})"),
+        ("image size", f"{info.image_size} px"),
+        ("mean / std", f"{info.mean} / {info.std}"),
+        ("augmentation", f"{info.default_augment} (default for training)"),
+        ("download", f"{PROG} fetch {name}" if info.downloadable else "no (see below)"),
+        ("data folder", f"{default_data_dir()} (or --data-dir; $CRATE_EDU_DATA)"),
+    ]
+    return f"dataset {name}\n{_fields(pairs)}\n{_wrap(info.description)}\n"
+
+
+def _weights_text(key: str) -> str:
+    from crate_edu.weights import cache_path, get_official
+
+    w = get_official(key)
+    cached = cache_path(w.key)
+    top1 = f"{w.top1} ({w.metric})" if w.top1 is not None else w.metric
+    pairs = [
+        ("model", w.model or "none in crate_edu (not loadable here)"),
+        ("source", w.url or "never published"),
+        ("reported", top1),
+        ("sha256", w.sha256 or "not recorded"),
+        ("overrides", w.overrides or None),
+        ("cache file", f"{cached} ({'present' if cached.is_file() else 'not downloaded'})"),
+        ("notes", w.notes),
+    ]
+    how = (
+        f"  get it: {PROG} fetch {w.key}; load it: crate_edu.load_official({w.key!r})\n"
+        if w.loadable
+        else ("  get it: " + f"{PROG} fetch {w.key}\n" if w.source else "")
+    )
+    return f"weights {w.key}\n{_fields(pairs)}\n{how}"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``crate-edu show KIND NAME``: one model, dataset, recipe or weights entry in full."""
+    import crate_edu
+    from crate_edu.data import list_datasets
+    from crate_edu.train import list_recipes
+    from crate_edu.train.config import choice_error
+
+    known = {
+        "model": crate_edu.list_models,
+        "dataset": list_datasets,
+        "recipe": list_recipes,
+        "weights": lambda: [w.key for w in crate_edu.list_official()],
+    }[args.what]()
+    if args.name not in known:
+        raise choice_error(args.name, known, args.what)
+    text = {"model": _model_text, "dataset": _dataset_text, "recipe": _recipe_text, "weights": _weights_text}
+    print(text[args.what](args.name), end="")
     return 0
 
 
@@ -495,6 +707,7 @@ _COMMANDS = {
     "fetch": cmd_fetch,
     "export": cmd_export,
     "list": cmd_list,
+    "show": cmd_show,
 }
 
 
@@ -503,15 +716,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad input is printed as one line on stderr (status 2); genuine bugs still raise.
     """
+    from crate_edu.checkpoints import WeightsFileError
     from crate_edu.data import DatasetUnavailableError
+    from crate_edu.train.checkpoint import FileWriteError
     from crate_edu.train.config import ConfigError
+    from crate_edu.train.loop import TrainingDivergedError
     from crate_edu.weights import CheckpointError, WeightsUnavailableError
 
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (_UsageError, ConfigError, DatasetUnavailableError, WeightsUnavailableError, CheckpointError) as e:
+    except (
+        _UsageError,
+        ConfigError,
+        DatasetUnavailableError,
+        WeightsUnavailableError,
+        CheckpointError,
+        WeightsFileError,
+        FileWriteError,
+        TrainingDivergedError,
+    ) as e:
         print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader of our output went away (e.g. `crate-edu list ... | head`)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
+    except OSError as e:  # the file system (a folder given for a file, no permission, ...): not a bug
+        print(f"{PROG} {args.command}: error: {_os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         folder = getattr(args, "run_folder", None)

@@ -121,10 +121,16 @@ def test_run_folder_errors(finished_run: Path, tmp_path: Path, capsys) -> None:
     assert_one_line_error(code, err, "no checkpoint at")
     code, _, err = run_main(["eval", str(finished_run), "--dataset", "cifar100"], capsys)
     assert_one_line_error(code, err, "predicts 10 classes but cifar100 has 100")
-    not_ours = tmp_path / "weights.pt"
-    shutil.copy(finished_run / "config.json", not_ours)
+    text = tmp_path / "weights.pt"
+    shutil.copy(finished_run / "config.json", text)
+    code, _, err = run_main(["eval", str(text)], capsys)
+    assert_one_line_error(code, err, "is a text file", "not a PyTorch checkpoint")
+    import torch
+
+    not_ours = tmp_path / "state_dict.pt"
+    torch.save(load_checkpoint(finished_run)["model"], not_ours)
     code, _, err = run_main(["eval", str(not_ours)], capsys)
-    assert_one_line_error(code, err, "is not a crate-edu checkpoint")
+    assert_one_line_error(code, err, "is not a crate-edu checkpoint", "--model NAME and --dataset NAME")
 
 
 def test_console_script_and_module_report_errors_without_traceback(tmp_path: Path) -> None:
