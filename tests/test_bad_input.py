@@ -153,6 +153,7 @@ def ws(tmp_path_factory) -> Path:
 
     save_file({k: v.contiguous() for k, v in ckpt["model"].items()}, root / "plain.safetensors")
     (root / "emptydir").mkdir()
+    (root / "dir.safetensors").mkdir()
 
     # exported weights: a good file, one with a flipped tensor byte, one whose header is damaged
     from crate_edu.checkpoints import export_run
@@ -506,7 +507,13 @@ CLI_CASES.update(
         "export missing run": Case(("export", "{cwd}/nowhere", "{cwd}/w.safetensors"), ("no checkpoint at",)),
         "export wrong suffix": Case(("export", "{ws}/run", "{cwd}/w.pt"), ("must end in .safetensors",)),
         "export onto a folder": Case(("export", "{ws}/run", "{ws}/emptydir"), ("is a folder",)),
-        "export onto a .safetensors folder": Case(("export", "{ws}/run", "{cwd}"), ("is a folder",)),
+        "export onto a .safetensors folder": Case(
+            ("export", "{ws}/run", "{ws}/dir.safetensors"), ("is a folder", "weights.safetensors")
+        ),
+        "export under a file": Case(
+            ("export", "{ws}/run", "{ws}/text.pt/w.safetensors"),
+            ("could not write", "is a file, not a folder"),
+        ),
         "export existing file": Case(
             ("export", "{ws}/run", "{ws}/good.safetensors"), ("already exists", "--force")
         ),
