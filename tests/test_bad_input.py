@@ -1554,3 +1554,19 @@ def test_mae_pretraining_stops_at_a_nan_loss(tmp_path, monkeypatch) -> None:
     assert load_checkpoint(tmp_path / "r")["epoch"] == 1
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     assert [strict_json(x)["epoch"] for x in lines] == [1]
+
+
+def test_nan_found_between_two_checks_is_reported_at_its_step(tmp_path, monkeypatch) -> None:
+    """On an accelerator the losses are checked every 25 steps; the step named is still exact."""
+    import crate_edu.train.loop as loop
+    from crate_edu.train import TrainingDivergedError, build_datasets
+
+    monkeypatch.setattr(loop, "_nonfinite_check_interval", lambda device_type: 3)
+    cfg = RECIPES["digits-quick"].config(
+        epochs=2, batch_size=16, limit_train=64, limit_test=16, progress=False
+    )
+    model = _NaNAfter(crate_edu.create_model(cfg.model, **{**TINY_MODEL, "num_classes": 10}), start=6)
+    with pytest.raises(TrainingDivergedError) as info:
+        fit(model, *build_datasets(cfg), cfg, tmp_path / "r")
+    assert_one_line_message(info.value, "epoch 2, micro-step 2 of 4 (optimizer step 6 of 8)")
+    assert model.calls == 7  # found at the check after micro-step 3 of epoch 2, one step later

@@ -447,6 +447,12 @@ def _diverged(
     )
 
 
+def _nonfinite_check_interval(device_type: str) -> int:
+    """Micro-steps between two checks for a non-finite loss: 1 on a CPU (a check costs nothing
+    there), 25 on accelerators (each check waits for the device once)."""
+    return 1 if device_type == "cpu" else 25
+
+
 def _first_nonfinite(accelerator: Any, losses: Tensor, start: int, stop: int) -> tuple[int, float] | None:
     """The first micro-step in ``[start, stop)`` whose loss is not finite on any process, with that
     loss, or None. One synchronisation (and one gather across processes)."""
@@ -723,9 +729,9 @@ def _fit(
             f"the '{loaders[0].policy}' augmentation are made there, no DataLoader"
         )
     # A NaN or infinite loss stops the run before the epoch is saved (TrainingDivergedError). Each
-    # micro-step's loss is kept on the device; they are checked every step on a CPU and every
-    # `check_every` steps elsewhere, so that the check costs no synchronisation per step there.
-    check_every = 1 if accelerator.device.type == "cpu" else 25
+    # micro-step's loss is kept on the device and checked every `check_every` steps (every step on
+    # a CPU), so that on an accelerator the check costs no synchronisation per step.
+    check_every = _nonfinite_check_interval(accelerator.device.type)
 
     def diverged(what: str, value: float, epoch: int, where: str) -> TrainingDivergedError:
         fp16 = mixed_precision == "fp16"
