@@ -4,7 +4,9 @@ Training notebooks also use :func:`setup_device` (CUDA, TPU, Apple MPS or CPU, w
 precision, printed) and :func:`warn_if_long_on_cpu` (a warning with the estimated time).
 
 ``CRATE_EDU_QUICK=1`` (set by the test configuration) shrinks every notebook to a CPU run of
-seconds; a notebook reads it once through ``QUICK`` and picks sizes with ``choose``::
+seconds. The variable is read once, when this module is imported, into ``QUICK``; ``choose`` and
+``quick_mode`` use that one reading, so a notebook cannot mix modes (restart the kernel after
+changing the variable)::
 
     from crate_edu.notebook import QUICK, choose, check_close
     steps = choose(quick=50, full=2000)
@@ -26,6 +28,7 @@ __all__ = [
     "LONG_RUN_SECONDS",
     "DeviceChoice",
     "quick_mode",
+    "read_quick_env",
     "choose",
     "check_close",
     "check",
@@ -41,17 +44,25 @@ __all__ = [
 T = TypeVar("T")
 
 
+def read_quick_env(environ=None) -> bool:
+    """Whether ``CRATE_EDU_QUICK`` in ``environ`` (default ``os.environ``) is a true value
+    (1, true, yes, on; any case). Only the import of this module calls it for the mode."""
+    environ = os.environ if environ is None else environ
+    return environ.get("CRATE_EDU_QUICK", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+#: Quick mode, read once from ``CRATE_EDU_QUICK`` when this module is imported.
+QUICK: bool = read_quick_env()
+
+
 def quick_mode() -> bool:
-    """True when ``CRATE_EDU_QUICK`` is set to a true value (1, true, yes)."""
-    return os.environ.get("CRATE_EDU_QUICK", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-QUICK = quick_mode()
+    """The mode this kernel runs in: :data:`QUICK`, read once at import (not the variable now)."""
+    return QUICK
 
 
 def choose(quick: T, full: T) -> T:
-    """``quick`` in quick mode (CI, a fast first read), ``full`` otherwise."""
-    return quick if quick_mode() else full
+    """``quick`` in quick mode (CI, a fast first read), ``full`` otherwise; follows :data:`QUICK`."""
+    return quick if QUICK else full
 
 
 def check_close(what: str, actual, expected, *, atol: float = 1e-6, rtol: float = 0.0) -> None:

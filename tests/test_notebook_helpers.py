@@ -3,6 +3,9 @@ training notebooks (05, 06)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -12,11 +15,39 @@ from crate_edu import notebook as nb
 from crate_edu.train.loop import resolve_precision
 
 
-def test_choose_follows_quick_mode(monkeypatch):
-    monkeypatch.setenv("CRATE_EDU_QUICK", "1")
-    assert nb.quick_mode() and nb.choose(quick=1, full=2) == 1
-    monkeypatch.setenv("CRATE_EDU_QUICK", "0")
-    assert not nb.quick_mode() and nb.choose(quick=1, full=2) == 2
+@pytest.mark.parametrize(
+    ("value", "quick"),
+    [("1", True), ("true", True), (" Yes ", True), ("ON", True), ("0", False), ("", False), ("no", False)],
+)
+def test_read_quick_env(value, quick):
+    assert nb.read_quick_env({"CRATE_EDU_QUICK": value}) is quick
+    assert nb.read_quick_env({}) is False
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_choose_and_quick_mode_follow_the_one_reading(monkeypatch, quick):
+    """choose() and quick_mode() answer from QUICK; the variable changed later does not count."""
+    monkeypatch.setattr(nb, "QUICK", quick)
+    monkeypatch.setenv("CRATE_EDU_QUICK", "0" if quick else "1")  # the opposite, after the reading
+    assert nb.quick_mode() is quick
+    assert nb.choose(quick="q", full="f") == ("q" if quick else "f")
+
+
+def test_mode_is_read_once_at_import():
+    """In a fresh interpreter: the import reads the variable; changing it afterwards changes nothing
+    until the module is imported again (a kernel restart)."""
+    code = (
+        "import importlib, os\n"
+        "import crate_edu.notebook as nb\n"
+        "first = (nb.QUICK, nb.quick_mode(), nb.choose(1, 2))\n"
+        "os.environ['CRATE_EDU_QUICK'] = '0'\n"
+        "later = (nb.QUICK, nb.quick_mode(), nb.choose(1, 2))\n"
+        "importlib.reload(nb)\n"
+        "print(first, later, (nb.QUICK, nb.quick_mode(), nb.choose(1, 2)))\n"
+    )
+    env = {**os.environ, "CRATE_EDU_QUICK": "yes"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(True, True, 1) (True, True, 1) (False, False, 2)"
 
 
 def test_check_close_and_check_raise_on_failure(capsys):
