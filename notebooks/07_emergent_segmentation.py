@@ -49,18 +49,21 @@
 #
 # ## Run time
 #
+# Measured on 2026-12-03 on 2 CPU cores shared with other jobs, by `benchmarks/notebooks.py`
+# (kernel start included; recorded in `benchmarks/results/notebooks_quick.json` and
+# `notebooks_full.json`): wall time, and the kernel's CPU time in brackets, which other jobs
+# on the machine disturb less. Other jobs kept up to about one core busy during these runs (the
+# JSON files record how busy, per notebook), so an idle machine is faster.
+#
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores) | about 40 s (see below) | about 4–6 min (estimated: 8× the images) |
-# | GPU | not measured (none here); the models are tiny, expect about the CPU times | same |
+# | CPU (2 cores) | 45 s (CPU 44 s) | 3.2 min (CPU 3.0 min) |
+# | GPU | not used: the models run on the CPU (only `RETRAIN = True` would train on a GPU; not measured) | same |
 #
-# Quick mode was measured at 39 s of wall time (33 s of CPU time, kernel start included) on a
-# 2-core machine running a training job beside it, and at up to 1 min 45 s when the machine was
-# busier. Both modes load the two shipped checkpoints (no training); quick mode scores 1,436 test
-# images, full mode the whole test split (11,488). Set `RETRAIN = True` below to train both models
-# from scratch with the `cluttered-digits` recipe instead (11 minutes for CRATE on two idle CPU cores,
-# about twice that for the ViT; minutes on a GPU). §8, with official weights, adds under a
-# minute.
+# Both modes load the two shipped checkpoints (no training); quick mode scores 1,436 test images,
+# full mode the whole test split (11,488). Set `RETRAIN = True` below to train both models from
+# scratch with the `cluttered-digits` recipe instead (11 minutes for CRATE on two idle CPU cores,
+# about twice that for the ViT; minutes on a GPU). §8, with official weights, adds under a minute.
 
 # %%
 # On Google Colab, install crate_edu first (elsewhere this cell does nothing).
@@ -107,6 +110,12 @@ print(f"quick mode: {QUICK}; test images: {359 * SAMPLES_PER_DIGIT}")
 # The ViT has separate query, key and value projections and a 4× MLP, hence 3.7 times the
 # parameters.
 
+# %% [markdown]
+# **Full mode: the next cell is long.** In full mode it took 53 s on 2 CPU cores shared with other
+# jobs (2026-12-03; the whole notebook 3.2 min, see the Run time table). For a run of seconds use
+# quick mode: restart the kernel, run `%env CRATE_EDU_QUICK=1` before the imports (or start Jupyter
+# with `CRATE_EDU_QUICK=1 jupyter lab`), then run all cells.
+
 # %%
 test = ClutteredDigits("test", samples_per_digit=SAMPLES_PER_DIGIT)
 x = normalize_uint8(test.images, test.mean, test.std)  # (B, 3, 32, 32), what the models see
@@ -132,8 +141,10 @@ def load_pair(retrain: bool) -> dict[str, torch.nn.Module]:
         try:  # the file that ships with the package
             pair[label] = load_tutorial_model(f"cluttered-digits-{label.lower()}")[0]
         except (FileNotFoundError, WeightsFileError) as err:  # missing, or damaged (sha256 differs)
-            print(f"{label}: {' '.join(str(err).split())[:120]}…")
-            print(f"{label}: using an UNTRAINED model instead (set RETRAIN = True to train one)")
+            print(
+                f"{label}: shipped checkpoint unusable ({' '.join(str(err).split())}); "
+                "using an UNTRAINED model instead (set RETRAIN = True to train one)"
+            )
             torch.manual_seed(1)
             pair[label] = crate_edu.create_model(model_name, depth=4)
     return pair
@@ -149,8 +160,10 @@ for label, model in models.items():
         acc = torch.cat([model(xb).argmax(-1) for xb in x.split(512)]).eq(labels).float().mean()
     print(
         f"{label}: {type(model).__name__}, {model.num_params() / 1e6:.2f} M parameters, "
-        f"{model.config.depth} layers, {model.config.heads} heads; test accuracy {acc:.1%}"
+        f"{model.config.dim} wide, {model.config.depth} layers, {model.config.heads} heads; "
+        f"test accuracy {acc:.1%}"
     )
+print(f"ViT / CRATE parameters: {models['ViT'].num_params() / models['CRATE'].num_params():.1f}")
 
 # %% [markdown]
 # ## 2. [CLS]→patch attention maps
@@ -294,6 +307,7 @@ check_close(
 # every layer and head, all test images (and the held-out composites that choose heads)
 held = ClutteredDigits("train", samples_per_digit=1)  # 1,438 training composites
 x_held = normalize_uint8(held.images, held.mean, held.std)
+print(f"held-out composites that choose heads: {len(held):,}")
 all_maps = {
     label: seg.cls_attention_maps(m, x, all_layers=True) for label, m in models.items()
 }  # (L, B, K, 8, 8)
@@ -426,8 +440,8 @@ for label, ys in curves.items():
 #
 # $$
 # s_{b,k} =
-# rac{\sum_i a_{k,i}\, c_{b,i}}{\sum_i a_{k,i}}, \qquad
-# c_{b,i} = 	ext{fraction of patch } i 	ext{ covered by the digit},
+# \frac{\sum_i a_{k,i}\, c_{b,i}}{\sum_i a_{k,i}}, \qquad
+# c_{b,i} = \text{fraction of patch } i \text{ covered by the digit},
 # $$
 #
 # (`seg.mass_on_mask`). A uniform map scores the digit's area, about 0.19: that is chance.
@@ -805,7 +819,8 @@ if official is not None:
 # `m0 = crate_edu.create_model("crate_nano_cifar", depth=4).eval()`; score it as in §4. With K
 # heads the oracle takes the maximum of K noisy IoUs per image, which is above their mean even when
 # no head means anything (for random maps the gap is several points). The per-class choice takes a
-# maximum over K heads of means over ~140 images each, a much smaller but still positive bias.
+# maximum over K heads of means over the images of one class (a tenth of the test split), a much
+# smaller but still positive bias.
 # Choosing on held-out images removes it: the `held-out` column of §4 is the honest single-head
 # score, and it is close to the `best head` column when a head really segments.
 #
