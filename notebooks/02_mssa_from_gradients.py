@@ -30,11 +30,12 @@
 # - the gradient $\nabla_Z R^c$ in closed form (eq. 9), derived by hand and checked against autograd;
 # - why one exact gradient step lowers $R^c$, and by how much to first order;
 # - the first-order Neumann approximation $(I+\gamma A)^{-1}\approx I-\gamma A$, its exact error term,
-#   and where it breaks down (it is *not* accurate at the paper's $\varepsilon = 0.5$ on unit-norm tokens);
+#   and where it breaks down: its error grows with the tokens' scale relative to $\varepsilon$, and
+#   it is *not* accurate on unit-norm tokens at $\varepsilon = 0.5$, our choice of distortion (notebook 01);
 # - how replacing a Gram matrix by a softmax "membership" turns the approximate step into MSSA
 #   (eqs. 10–12), and that MSSA is self-attention with $q = k = v = U_k^\top Z$;
 # - how a ViT attention head relates to it (three projections instead of one), and why one projection
-#   makes the backward pass cheaper (five matrix products instead of seven);
+#   makes the backward pass cheaper (five matrix products instead of six);
 # - the official code's three departures (learned output map, $1/\sqrt{p}$ temperature, residual
 #   coefficient 1) and what each changes, measured;
 # - the honest caveat: most of the derived step's compression comes from shrinking the tokens, and
@@ -44,15 +45,19 @@
 #
 # Everything here is small float64 linear algebra (100 tokens of width 32).
 #
-# | mode | CPU (2 cores) | GPU |
-# |---|---|---|
-# | quick (`CRATE_EDU_QUICK=1`) | ≈ 10 s (5 s of compute + kernel start) | not used: same as CPU |
-# | full | ≈ 15 s (7 s of compute + kernel start) | not used: same as CPU |
+# Measured on 2026-12-03 on 2 CPU cores shared with other jobs, by `benchmarks/notebooks.py`
+# (kernel start included; recorded in `benchmarks/results/notebooks_quick.json` and
+# `notebooks_full.json`): wall time, and the kernel's CPU time in brackets, which other jobs
+# on the machine disturb less. Other jobs kept up to about one core busy during these runs (the
+# JSON files record how busy, per notebook), so an idle machine is faster.
 #
-# Measured with `jupyter execute` on 2 CPU cores: the notebook's own code takes about 5 s (quick) and
-# 7 s (full) of CPU time, the rest is starting the kernel and importing torch; on a machine shared
-# with other jobs (load ≈ 6) the quick run took 25–55 s wall. Quick mode only uses fewer points in the sweeps, fewer iterated steps and fewer
-# random draws; the conclusions are the same.
+# | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
+# |---|---|---|
+# | CPU (2 cores) | 7 s (CPU 7 s) | 20 s (CPU 20 s) |
+# | GPU | not used: everything here runs on the CPU, so a GPU changes nothing | same |
+#
+# Quick mode only uses fewer points in the sweeps, fewer iterated steps and fewer random draws; the
+# conclusions are the same.
 
 # %%
 # On Google Colab, install crate_edu first (elsewhere this cell does nothing).
@@ -112,7 +117,7 @@ Z, labels, U = cr.union_of_subspaces(
 )
 Z = Z / Z.norm(dim=-1, keepdim=True)  # (N, d) unit-norm tokens, ordered by class
 N = Z.shape[0]
-eps = 0.5  # the paper's distortion
+eps = 0.5  # our choice of distortion for unit-norm tokens (notebook 01), not a value from the paper
 gamma = p / (N * eps**2)
 print(f"Z: {tuple(Z.shape)}, U: {tuple(U.shape)}, gamma = p/(N eps^2) = {gamma:.3f}")
 print(f"R^c(Z) = {cr.compression_rate(Z, U, eps).item():.3f} nats at eps = {eps}")
@@ -169,7 +174,7 @@ def grad_Rc_eq9(Z: torch.Tensor, U: torch.Tensor, eps: float) -> torch.Tensor:
 
 # %% [markdown]
 # **Check:** the closed form equals autograd (float64), for the true bases and for a non-orthonormal
-# $U$, at the paper's $\varepsilon$ and a small one; and it equals the package's
+# $U$, at our $\varepsilon$ and a small one; and it equals the package's
 # `grad_compression_rate`.
 
 # %%
@@ -286,7 +291,11 @@ for e in eps_marks:
         f"relative error of the Neumann gradient = {100 * err:.2f} %"
     )
 check("relative error <= t^2 at every eps of the sweep", bool(np.all(errs <= ts**2)))
-check("at the paper's eps = 0.5 the approximation is useless", neumann_error(0.5)[1] > 1.0, "error > 100 %")
+check(
+    "on unit-norm tokens at eps = 0.5 the approximation is useless",
+    neumann_error(0.5)[1] > 1.0,
+    "error > 100 %",
+)
 check(
     "it is accurate only for roughly eps >= 2",
     neumann_error(2.0)[1] < 0.02 and neumann_error(1.0)[1] > 0.1,
@@ -312,12 +321,20 @@ plt.show()
 # %% [markdown]
 # **Honest reading.** The error is a line of slope 2 on log axes, a constant factor below the bound $t^2$
 # (on each singular direction the ratio is exactly $(\gamma\lambda)^2$), and it keeps growing past
-# $t = 1$. At the paper's $\varepsilon = 0.5$ with unit-norm tokens, $t \approx 2.5$: the
-# series does not even converge and the "approximate gradient" is off by about 180 % here (the
-# `crate_edu` test data give ≈ 260 %). It is within 1 % only from $\varepsilon \approx 2$ on. So the
-# MSSA derivation is a *motivation* for the shape of the operator, not a controlled approximation
-# of the gradient, at the scales CRATE uses. Whether the resulting operator still compresses is an
-# empirical question — we measure it in §8.
+# $t = 1$. At $\varepsilon = 0.5$ with unit-norm tokens, $t \approx 2.5$: the series does not even
+# converge and the "approximate gradient" is off by 183 % (printed above). It is within 1 % only
+# from $\varepsilon \approx 2$ on.
+#
+# **$t$ grows with the size of the tokens, not only with $1/\varepsilon$.** $\|A_k\|_2$ is the
+# largest squared singular value of $U_k^\top Z$, so scaling every token by $c$ multiplies $t$ by
+# $c^2$: $t = \gamma\|A\| = p\,\|U_k^\top Z\|_2^2/(N\varepsilon^2)$ depends on the ratio of the
+# tokens' scale to $\varepsilon$. The quality of the approximation is therefore a property of the *data's scale*
+# as much as of $\varepsilon$: the tokens a CRATE layer sees come out of a LayerNorm, with norm
+# about $\sqrt d$, which makes $t$ about $d$ times larger than for the unit-norm tokens here at
+# the same $\varepsilon$ (§6 meets this scale again). So the MSSA derivation is a *motivation* for
+# the shape of the operator, not a controlled approximation of the gradient, at the scales CRATE
+# uses. Whether the resulting operator still compresses is an empirical question — we measure it
+# in §8.
 #
 # ## 5. From the Neumann step to MSSA (eqs. 10–12)
 #
@@ -484,10 +501,10 @@ plt.show()
 # %% [markdown]
 # At LayerNorm scale the picture is the expected one: in head $k$, the rows of class $k$ put all their
 # weight on class-$k$ tokens (a bright diagonal, dark elsewhere in the row), and the other rows are
-# uniform stripes. Most of that weight (> 90 %) sits on the token itself — the membership measures
-# *direction* similarity inside the subspace, not class identity. With the derivation's scale the
-# membership is close to uniform (entropy within 0.01 nats of $\log N$): every token averages
-# nearly all tokens.
+# uniform stripes. Most of that weight (0.917–0.972, printed above) sits on the token itself — the
+# membership measures *direction* similarity inside the subspace, not class identity. With the
+# derivation's scale the membership is close to uniform (entropy within 0.01 nats of $\log N$):
+# every token averages nearly all tokens.
 #
 # ## 7. MSSA is self-attention with $q = k = v = U_k^\top Z$
 #
@@ -596,12 +613,15 @@ check("MSSA saves exactly 2 K p d parameters per layer", n_params(v) - n_params(
 # The middle one is the softmax Jacobian, using $\sum_j P_{ij}(GW^\top)_{ij} = G_i \cdot O_i$. In the
 # last one $W$ appears as the values ($P^\top G$) and as the queries and the keys (the two terms of
 # $dS + dS^\top$). A general attention kernel keeps three inputs apart and forms
-# $dQ = s\,dS\,K$ and $dK = s\,dS^\top Q$ with two products, and flash-style kernels also
-# recompute $S$: seven $N\times N\times p$ products for forward and backward. With one input it
-# takes five: $WW^\top$ and $PW$ forward, $P^\top G$, $GW^\top$ and $(dS + dS^\top)W$ backward.
+# $dQ = s\,dS\,K$ and $dK = s\,dS^\top Q$ with two products. Compared like for like, both
+# keeping the probabilities $P$ of the forward pass, that is six $N\times N\times p$ products for
+# forward and backward: $QK^\top$ and $PV$ forward, $P^\top G$, $GV^\top$, $dS\,K$ and $dS^\top Q$
+# backward (a flash-style kernel, which does not store $P$, also recomputes $QK^\top$: seven).
+# With one input it takes five: $WW^\top$ and $PW$ forward, $P^\top G$, $GW^\top$ and
+# $(dS + dS^\top)W$ backward — the two products $dS\,K$ and $dS^\top Q$ become one.
 # `crate_edu.blocks.shared_qkv_attention` computes exactly this, and MSSA's fast path uses it on CPU.
 # **Checks**: the formula against autograd, the package's kernel against autograd, and its cost
-# counted by PyTorch's FLOP counter.
+# counted by PyTorch's FLOP counter, against the same attention with three separate inputs.
 
 # %%
 from torch.utils.flop_counter import FlopCounterMode
@@ -636,12 +656,22 @@ check(
     counter.get_total_flops() == 5 * one_product,
     f"{counter.get_total_flops():,} FLOPs = {counter.get_total_flops() / one_product:g} x {one_product:,}",
 )
+q3, k3, v3 = (w_demo.detach().clone().requires_grad_(True) for _ in range(3))  # three separate inputs
+with FlopCounterMode(display=False) as counter3:  # autograd keeps P from the forward pass
+    out3 = torch.softmax(s_demo * q3 @ k3.transpose(-1, -2), dim=-1) @ v3
+    (out3 * g_demo).sum().backward()
+check(
+    "three separate inputs, probabilities kept: forward + backward = 6 products",
+    counter3.get_total_flops() == 6 * one_product,
+    f"{counter3.get_total_flops() / one_product:g} x {one_product:,}",
+)
 
 # %% [markdown]
-# On two CPU cores this kernel makes a CRATE-T training step at 224 px 1.43× faster than the
-# official arithmetic, against 1.38× with `scaled_dot_product_attention` (1.59× against 1.56× at
-# 32 px); `benchmarks/README.md` has the figures. On a GPU the fused kernels win, and MSSA uses
-# `scaled_dot_product_attention` there.
+# On two CPU cores the package's fast path, with this kernel, makes a CRATE-T training step at
+# 224 px 1.53× faster than the official arithmetic; with `scaled_dot_product_attention` in the
+# kernel's place, 1.43× (1.64× against 1.58× at 32 px; recorded in
+# `benchmarks/results/train_step_cpu.json`, explained in `benchmarks/README.md`). On a GPU the fused
+# kernels win, and MSSA uses `scaled_dot_product_attention` there.
 #
 # ## 8. The official code's choices, measured
 #
@@ -684,8 +714,7 @@ print(f"R^c change after one step of pure shrinkage (1 - kappa gamma) Z: {dRc(sh
 #
 # In the derivation the output map is tied to the input projection. Officially it is a free
 # `Linear(K·p, d)` with bias, which costs $Kpd + d$ parameters per layer and decouples "where the
-# tokens are compared" from "where the update is written". The paper reports that tying it back to
-# $U$ drops CRATE-B from 70.8 % to 63.3 % top-1 on ImageNet-1K: the freedom matters for accuracy.
+# tokens are compared" from "where the update is written".
 #
 # What it changes for compression: we compare the direction of the attention update with the descent
 # direction $-\nabla R^c$ (cosine similarity), for the tied map, its negative (a map training could
@@ -911,18 +940,19 @@ check("the shrink term carries the descent; the attention term pushes back", dRc
 # - $\nabla_Z R^c = \gamma\sum_k U_kU_k^\top Z\,(I+\gamma (U_k^\top Z)^\top U_k^\top Z)^{-1}$ (eq. 9); it
 #   matches autograd to round-off, and a small exact step lowers $R^c$ by $\kappa\|\nabla R^c\|^2$.
 # - The first-order Neumann approximation has exact remainder $\gamma^2A^2(I+\gamma A)^{-1}$ and relative
-#   error $\le t^2$, $t = \gamma\|A\|$. On unit-norm tokens at $\varepsilon = 0.5$ ($t\approx 2.5$) it is
-#   off by
-#   ≈ 180 %; it is accurate only from $\varepsilon\approx 2$ on.
+#   error $\le t^2$, $t = \gamma\|A\|$, and $t$ grows with the square of the tokens' scale over
+#   $\varepsilon$. On unit-norm tokens at $\varepsilon = 0.5$ (our choice; $t\approx 2.5$) it is off by
+#   183 %; it is accurate only from $\varepsilon\approx 2$ on.
 # - With $\sum_k U_kU_k^\top = I$ the approximate step is
 #   $(1-\kappa\gamma)Z + \kappa\gamma\,\gamma[U]\,[W_k W_k^\top W_k]$
 #   exactly; swapping the Gram for a softmax membership gives MSSA (eqs. 10–12).
 # - MSSA is multi-head self-attention with $q = k = v = U_k^\top Z$: one input projection where ViT has
 #   three; `blocks.MSSA` and a ViT head with $W_q = W_k = W_v = U^\top$ reproduce eq. 12 exactly.
 #   The tying also gives a shorter backward pass, $\partial L/\partial W = P^\top G + s(dS + dS^\top)W$:
-#   five products for forward and backward (`blocks.shared_qkv_attention`), checked against autograd.
+#   five products for forward and backward (`blocks.shared_qkv_attention`) where three separate
+#   inputs take six, checked against autograd and counted.
 # - Official departures, measured: a learned `to_out` (+$Kpd+d$ parameters; untrained it is
-#   orthogonal to descent; tying costs 7.5 points of top-1 on CRATE-B per the paper); the $1/\sqrt p$
+#   orthogonal to descent); the $1/\sqrt p$
 #   temperature (flattens the membership; matters only at LayerNorm scale); residual coefficient 1
 #   (with a tied map, $R^c$ rises instead of falling).
 # - Caveat: the derived step's descent comes from shrinking; its attention term pushes $R^c$ up.

@@ -303,7 +303,8 @@ def test_rearranged_sdpa_output_is_the_concatenated_ssa(data):
 def test_shared_qkv_backward_formula_and_its_five_products():
     """Section 7b: with q = k = v = W, dW = P^T G + s (dS + dS^T) W, dS = P ∘ (G W^T − rowsum(G∘O));
     equal to autograd through the explicit formula (< 1e-12 in float64), and the package's kernel
-    spends exactly five N × N × p products on forward + backward (FLOP counter)."""
+    spends exactly five N × N × p products on forward + backward (FLOP counter), where the same
+    attention with three separate inputs, probabilities kept as well, spends six."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from crate_edu.blocks import shared_qkv_attention
@@ -331,3 +332,10 @@ def test_shared_qkv_backward_formula_and_its_five_products():
     torch.testing.assert_close(out2, out.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(w2.grad, w.grad, atol=1e-12, rtol=0)
     assert counter.get_total_flops() == 5 * 2 * B * K * n * n * P
+
+    q, k, v = (w.detach().clone().requires_grad_(True) for _ in range(3))
+    with FlopCounterMode(display=False) as counter3:
+        out3 = torch.softmax(s * q @ k.transpose(-1, -2), dim=-1) @ v
+        (out3 * g).sum().backward()
+    torch.testing.assert_close(q.grad + k.grad + v.grad, w.grad, atol=1e-12, rtol=0)  # the same sum
+    assert counter3.get_total_flops() == 6 * 2 * B * K * n * n * P
