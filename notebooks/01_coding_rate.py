@@ -39,10 +39,16 @@
 #
 # Everything here is a few hundred log-determinants of matrices no larger than 240×240.
 #
+# Measured on 2026-12-03 on 2 CPU cores shared with other jobs, by `benchmarks/notebooks.py`
+# (kernel start included; recorded in `benchmarks/results/notebooks_quick.json` and
+# `notebooks_full.json`): wall time, and the kernel's CPU time in brackets, which other jobs
+# on the machine disturb less. Other jobs kept up to about one core busy during these runs (the
+# JSON files record how busy, per notebook), so an idle machine is faster.
+#
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores) | about 15 s (measured 14 s, kernel start included) | about 15 s (measured 14 s) |
-# | GPU | not used: everything runs on the CPU, times as above | same |
+# | CPU (2 cores) | 5 s (CPU 5 s) | 5 s (CPU 5 s) |
+# | GPU | not used: everything here runs on the CPU, so a GPU changes nothing | same |
 #
 # Quick mode only averages over fewer random seeds (3 instead of 10) and uses a coarser ε grid.
 
@@ -205,10 +211,18 @@ check(
 # CRATE is designed for: tokens drawn from a union of K orthogonal p-dimensional subspaces of ℝ^d.
 # `union_of_subspaces` draws token i of class k as z_i = U_k a_i with a_i ~ 𝒩(0, I_p/p), so
 # 𝔼‖z_i‖² = 1 (plus optional noise σ g_i, g_i ~ 𝒩(0, I_d/d)).
+#
+# **Which ε?** We use ε = 0.5 throughout. That is *our* choice for tokens of unit energy in ℝ^16,
+# not a value we could trace to the CRATE paper (arXiv 2306.01129). The official code measures the
+# rates of a trained model (`vis_utils/coding_rate.py` in Ma-Lab-Berkeley/CRATE) on tokens
+# normalised to unit norm, with `eps = 0.01` standing in the ε² slot, i.e. ε = 0.1. Only the ratio
+# of the tokens' scale to ε matters: R(cZ; cε) = R(Z; ε), as eq. 7 shows (Z enters only as
+# ZᵀZ/ε²). Doubling every token is the same as halving ε; notebook 02 shows what this does to the
+# approximations behind MSSA.
 
 # %%
 d, K, p, n_per = 16, 4, 4, 50  # the running example: K·p = d, N = 200 tokens
-EPS = 0.5  # the distortion the paper's examples use
+EPS = 0.5  # the distortion ε: our choice for unit-energy tokens (see above)
 Z, labels, U = cr.union_of_subspaces(
     n_per, K, d, p, noise=0.0, generator=torch.Generator().manual_seed(0), dtype=F64
 )
@@ -332,6 +346,7 @@ print(f"ΔR, random complete splits      = {', '.join(f'{x:.4f}' for x in dR_ran
 print(f"ΔR, one subspace U_1 = I        = {dR_one.item():.4f}")
 print(f"ΔR, two copies of I             = {dR_two.item():.4f}   (−R = {-R_pkg.item():.4f})")
 print(f"ΔR, tokens straddling U_1, U_2  = {dR_straddle.item():.4f}")
+print(f"   (their mean energy ‖z‖²: {Z_line.pow(2).sum(1).mean().item():.2f})")
 
 # %%
 W_full = Z @ U  # (K, N, p) coordinates in every subspace

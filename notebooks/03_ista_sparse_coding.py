@@ -42,13 +42,18 @@
 #
 # ## Run time
 #
+# Measured on 2026-12-03 on 2 CPU cores shared with other jobs, by `benchmarks/notebooks.py`
+# (kernel start included; recorded in `benchmarks/results/notebooks_quick.json` and
+# `notebooks_full.json`): wall time, and the kernel's CPU time in brackets, which other jobs
+# on the machine disturb less. Other jobs kept up to about one core busy during these runs (the
+# JSON files record how busy, per notebook), so an idle machine is faster.
+#
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores) | about 25 s (measured 25 s, kernel start included) | about 75 s (measured 76 s) |
-# | GPU | not needed: every tensor here is small, and the notebook runs on the CPU | same |
+# | CPU (2 cores) | 11 s (CPU 11 s) | 52 s (CPU 46 s) |
+# | GPU | not used: everything here runs on the CPU, so a GPU changes nothing | same |
 #
-# Measured on a busy 2-core machine. Quick mode uses fewer tokens, iterations, grid points and
-# layers; the conclusions do not change.
+# Quick mode uses fewer tokens, iterations, grid points and layers; the conclusions do not change.
 
 # %%
 # On Google Colab, install crate_edu first (elsewhere this cell does nothing).
@@ -432,13 +437,19 @@ with torch.no_grad():
 lit_err = rel_err["literal (3 matmuls)"]
 for form_name, form_err in rel_err.items():
     print(f"{form_name:32s} mean error {form_err / lit_err:.1f}× the literal path's")
-check("keeping I apart rounds like the literal path", rel_err["folded, I kept apart (package)"] < 1.4 * lit_err)
-check("I inside the matrix costs more than 1.7× the error", rel_err["folded with I in the matrix"] > 1.7 * lit_err)
+check(
+    "keeping I apart rounds like the literal path", rel_err["folded, I kept apart (package)"] < 1.4 * lit_err
+)
+check(
+    "I inside the matrix costs more than 1.7× the error",
+    rel_err["folded with I in the matrix"] > 1.7 * lit_err,
+)
 
 # %% [markdown]
 # The difference is small, but a ReLU whose input sits within rounding of zero can flip, and a
-# flipped ReLU moves a gradient entry by one token's share: with $I$ in the matrix, one such flip
-# in 665,280 ReLUs changed a weight gradient of a 576-wide model by 1 % of its largest entry.
+# flipped ReLU moves a gradient entry by one token's share: with $I$ in the matrix, a single such
+# flip in a 576-wide model once moved a weight gradient by 1 % of its largest entry (which is why
+# the package keeps $I$ apart).
 
 # %% [markdown]
 # Is the official η = 0.1 a safe step for the official initialisation? `kaiming_uniform_` on a
@@ -461,6 +472,7 @@ for width in choose(quick=(384, 768), full=(384, 576, 768, 1024)):
 # D*, and follow the sparsity (fraction of non-zero codes) and the reconstruction error
 # ‖X − DZ‖/‖X‖ along the iterations: from the CRATE warm start Z₀ = X and from Z₀ = 0, with the
 # official η = 0.1 and with η = 1/L.
+
 
 # %%
 def code_error(Z):
@@ -903,14 +915,14 @@ plt.show()
 # %% [markdown]
 # The CRATE stack loses the input layer by layer; the residual stack keeps almost all of it. This
 # is at initialisation: training can learn dictionaries that preserve what matters, and CRATE does
-# train to 70.8 % (B) and 71.3 % (L) ImageNet-1K top-1 from scratch. But every layer must first
-# learn not to destroy its input (and CRATE-L gains only 0.5 points over CRATE-B). With a
-# residual, an untrained block is a small perturbation of the identity — the property that lets
-# ResNets and transformers grow deep.
+# train to 70.8 % (B) and 71.3 % (L) ImageNet-1K top-1 from scratch (Yu et al., arXiv 2306.01129,
+# Table 1). But every layer must first learn not to destroy its input (and CRATE-L gains only 0.5
+# points over CRATE-B). With a residual, an untrained block is a small perturbation of the
+# identity — the property that lets ResNets and transformers grow deep.
 #
-# For context (DESIGN §5): CRATE-α, pre-trained on ImageNet-21K and fine-tuned on ImageNet-1K,
-# reaches **81.2 %** top-1 at B/16 and **83.9 %** at L/14 (B/32 76.5, B/8 83.2, L/32 80.2, L/8
-# 85.1). These numbers come with more data and a different recipe as well as the new block, so
+# For context (Yang et al., arXiv 2405.20299, Table 1): CRATE-α, pre-trained on ImageNet-21K and
+# fine-tuned on ImageNet-1K, reaches **81.2 %** top-1 at B/16 and **83.9 %** at L/14 (B/32 76.5,
+# B/8 83.2, L/32 80.2, L/8 85.1). These numbers come with more data and a different recipe as well as the new block, so
 # they do not isolate the block's effect; they show that, with the three changes of section 9, the
 # white-box design scales with model size.
 #
@@ -938,7 +950,7 @@ plt.show()
 #   random d × 4d one can reach a few per cent (with many active atoms; training D makes them few).
 # - CRATE-α's block: two ISTA steps from zero on D ∈ ℝ^{d×4d}, decoded by D₁, added to the stream.
 #   The residual keeps the input readable through depth: held-out R² of a linear readout 0.99 vs
-#   0.61 for CRATE's replacing block after 8 random layers (0.98 vs 0.38 after 24, full mode).
+#   0.61 for CRATE's replacing block after 8 random layers (full mode also prints it after 24).
 #
 # ## Exercises
 #

@@ -45,16 +45,20 @@
 # The model is the `digits-quick` recipe's CRATE (128 wide, 4 heads, 16 patches of 8×8 px) on
 # scikit-learn's digits, which ship with scikit-learn (no download).
 #
+# Measured on 2026-12-03 on 2 CPU cores shared with other jobs, by `benchmarks/notebooks.py`
+# (kernel start included; recorded in `benchmarks/results/notebooks_quick.json` and
+# `notebooks_full.json`): wall time, and the kernel's CPU time in brackets, which other jobs
+# on the machine disturb less. Other jobs kept up to about one core busy during these runs (the
+# JSON files record how busy, per notebook), so an idle machine is faster.
+#
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores) | 20–35 s (measured 17–36 s on a shared machine) | about 2.5 min (measured 2 min 29 s) |
-# | GPU | not measured (none here); the model is tiny, expect about the CPU times | same |
+# | CPU (2 cores) | 14 s (CPU 14 s) | 75 s (CPU 56 s) |
+# | GPU | not measured (no GPU in this session); training would use one through Accelerate, but the model is tiny, so expect about the CPU times | same |
 #
-# Times include the kernel start. Training runs on the GPU through Accelerate when there is one,
-# but this model is so small that the CPU times are a fair guide. Quick mode trains the recipe's
-# 4-layer model for 4 epochs (≈ 94 % test accuracy); full mode trains an 8-layer model for 20
-# epochs (≈ 98 %) so that the layer-wise curves have more points. The optional CRATE-S part (§7)
-# adds under a minute on a CPU when the weights are present.
+# Quick mode trains the recipe's 4-layer model for 4 epochs; full mode trains an 8-layer model for
+# 20 epochs, which fits the digits better, so that the layer-wise curves have more points. The
+# optional CRATE-S part (§7) adds under a minute on a CPU when the weights are present.
 
 # %%
 # On Google Colab, install crate_edu first (elsewhere this cell does nothing).
@@ -392,6 +396,12 @@ for key in counts["CRATE-T"]:
     print(f"{key:22s} {a:12,d} {b:12,d}   {a / b:5.3f}")
 ratio = totals["CRATE-T"] / totals["ViT-S"]
 print(f"{'total':22s} {totals['CRATE-T']:12,d} {totals['ViT-S']:12,d}   {ratio:5.3f}")
+qkv_bias = 3 * vit_s.config.dim * vit_s.config.depth  # DeiT-S has a bias on W_qkv, vit_small none
+extra_ln = 2 * (3 * vit_s.config.patch_size**2 + vit_s.config.dim)  # CRATE's LN(P) and LN(d) in the embedding
+print(
+    f"vit_small vs DeiT-S: +{qkv_bias:,d} (W_qkv bias) − {extra_ln:,d} (two LayerNorms) = "
+    f"{totals['ViT-S'] + qkv_bias - extra_ln:,d} parameters ({qkv_bias - extra_ln:,d} more)"
+)
 
 # %%
 for label, model, kind in (("CRATE-T", crate_t, "crate"), ("ViT-S", vit_s, "vit")):
@@ -429,13 +439,14 @@ plt.show()
 
 # %% [markdown]
 # CRATE-T has 27.6 % of ViT-S's parameters, not quite a quarter because the embedding and head
-# (0.76M) are shared. The attention block has 3.54M vs 7.08M (the shared projection) and ISTA
+# (0.37M + 0.39M) are shared. The attention block has 3.54M vs 7.08M (the shared projection) and ISTA
 # 1.77M vs 14.18M (one $d\times d$ dictionary against the $d\to4d\to d$ MLP). The price, on
-# ImageNet-1K from scratch: 66.7 % top-1 for CRATE-T against 72.4 % for ViT-S (arXiv 2306.01129).
-# The package's `vit_small` has 22.04M parameters, 11,520 fewer than the 22.05M of the paper's
-# ViT-S (DeiT-S): its $W_{qkv}$ has no bias (−13,824, as in the vit-pytorch code the official CRATE
-# descends from) and its patch embedding has CRATE's two extra LayerNorms (+2,304). The conclusion
-# does not change.
+# ImageNet-1K from scratch: 66.7 % top-1 for CRATE-T against 72.4 % for ViT-S, both 384 wide
+# (Yu et al., arXiv 2306.01129, Table 1). The package's `vit_small` has 22.04M parameters, 11,520
+# fewer than the 22,050,664 of the paper's ViT-S (DeiT-S; the count of timm's
+# `deit_small_patch16_224`): its $W_{qkv}$ has no bias (−13,824, as in the vit-pytorch code the
+# official CRATE descends from) and its patch embedding has CRATE's two extra LayerNorms (+2,304).
+# The conclusion does not change.
 #
 # ## 4. The layer-wise measurement
 #
@@ -825,43 +836,44 @@ print(f"trained vs init: R^c lower at {lower_rc} of {DEPTH} layers; non-zeros lo
 # %% [markdown]
 # ### Discussion: what the measurements show, and what they do not
 #
-# Numbers below are from the committed quick run (4 layers, 4 epochs, ≈ 94 % test accuracy) and
-# from one full run (8 layers, 20 epochs, ≈ 98 %), both on the CPU with seed 0; the cell above
-# prints the exact figures of whatever run you just did (they move a little with the CPU and the
-# package version, the picture does not).
+# The random-initialisation figures above are the same on every run; the trained ones move a little
+# with the CPU and the package version (so the tests do not compare them), while the picture does
+# not. The text below therefore reads the committed quick run (4 layers, 4 epochs) through the
+# summary printed above, without copying its numbers, and says where our one full-mode run
+# (8 layers, 20 epochs, seed 0, on the same CPU) differs.
 #
-# - **Does $R^c$ fall across layers?** At random initialisation, no: it sits high (≈ 158–162 nats
-#   against a ceiling of 178.3) and is flat or slightly rising with depth. After training it is
-#   lower at *every* layer than at initialisation (by ≈ 6–16 nats in the quick run, ≈ 2–29 in the
-#   full run), but it does not fall steadily from the first layer: the quick run is flat for three
-#   layers (≈ 151) and drops at the fourth (≈ 145); the full run even rises a little over the first
-#   four layers (≈ 153 → 158) and then falls fast over the last four (to ≈ 133), with a spread across
-#   images that grows with depth. The papers' figure, for CRATE trained on ImageNet-1K, shows a
-#   steadier decrease; a 4- or 8-layer model trained for minutes on 8×8-px digits is another regime,
-#   so read the shape, not the agreement.
-# - **Does sparsity grow?** The non-zero fraction starts at ≈ 0.49 at layer 1, initialised or
+# - **Does $R^c$ fall across layers?** At random initialisation, no: it sits high (158–161 nats in
+#   the first table of §4, well below the ceiling printed above) and is flat or slightly rising with
+#   depth. After training it is lower at *every* layer than at initialisation (the summary's last
+#   line), but it does not fall steadily from the first layer: the quick run is flat for three
+#   layers and drops at the fourth; the full run even rises a little over the first five layers and
+#   then falls fast over the last three, with a spread across images that grows with depth. The
+#   papers' figure, for CRATE trained on ImageNet-1K, shows a steadier decrease; a 4- or 8-layer
+#   model trained for minutes on 8×8-px digits is another regime, so read the shape, not the
+#   agreement.
+# - **Does sparsity grow?** The non-zero fraction starts at 0.49 at layer 1, initialised or
 #   trained: the ReLU-of-LayerNorm baseline of §1. It falls over the next layers in both. But
-#   training makes the deep layers *less* sparse, not more (quick: ≈ 0.31 at init vs ≈ 0.44 trained
-#   at layer 4; full: ≈ 0.31 vs ≈ 0.40 at layer 8), and after training the non-zero fraction follows
-#   the ReLU-of-LN baseline (dotted) within ≈ 0.04 at every layer. So nearly all of the measured
-#   sparsity is the ReLU cutting LayerNorm-centred tokens; the single ISTA step, which subtracts only
-#   ηλ = 0.01, changes few signs. On this model the "sparser with depth after training" claim is not
-#   reproduced (Exercise 5 raises λ).
+#   training makes the deep layers *less* sparse, not more (compare the two non-zero columns of the
+#   table above at the last layer; the full run shows the same at layer 8), and after training the
+#   non-zero fraction follows the ReLU-of-LN baseline (dotted) closely at every layer (the summary
+#   prints the largest gap). So nearly all of the measured sparsity is the ReLU cutting
+#   LayerNorm-centred tokens; the single ISTA step, which subtracts only ηλ = 0.01, changes few
+#   signs. On this model the "sparser with depth after training" claim is not reproduced
+#   (Exercise 5 raises λ).
 # - **Does the MSSA step compress, in its own subspaces?** After training, yes, in every layer of both
-#   runs, for nearly every image from the second layer on (≥ 99 %; in the first layer for ≈ 60–92 %
-#   of the images), and more the deeper the layer (from ≈ −0.6 to −14 nats in the quick run,
-#   ≈ −0.1 to −20 in the full run). At initialisation the step is close to neutral (between ≈ −1.8
-#   and +0.1 nats). So, measured this way, training turns the MSSA step into a compression step in
-#   the subspaces it attends in, as derived. This does not contradict Hu et al.: their argument is
-#   about the update as derived and implemented with residual coefficient 1 (notebook 02 §8c
-#   reproduced the rise with a tied output map), and the official measurement normalises every token,
-#   so it cannot see the growth of token norms that made up most of that rise. A trained `to_out`
-#   is free to point the update wherever the loss wants, and here it points downhill on $R^c$.
+#   runs, for nearly every image from the second layer on (the last column of the table above), and
+#   more the deeper the layer. At initialisation the step is close to neutral. So, measured this
+#   way, training turns the MSSA step into a compression step in the subspaces it attends in, as
+#   derived. This does not contradict Hu et al.: their argument is about the update as derived and
+#   implemented with residual coefficient 1 (notebook 02 §8c reproduced the rise with a tied output
+#   map), and the official measurement normalises every token, so it cannot see the growth of token
+#   norms that made up most of that rise. A trained `to_out` is free to point the update wherever
+#   the loss wants, and here it points downhill on $R^c$.
 # - **But the ISTA step undoes part of it.** Measured in the same subspaces, the ISTA step *raises*
-#   $R^c$ in every layer (≈ +5 to +9 nats in the quick run, up to ≈ +7 in the full run); the next
-#   layer's own LayerNorm and $U$ (green bars) then take back part of that again. The papers'
-#   layer-to-layer curve is the sum of the three bars, and it hides that each layer compresses and
-#   then decompresses: a flat stretch of the curve is not a layer that does nothing.
+#   $R^c$ in every layer of both runs; the next layer's own LayerNorm and $U$ (green bars) then take
+#   back part of that again. The papers' layer-to-layer curve is the sum of the three bars, and it
+#   hides that each layer compresses and then decompresses: a flat stretch of the curve is not a
+#   layer that does nothing.
 #
 # ## 7. The official CRATE-S, if you have its weights
 #
@@ -1025,7 +1037,7 @@ else:
 # ReLU, on LayerNorm-scaled entries of order 1; so only entries of $Y + \eta D^\top(Y - DY)$ in
 # $(0.01, 0.05]$ are newly zeroed. Expect the non-zero fraction to fall by a few points at most, with
 # the ReLU-of-LN baseline still the dominant factor. Measured (quick settings: 4 layers, 4 epochs):
-# the non-zero fractions fall by ≈ 0.02–0.03 per layer (e.g. ≈ 0.42 → 0.39 at layer 3), the baseline
-# moves by less than 0.01, and the test accuracy stays ≈ 0.94. (The CRATE-MAE encoder uses λ = 0.5.)
+# the non-zero fractions fell by one to three hundredths per layer, and the test accuracy hardly
+# moved. (The CRATE-MAE encoder uses λ = 0.5.)
 #
 # </details>
