@@ -46,14 +46,20 @@
 #
 # ## Run time
 #
+# Measured on 2026-12-03 on 2 CPU cores shared with other jobs, by `benchmarks/notebooks.py`
+# (kernel start included; recorded in `benchmarks/results/notebooks_quick.json` and
+# `notebooks_full.json`): wall time, and the kernel's CPU time in brackets, which other jobs
+# on the machine disturb less. Other jobs kept up to about one core busy during these runs (the
+# JSON files record how busy, per notebook), so an idle machine is faster.
+#
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores), offline (`digits`) | 40–80 s (measured 52–73 s, busy) | about 5 min (estimated) |
+# | CPU (2 cores), offline (`digits`) | 26 s (CPU 26 s) | 2.5 min (CPU 1.8 min) |
 # | CPU, CIFAR-10 present | about the same (1,024 training images) | days to weeks: the notebook warns |
-# | one GPU (A100/H100), CIFAR-10 | under a minute | estimated 5–15 min per 100-epoch run (§3) |
+# | GPU | not measured (no GPU in this session) | with CIFAR-10: estimated 5–15 min per 100-epoch run from FLOP counts (§3), not measured |
 #
-# Times include the kernel start. The committed outputs come from a quick-mode run on a CPU
-# without CIFAR-10 (the `digits` fallback); §8 says how they compare with the published numbers.
+# The committed outputs come from a quick-mode run on a CPU without CIFAR-10 (the `digits`
+# fallback); §8 says how they compare with the published numbers.
 
 # %%
 # On Google Colab, install crate_edu first (elsewhere this cell does nothing).
@@ -75,6 +81,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
+from IPython.display import Markdown, display
 from lion_pytorch import Lion
 from torch.utils.data import Subset
 from torch.utils.flop_counter import FlopCounterMode
@@ -144,11 +151,13 @@ print(f"training data: {DATA} ({info.num_classes} classes, {info.image_size}×{i
 # %% [markdown]
 # ## 1. What to expect: the published numbers
 #
-# CRATE was designed for interpretability, not to beat the ViT. The NeurIPS 2023 paper
-# (arXiv 2306.01129) reports ImageNet-1K top-1 trained from scratch for CRATE-T/S/B/L and two ViTs,
-# and the transfer accuracy after fine-tuning those ImageNet models on CIFAR-10/100 at 224 px
-# (DESIGN §5). Keep them in mind: CRATE trails a ViT of the same width by 3–5 points on ImageNet,
-# while using far fewer parameters (notebook 04: 6.09M for CRATE-T against 22.0M for ViT-S).
+# CRATE was designed for interpretability, not to beat the ViT. The NeurIPS 2023 paper (Yu et al.,
+# arXiv 2306.01129, Table 1) reports ImageNet-1K top-1 trained from scratch for CRATE-T/S/B/L and two
+# ViTs, and the transfer accuracy after fine-tuning those ImageNet models on CIFAR-10/100 at 224 px.
+# Keep in mind what is compared with what. Only one pair has the same width: CRATE-T and ViT-S are
+# both 384 wide, and CRATE-T trails by 5.7 points (66.7 against 72.4), with far fewer parameters
+# (notebook 04: 6.09M against 22.04M). The paper's other ViT, ViT-T, is half as wide (192) and
+# still scores 71.5, above every CRATE up to CRATE-L (71.3).
 
 # %%
 published_in1k = {
@@ -355,7 +364,9 @@ check_close(
 torch.manual_seed(1)
 theta0 = torch.randn(1000, dtype=F64)
 grads = [torch.randn(1000, dtype=F64) * torch.rand(1000, dtype=F64) for _ in range(3)]
-lr, wd, (b1, b2) = 2.4e-4, 0.5, (0.9, 0.99)  # the published ImageNet settings
+imagenet = RECIPES["imagenet"]  # the published ImageNet settings (official main.py)
+lr, wd, (b1, b2) = imagenet.lr, imagenet.weight_decay, (0.9, 0.99)
+print(f"imagenet recipe: {imagenet.optimizer}, lr {lr:g}, weight decay {wd:g}, batch {imagenet.batch_size:,}")
 
 theta, m = theta0.clone(), torch.zeros_like(theta0)
 for g in grads:  # Lion, by hand
@@ -410,11 +421,11 @@ check(
 # 32×32 crop, flip left–right half the time. The official fine-tuning (`finetune.py`, the `finetune`
 # recipe) adds **RandAugment(2, 14)**: for each image, two operations drawn at random from a fixed
 # list (rotate, shear, translate, colour, contrast, posterise, solarise, equalise, ...) applied at
-# magnitude 14 (of torchvision's 31 levels), after a random resized crop and flip. Strong
-# augmentation regularises, which a long fine-tuning schedule (200 epochs on 50,000 images with a
-# 13M-parameter model) needs; on a 100-epoch run from scratch it slows learning more than it
-# helps, so the scratch recipe keeps the light policy (its doc: try `--augment randaugment` with
-# twice the epochs). For `digits` a flip turns a 2 into a mirror-image glyph that no test image
+# magnitude 14 (of the 31 levels of torchvision's `RandAugment`), after a random resized crop and
+# flip. Strong augmentation regularises, which a long fine-tuning schedule (200 epochs on 50,000
+# images with a 13M-parameter model) needs; on a 100-epoch run from scratch it slows learning more
+# than it helps, so the scratch recipe keeps the light policy (its doc: try `--augment randaugment`
+# with twice the epochs). For `digits` a flip turns a 2 into a mirror-image glyph that no test image
 # resembles, so the digits runs below use `augment="shift"` (crop without flip).
 #
 # Below: six test images and a RandAugment view of each (the `finetune` pipeline at 32 px).
@@ -554,6 +565,12 @@ del full_model
 # last digits; so cells that print training results are not compared by the tests
 # (`# NBVAL_IGNORE_OUTPUT`), while the checks are.
 
+# %% [markdown]
+# **Full mode: the next cell is long.** In full mode it took 28 s on 2 CPU cores shared with other
+# jobs (2026-12-03; the whole notebook 2.5 min, see the Run time table). For a run of seconds use
+# quick mode: restart the kernel, run `%env CRATE_EDU_QUICK=1` before the imports (or start Jupyter
+# with `CRATE_EDU_QUICK=1 jupyter lab`), then run all cells.
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 work = Path(tempfile.mkdtemp(prefix="crate_nb05_"))
@@ -595,6 +612,12 @@ n_crate = build_model(cfg).num_params()
 n_vit = build_model(cfg_vit).num_params()
 print(f"CRATE {cfg.model} {cfg.model_overrides}: {n_crate:,} parameters")
 print(f"ViT   {cfg_vit.model} {cfg_vit.model_overrides}: {n_vit:,} parameters")
+with torch.device("meta"):  # the recipe's own pair, for comparison (no memory used)
+    recipe_pair = [crate_edu.create_model(name) for name in ("crate_tiny_cifar", "vit_tiny_cifar")]
+print(
+    "the recipe's pair:",
+    ", ".join(f"{type(m).__name__} {m.config.dim} wide {m.num_params():,}" for m in recipe_pair),
+)
 check(
     "the two models have the same parameter count within 10 %",
     abs(n_vit / n_crate - 1) < 0.10,
@@ -841,18 +864,32 @@ if enough_steps:
 #
 # The outputs stored in this notebook come from a **quick-mode run on a CPU (2 shared cores) without
 # CIFAR-10**, so on the `digits` fallback: a 4-layer CRATE (0.23M parameters) and a ViT of the same
-# size, 4 epochs on 1,024 training images (64 steps), reached 84.1 % and 86.9 % test accuracy; the
-# 2-epoch fine-tuning to `cluttered-digits` went from 11 % (chance, fresh head) to 31.5 %, against
-# 8.6 % for the same model trained from scratch with the same budget. These numbers say that the
-# code works and that the pretrained body transfers; they do not rank CRATE against the ViT — at
-# this size and budget a 3-point gap is within what another seed can change. The quick-mode run
-# took 52–73 s in five runs (2 cores shared with other jobs, kernel start included).
+# size, 4 epochs on 1,024 training images (64 steps), then 2 epochs of fine-tuning to
+# `cluttered-digits`. Their accuracies move a little from run to run, so the next cell writes them
+# from this run's variables:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+display(
+    Markdown(
+        f"**This run** (`{DATA}`, {result.final['step']} steps): CRATE {result.final['test_acc']:.1%} and "
+        f"ViT {result_vit.final['test_acc']:.1%} test accuracy; fine-tuning to `{ft_data}` went from "
+        f"{before:.1%} (fresh head) to {result_ft.final['test_acc']:.1%}, against "
+        f"{result_sc.final['test_acc']:.1%} for the same model trained from scratch with the same budget."
+    )
+)
+
+# %% [markdown]
+# These numbers say that the code works and that the pretrained body transfers (both checked in
+# §7); they do not rank CRATE against the ViT — at this size and budget a gap of a few points is
+# within what another seed can change. The run times are in the table at the top.
 #
 # On CIFAR-10 with the full recipe on one GPU, expect about 85 % for CRATE (the recipe's estimate,
-# 82–88 %) and somewhat more for the ViT of the same size (on ImageNet the gap is 3–5 points, §1);
-# fine-tuning the official ImageNet CRATE-S for the recipe's 200 epochs should approach the
-# published 96.0 % (CIFAR-10) and 81.0 % (CIFAR-100). **None of these was measured here: this
-# session had no GPU.** If you run it, the last cell's numbers are the ones to report.
+# 82–88 %) and somewhat more for the ViT of the same parameter count (on ImageNet-1K, ViT-T, with
+# about CRATE-T's parameter count, leads it by 4.8 points; §1). Fine-tuning the official ImageNet CRATE-S for the recipe's 200
+# epochs should approach the published 96.0 % (CIFAR-10) and 81.0 % (CIFAR-100; Yu et al.,
+# arXiv 2306.01129, Table 1). **None of these was measured here: this session had no GPU.** If you
+# run it, the last cell's numbers are the ones to report.
 #
 # ## Summary
 #

@@ -46,14 +46,20 @@
 #
 # ## Run time
 #
+# Measured on 2026-12-03 on 2 CPU cores shared with other jobs, by `benchmarks/notebooks.py`
+# (kernel start included; recorded in `benchmarks/results/notebooks_quick.json` and
+# `notebooks_full.json`): wall time, and the kernel's CPU time in brackets, which other jobs
+# on the machine disturb less. Other jobs kept up to about one core busy during these runs (the
+# JSON files record how busy, per notebook), so an idle machine is faster.
+#
 # | | quick mode (`CRATE_EDU_QUICK=1`) | full mode |
 # |---|---|---|
-# | CPU (2 cores), offline (`digits` at 64 px) | 25–60 s (measured 25–41 s, busy) | about 2 min (est.) |
+# | CPU (2 cores), offline (`digits` at 64 px) | 18 s (CPU 18 s) | 2.9 min (CPU 1.9 min) |
 # | CPU, Imagenette present | about the same (1,024 images at 64 px) | days: the notebook warns |
-# | one GPU (A100/H100), Imagenette at 160 px | about a minute | estimated 10–30 min (§4) |
+# | GPU | not measured (no GPU in this session) | with Imagenette: estimated 10–30 min from FLOP counts (§4), not measured |
 #
-# Times include the kernel start. The committed outputs come from a quick-mode run on a CPU
-# without Imagenette or ImageNet (the `digits` fallback); §7 says what they show.
+# The committed outputs come from a quick-mode run on a CPU without Imagenette or ImageNet (the
+# `digits` fallback); §7 says what they show.
 
 # %%
 # On Google Colab, install crate_edu first (elsewhere this cell does nothing).
@@ -329,6 +335,12 @@ check("bf16 autocast changes CRATE-T's logits by less than 5 % (relative norm)",
 # reach. In quick mode: a batch of 2, one timed step after one untimed (with one CPU thread); on a
 # CPU in full mode a batch of 8, on a GPU 64. The numbers vary from run to run.
 
+# %% [markdown]
+# **Full mode: the next cell is long.** In full mode it took 2.0 min on 2 CPU cores shared with
+# other jobs (2026-12-03; the whole notebook 2.9 min, see the Run time table). For a run of seconds
+# use quick mode: restart the kernel, run `%env CRATE_EDU_QUICK=1` before the imports (or start
+# Jupyter with `CRATE_EDU_QUICK=1 jupyter lab`), then run all cells.
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 dev = setup_device()
@@ -577,12 +589,14 @@ check(
 #
 # The outputs stored in this notebook come from a **quick-mode run on a CPU (2 shared cores) with
 # neither Imagenette nor ImageNet**: the training cells ran on `digits` at 64 px (a 4-layer CRATE,
-# 4 epochs on 1,024 images: 87.7 % test accuracy), and the throughput cells measured CRATE-T at
-# 224 px on that CPU with one thread: 2–4 images/s for training, 7–14 for inference, 10–19 under
-# bf16 autocast (over several runs, depending on the other jobs' load) — which is the point: the `imagenette` recipe would take days there, and the
-# notebook warns before it. The quick-mode run took 25–41 s (kernel start included). No GPU or TPU
-# was available in this session, so the GPU figures in §2 and §4 are estimates from FLOP counts, not
-# measurements; with a GPU, the throughput cell prints the real figure.
+# 4 epochs on 1,024 images; §5 prints its test accuracy), and the throughput cells measured CRATE-T
+# at 224 px on that CPU with one thread: a few images per second for training and a few tens for
+# inference, with or without bf16 autocast (the cells print the figures of each run; they move with
+# the other jobs' load, so nbval does not compare them) — which is the point: the `imagenette`
+# recipe would take days there, and the notebook warns before it. The run times are in the table
+# at the top. No GPU or TPU was available in this session, so the GPU figures in §2 and §4 are
+# estimates from FLOP counts, not measurements; with a GPU, the throughput cell prints the real
+# figure.
 #
 # ## Summary
 #
@@ -647,8 +661,9 @@ check(
 # <details><summary>Solution</summary>
 #
 # Tensor cores run bf16 products several times faster than float32 ones (TF32 narrows the gap on
-# Ampere and later), so expect roughly 1.5–3× for training. A small model spends a larger share of
-# its time in memory-bound operations (LayerNorm, softmax, the ISTA ReLU) and kernel launches,
+# Ampere and later), but expect a training speed-up well below the ratio of the peak FLOP/s (we
+# have not measured it; no GPU here). A small model spends a larger share of its time in
+# memory-bound operations (LayerNorm, softmax, the ISTA ReLU) and kernel launches,
 # which bf16 speeds up much less; CRATE-B's larger matrices (768 wide) are closer to compute-bound.
 #
 # </details>
