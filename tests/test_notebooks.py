@@ -2,16 +2,21 @@
 
 nbval (``pytest --nbval``, configured in pyproject.toml) re-runs every notebook and compares
 outputs; this file checks what nbval does not: the .py/.ipynb pair is in sync, the committed
-notebook carries outputs, and it has the parts every notebook promises.
+notebook carries outputs, it has the parts every notebook promises, its "Run time" table gives the
+times measured by ``benchmarks/notebooks.py`` (quick and full mode, with the date), and a notebook
+whose full mode is long says so right before its first long cell.
 """
 
+import json
 from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+RESULTS = ROOT / "benchmarks" / "results"
 IPYNBS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 PYS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 
@@ -45,3 +50,67 @@ def test_pair_in_sync_executed_and_complete(ipynb):
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{ipynb.name} was committed with an error output"
+
+
+#: A notebook whose full mode takes longer than this on the measuring CPU must warn before its
+#: first long cell ("about 2 minutes").
+LONG_FULL_MODE_S = 120.0
+#: A cell at least this long (in full mode) counts as a long cell.
+LONG_CELL_S = 20.0
+
+
+def _measured(mode: str) -> dict[str, dict]:
+    data = json.loads((RESULTS / f"notebooks_{mode}.json").read_text())
+    return {row["notebook"]: row for row in data["results"]}
+
+
+def format_seconds(seconds: float) -> str:
+    """How the Run time tables write a measured time: "12 s" below 90 s, else "2.8 min"."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _run_time_cell(nb) -> str:
+    return next(c.source for c in nb.cells if c.cell_type == "markdown" and "## Run time" in c.source)
+
+
+@pytest.mark.parametrize("ipynb", IPYNBS, ids=[p.stem for p in IPYNBS])
+def test_run_time_table_gives_the_measured_times(ipynb):
+    text = _run_time_cell(nbformat.read(ipynb, as_version=4))
+    for mode in ("quick", "full"):
+        row = _measured(mode).get(ipynb.name)
+        assert row, (
+            f"{ipynb.name}: no {mode}-mode row in benchmarks/results/notebooks_{mode}.json; run "
+            f"`python benchmarks/notebooks.py {'--full ' * (mode == 'full')}{ipynb.name[:2]}`"
+        )
+        for key in ("seconds", "kernel_cpu_seconds"):
+            assert format_seconds(row[key]) in text, (
+                f"{ipynb.name}: the Run time table lacks the measured {mode}-mode {key} "
+                f"({format_seconds(row[key])}, benchmarks/results/notebooks_{mode}.json)"
+            )
+        assert row["date"] in text, f"{ipynb.name}: the Run time table does not give the date {row['date']}"
+    assert "| GPU |" in text, f"{ipynb.name}: the Run time table has no GPU row"
+
+
+@pytest.mark.parametrize("ipynb", IPYNBS, ids=[p.stem for p in IPYNBS])
+def test_long_full_mode_is_announced_before_its_first_long_cell(ipynb):
+    row = _measured("full")[ipynb.name]
+    if row["seconds"] <= LONG_FULL_MODE_S:
+        return
+    nb = nbformat.read(ipynb, as_version=4)
+    long_lines = {c["first_line"] for c in row["longest_cells"] if c["seconds"] >= LONG_CELL_S}
+    assert long_lines, f"{ipynb.name}: full mode is long but no single cell is; record longest_cells again"
+
+    def first_code_line(cell) -> str:
+        lines = [x for x in cell.source.splitlines() if x.strip() and not x.lstrip().startswith("#")]
+        return (lines or [""])[0][:80]
+
+    first = next(
+        (i for i, c in enumerate(nb.cells) if c.cell_type == "code" and first_code_line(c) in long_lines),
+        None,
+    )
+    assert first is not None, f"{ipynb.name}: none of the long cells {long_lines} is in the notebook"
+    note = nb.cells[first - 1]
+    assert note.cell_type == "markdown" and "CRATE_EDU_QUICK" in note.source and "full mode" in note.source, (
+        f"{ipynb.name}: the cell before its first long cell ({first_code_line(nb.cells[first])!r}) must be a "
+        "Markdown note saying how long it takes in full mode and how to switch to quick mode"
+    )
