@@ -786,8 +786,8 @@ check(
 #   scores a ΔR only about 0.02 nats below the union's. Only the sparsity term tells them apart (16 vs 4
 #   nonzeros per token), which is one reason eq. 1 needs it.
 #
-# **Where the official CRATE departs from this picture** (DESIGN §3; notebooks 02–04 go into
-# each): the subspaces U_k are the rows of a learned `qkv` projection that is *not* constrained to
+# **Where the official CRATE departs from this picture** (the official `model/crate.py` of
+# Ma-Lab-Berkeley/CRATE; notebooks 02–04 go into each): the subspaces U_k are the rows of a learned `qkv` projection that is *not* constrained to
 # be orthonormal; the official layer-wise measurement of R^c normalises every per-head token to
 # unit norm and puts `eps = 0.01` in the ε² slot (ε = 0.1), see `cr.measure_coding_rate`; and no
 # CRATE layer computes R itself — the expansion term only enters through the derivation.

@@ -371,7 +371,7 @@ plt.show()
 #
 # $$\mathrm{ISTA}(x \mid D) = \mathrm{ReLU}\big(x + \eta D^\top (x - Dx) - \eta\lambda\mathbf 1\big).$$
 #
-# Its output *replaces* the stream: there is no residual around it (DESIGN §3). Two remarks:
+# Its output *replaces* the stream: there is no residual around it (official `model/crate.py`). Two remarks:
 #
 # - The warm start x is usually **not feasible** (LayerNorm outputs are half negative). The descent
 #   guarantee of section 4 only starts from the first iterate; the first step is as much a
@@ -926,7 +926,7 @@ plt.show()
 # they do not isolate the block's effect; they show that, with the three changes of section 9, the
 # white-box design scales with model size.
 #
-# **Where the official code departs from the derivation** (DESIGN §3), for this block: the LASSO
+# **Where the official code departs from the derivation** (official `model/crate.py`), for this block: the LASSO
 # objective of the paper has no ½ (section 2: the update is a step on the ½-version); the warm
 # start Z = x is infeasible for LayerNorm inputs (section 5); η = 0.1 is fixed and nothing keeps it
 # below 1/‖D‖₂² once D is trained; CRATE's ISTA output has no residual; the official code computes

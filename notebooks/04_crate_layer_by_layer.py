@@ -105,7 +105,7 @@ print(f"quick mode: {QUICK}; digits model: {DEPTH} layers trained for {EPOCHS} e
 #
 # ## 1. One CRATE layer from its two blocks
 #
-# A CRATE layer first compresses, then sparsifies (official `model/crate.py`; DESIGN §3):
+# A CRATE layer first compresses, then sparsifies (official `model/crate.py`):
 #
 # $$
 # Z^{\ell+1/2} = Z^\ell + \mathrm{MSSA}\big(\mathrm{LN}(Z^\ell)\,\big|\,U^\ell_{[K]}\big),
@@ -225,7 +225,7 @@ check(
 #
 # ## 2. The whole model
 #
-# `crate_edu.models.CRATE` follows the official model (DESIGN §3):
+# `crate_edu.models.CRATE` follows the official model (`model/crate.py` of Ma-Lab-Berkeley/CRATE):
 #
 # $$
 # Z^1 = \big[z_{\text{cls}};\ \mathrm{LN}(\mathrm{Linear}(\mathrm{LN}(\text{patches})))\big] + E_{\text{pos}},
@@ -451,7 +451,7 @@ plt.show()
 # ## 4. The layer-wise measurement
 #
 # The papers' layer-wise figure plots, for every layer ℓ, how compressed the tokens are in that
-# layer's own subspaces and how sparse its output is. The official `vis_utils` code (DESIGN §3,
+# layer's own subspaces and how sparse its output is. The official `vis_utils` code (mirrored by
 # `crate_edu.coding_rate.measure_coding_rate`, `measure_nonzero`) measures, for each image:
 #
 # - **compression**: take the MSSA input projections $W_k = U_k^\top\mathrm{LN}(Z^\ell)$ (the

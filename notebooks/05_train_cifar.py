@@ -245,7 +245,7 @@ check("tokens N = (32/p)^2", all(n == (32 // p) ** 2 for p, n, _, _ in rows))
 # %% [markdown]
 # The published evidence that smaller patches buy accuracy — at a price in compute — comes from
 # CRATE-α (arXiv 2405.20299), ImageNet-1K top-1 after ImageNet-21K pre-training: B/32 76.5, B/16
-# 81.2, B/8 83.2; L/32 80.2, L/14 83.9, L/8 85.1 (DESIGN §5). On 32-px images the effect is
+# 81.2, B/8 83.2; L/32 80.2, L/14 83.9, L/8 85.1 (Yang et al., arXiv 2405.20299). On 32-px images the effect is
 # stronger still: a ViT with patch 4 reached about 80 % on CIFAR-10 in 200 epochs where patch 8
 # reached about 30 % (kentaroy47/vision-transformers-cifar10, cited in the recipe's doc).
 

@@ -132,8 +132,10 @@ def load_pair(retrain: bool) -> dict[str, torch.nn.Module]:
 
         pair = {}
         for label, model_name in (("CRATE", "crate_nano_cifar"), ("ViT", "vit_nano_cifar")):
-            run = train(RECIPES["cluttered-digits"].config(model=model_name), f"runs/07_{label.lower()}")
-            weights = export_run(run.checkpoint, f"runs/07_{label.lower()}.safetensors")
+            out = Path(f"runs/07_{label.lower()}")  # a second run continues (or reuses) the first
+            cfg = RECIPES["cluttered-digits"].config(model=model_name)
+            run = train(cfg, out, resume=(out / "checkpoint.pt").is_file())
+            weights = export_run(run.checkpoint, f"{out}.safetensors", overwrite=True)
             pair[label] = load_weights(weights)[0]
         return pair
     pair = {}

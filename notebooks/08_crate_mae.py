@@ -129,7 +129,7 @@ print(f"quick mode: {QUICK}; retrain: {RETRAIN}")
 # X = \mathrm{LN}(Z^{\ell+1/2}).
 # $$
 #
-# The decoder layer $\ell$ (DESIGN §2; official `model/crate_ae/crate_ae.py`) reverses the order of
+# The decoder layer $\ell$ (Pai et al., arXiv 2404.02446; official `model/crate_ae/crate_ae.py`) reverses the order of
 # the two steps and the sign of the MSSA step:
 #
 # $$
@@ -268,7 +268,7 @@ with torch.no_grad():
 # In the trained model nothing forces $\tilde D_\ell = D_{L+1-\ell}$, $\tilde U = U$, or a small
 # MSSA step: the decoder *learns* its own maps, and the derivation only dictates their form. That
 # is the same departure as in the classifier (learned output maps, unit residual coefficient;
-# notebook 04 and DESIGN §3).
+# notebook 04 and the official `model/crate.py`).
 #
 # ## 2. Patches, masks and the loss
 #
@@ -574,7 +574,7 @@ print(f"largest image-specific gain (own − another's): pre-trained {gain:+.3f}
 # ## 8. The official CRATE-MAE-Base, if you have its weights
 #
 # The authors published CRATE-MAE-Base (ImageNet-1K, 224 px, patch 16, 12 + 12 layers of width 768)
-# on Google Drive (file id `11i5BMwymqOsunq44WD3omN5mS6ZREQPO`, DESIGN §3). Nothing is downloaded
+# on Google Drive (file id `11i5BMwymqOsunq44WD3omN5mS6ZREQPO`, linked from the official README). Nothing is downloaded
 # here; if you have the file, set `CRATE_EDU_CRATE_MAE` to its path (or put it at
 # `crate_edu.weights.cache_path("crate_mae_base_in1k")`) and the cell below reconstructs a photo
 # shipped with scikit-image with it.
