@@ -864,7 +864,7 @@ n_fit = 1200
 def readout_r2(X_in, Z_out):
     """R² on held-out tokens of the best affine map from the layer output back to the input."""
     Z1 = torch.cat([Z_out, torch.ones(Z_out.shape[0], 1, dtype=Z_out.dtype)], dim=1)
-    W = torch.linalg.lstsq(Z1[:n_fit], X_in[:n_fit]).solution
+    W = torch.linalg.lstsq(Z1[:n_fit], X_in[:n_fit], driver="gelsd").solution  # SVD: Z1 may be rank-deficient
     resid = X_in[n_fit:] - Z1[n_fit:] @ W
     return 1.0 - (resid.pow(2).sum() / (X_in[n_fit:] - X_in[:n_fit].mean(0)).pow(2).sum()).item()
 
