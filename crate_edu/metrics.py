@@ -186,8 +186,15 @@ def forward_flops(model_or_config) -> int:
       all per token;
     - ViT layer: ``W_q, W_k, W_v`` (``3 d K p``), the output map, the MLP (``2 d h``), attention.
 
+    ISTA is counted as the two products of its equation, ``D Y`` and ``D^T (.)``: the official code
+    (and ``literal=True``) computes ``D^T x - D^T D x`` with three (``d^2`` more per token and
+    layer); the fast path runs these two on small batches and, from ``2 d`` tokens on, folds them
+    into one ``d x d`` matrix per layer (one product per token, plus ``d^3`` to form the matrix).
+    With one head of the full width (``heads == 1`` and
+    ``dim_head == dim``) the output map is an identity and costs nothing; the formula still counts it.
+
     Training costs about 3x this (the backward pass computes two products per forward one).
-    This is the full model, every token in every layer, as the official code computes it; with
+    This is the full model, every token in every layer; with
     ``pool='cls'`` the fast path's ``forward`` computes only the [CLS] row of the last layer and
     runs somewhat fewer (``ImageClassifier.forward``; count it with ``prune_last_layer = False``
     to compare with this formula).
