@@ -224,19 +224,11 @@ def _resolve_kernel(kernel: str, w: Tensor, dropout_p: float) -> str:
 
 
 def _cpu_autocast_enabled() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4 has no device-type argument
-        return torch.is_autocast_cpu_enabled()
+    return torch.is_autocast_enabled("cpu")
 
 
 def _compiling() -> bool:
-    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    if is_compiling is None:
-        import torch._dynamo as dynamo
-
-        is_compiling = dynamo.is_compiling
-    return bool(is_compiling())
+    return torch.compiler.is_compiling()
 
 
 class MSSA(nn.Module):

@@ -318,10 +318,7 @@ def _torch_load(path: Path, map_location: Any, mmap: bool = False) -> Any:
     kw: dict[str, Any] = {"map_location": map_location, "weights_only": True}
     if mmap and zipfile.is_zipfile(path):  # only the zip format can be memory-mapped, not legacy files
         kw["mmap"] = True
-    safe_globals = getattr(torch.serialization, "safe_globals", None)
-    if safe_globals is None:  # torch < 2.5: no allowlist context manager
-        return torch.load(path, **kw)
-    with safe_globals(_EXTRA_SAFE_GLOBALS):
+    with torch.serialization.safe_globals(_EXTRA_SAFE_GLOBALS):
         return torch.load(path, **kw)
 
 
