@@ -491,7 +491,7 @@ def test_stale_prose_is_caught(markdown, output, stale):
 
 
 #: The notebooks as committed before the prose fixes of "First contact and bad input", part 5
-#: (commit 9c3e604), with image outputs dropped: they hold the drifted numbers and the escape damage
+#: (commit f0bfb57), with image outputs dropped: they hold the drifted numbers and the escape damage
 #: this file was written to catch. Kept as fixtures (.json, so that nbval does not collect them) so
 #: that the check runs in any checkout, shallow or not.
 PRE_FIX = ROOT / "tests" / "fixtures" / "prose_pre_fix"
