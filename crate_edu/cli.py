@@ -50,22 +50,11 @@ def _one_line(exc: BaseException) -> str:
 
 def _os_error_line(exc: OSError) -> str:
     """One line for an operating-system error that no command turned into a message of its own."""
-    import errno
+    from crate_edu.train.checkpoint import os_error_fix
 
-    fixes = {
-        errno.ENOENT: "check the path",
-        errno.EACCES: "check the permissions, or choose a path you own",
-        errno.EPERM: "check the permissions, or choose a path you own",
-        errno.ENOSPC: "free space on that disk, or choose another path",
-        errno.EROFS: "the file system is read-only: choose a path on a writable disk",
-        errno.EISDIR: "that path is a folder: give a file",
-        errno.ENOTDIR: "a part of that path is a file, not a folder: check the path",
-        errno.EEXIST: "that path exists: choose another one",
-    }
     where = f" ({exc.filename})" if exc.filename else ""
     what = exc.strerror or _one_line(exc) or type(exc).__name__
-    fix = fixes.get(exc.errno or -1, "check the path, its permissions and the free space")
-    return f"{what}{where}; {fix}"
+    return f"{what}{where}; {os_error_fix(exc)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,7 +508,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """``crate-edu export``."""
     from crate_edu.checkpoints import export_run
-    from crate_edu.train.checkpoint import CHECKPOINT_NAME
 
     out = Path(args.out)
     if out.is_dir():
@@ -528,15 +516,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     if not str(args.out).endswith(".safetensors"):
         raise _UsageError(f"the output file must end in .safetensors, got {args.out!r}")
-    run = Path(args.run)
-    if not (run / CHECKPOINT_NAME if run.is_dir() else run).is_file():
-        raise _UsageError(f"no checkpoint at {run / CHECKPOINT_NAME if run.is_dir() else run}")
-    if out.exists() and not args.force:
-        raise _UsageError(f"{out} already exists; choose another file name, or pass --force to replace it")
     meta = {"command": args.made_by} if args.made_by else None
     try:
         path = export_run(args.run, out, metadata=meta, overwrite=args.force)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except FileExistsError:  # the API's message names overwrite=True; here the flag is the fix
+        raise _UsageError(
+            f"{out} already exists; choose another file name, or pass --force to replace it"
+        ) from None
+    except (FileNotFoundError, ValueError) as exc:
         raise _UsageError(_one_line(exc)) from None
     print(f"wrote {path}")
     return 0

@@ -46,8 +46,9 @@ class FileWriteError(OSError):
     version of the file, if any, is unchanged (writes are atomic). ``errno`` is the cause's."""
 
 
-#: What to do about a failed write, by cause.
-_WRITE_FIXES = {
+#: What to do about a failed file-system operation, by cause.
+_OS_FIXES = {
+    errno.ENOENT: "check the path",
     errno.ENOSPC: "free space on that disk or write somewhere else",
     errno.EDQUOT: "free space within your disk quota or write somewhere else",
     errno.EROFS: "the file system is read-only: write to a folder on a writable disk",
@@ -60,14 +61,33 @@ _WRITE_FIXES = {
 }
 
 
+def os_error_fix(exc: OSError) -> str:
+    """What to do about an operating-system error, by its cause (one short clause)."""
+    return _OS_FIXES.get(exc.errno or -1, "check the path, its permissions and the free space")
+
+
 def write_error(path: str | os.PathLike, exc: OSError, *, previous: bool = True) -> FileWriteError:
     """The one-line :class:`FileWriteError` for a failed write of ``path`` caused by ``exc``."""
     cause = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-    fix = _WRITE_FIXES.get(exc.errno or -1, "check the path, its permissions and the free space")
     kept = f"; the previous {Path(path).name} is unchanged" if previous and Path(path).is_file() else ""
-    err = FileWriteError(f"could not write {path}: {cause} ({_errno_name(exc)}); {fix}{kept}")
+    err = FileWriteError(f"could not write {path}: {cause} ({_errno_name(exc)}); {os_error_fix(exc)}{kept}")
     err.errno = exc.errno
     return err
+
+
+def make_folder(folder: str | os.PathLike) -> list[Path]:
+    """Create ``folder`` (and missing parents); returns the folders created, deepest first.
+
+    Raises:
+        FileWriteError: it cannot be created (read-only file system, no permission, ...).
+    """
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(folder, e, previous=False) from None
+    return missing
 
 
 def _errno_name(exc: OSError) -> str:

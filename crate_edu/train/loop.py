@@ -43,11 +43,11 @@ from crate_edu.train.checkpoint import (
     atomic_write_bytes,
     is_checkpoint,
     load_checkpoint,
+    make_folder,
     read_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    write_error,
     write_jsonl,
 )
 from crate_edu.train.config import (
@@ -686,10 +686,7 @@ def _fit(
         accelerator.scaler.load_state_dict(resume["scaler"])
 
     if accelerator.is_main_process:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise write_error(out, e, previous=False) from None
+        make_folder(out)
         text = _config_json(cfg, mixed_precision, nproc).encode("utf-8")
         atomic_write_bytes(out / CONFIG_NAME, lambda f: f.write(text))
         write_jsonl(out / METRICS_NAME, history)  # drops lines of epochs the checkpoint does not have
@@ -963,7 +960,7 @@ def train(
 
     # The run folder is made before the (possibly long) data loading, so that an unwritable --out
     # fails at once; a folder made here is removed again if the run stops before writing into it.
-    made = _make_run_folder(out) if distributed_state().is_main_process else []
+    made = make_folder(out) if distributed_state().is_main_process else []
     try:
         set_seed(cfg.seed)  # the same initial weights in every process
         if ckpt is not None:
@@ -980,17 +977,3 @@ def train(
             except OSError:
                 break
         raise
-
-
-def _make_run_folder(out: Path) -> list[Path]:
-    """Create ``out`` (and missing parents); returns the folders created, deepest first.
-
-    Raises:
-        FileWriteError: it cannot be created (read-only file system, no permission, ...).
-    """
-    missing = [p for p in (out, *out.parents) if not p.exists()]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(out, e, previous=False) from None
-    return missing

@@ -39,8 +39,8 @@ from crate_edu.train.checkpoint import (
     METRICS_NAME,
     atomic_write_bytes,
     load_checkpoint,
+    make_folder,
     save_checkpoint,
-    write_error,
     write_jsonl,
 )
 from crate_edu.train.loop import TrainingDivergedError, warmup_cosine
@@ -193,10 +193,7 @@ def _pretrain(cfg, out_dir, resume, datasets, log) -> MAERunResult:
     start_epoch, elapsed, cpu = 0, 0.0, 0.0
     folder = Path(out_dir) if out_dir is not None else None
     if folder is not None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise write_error(folder, e, previous=False) from None
+        make_folder(folder)
         ckpt_path = folder / CHECKPOINT_NAME
         if resume and ckpt_path.is_file():
             state = load_checkpoint(ckpt_path)
