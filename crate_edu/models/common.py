@@ -82,11 +82,8 @@ def check_geometry(image_size, patch_size, dim: int, heads: int, dim_head: int |
         raise ValueError(f"pool must be 'cls' (the [CLS] token) or 'mean' (mean of all tokens), got {pool!r}")
 
 
-def _autocast_on(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 has no device-type argument
-        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+#: The conversion method of each floating dtype (``x.float()``, ``model.double()``, ...).
+_CAST = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
 
 
 def check_images(x: Tensor, channels: int, image_size, name: str, like: Tensor | None = None) -> None:
@@ -129,21 +126,9 @@ def check_images(x: Tensor, channels: int, image_size, name: str, like: Tensor |
             f"{name} is on {like.device} but the images are on {x.device}; move them with "
             f"x.to('{like.device}') (or the model with model.to('{x.device}'))"
         )
-    if x.dtype != like.dtype and not _autocast_on(x.device.type):
-        to = {
-            torch.float32: "x.float()",
-            torch.float64: "x.double()",
-            torch.float16: "x.half()",
-            torch.bfloat16: "x.bfloat16()",
-        }
-        model_to = {
-            torch.float32: "model.float()",
-            torch.float64: "model.double()",
-            torch.float16: "model.half()",
-            torch.bfloat16: "model.bfloat16()",
-        }
-        fix = to.get(like.dtype, f"x.to({like.dtype})")
-        other = model_to.get(x.dtype, f"model.to({x.dtype})")
+    if x.dtype != like.dtype and not torch.is_autocast_enabled(x.device.type):
+        fix = f"x.{_CAST[like.dtype]}()" if like.dtype in _CAST else f"x.to({like.dtype})"
+        other = f"model.{_CAST[x.dtype]}()" if x.dtype in _CAST else f"model.to({x.dtype})"
         raise TypeError(
             f"{name} is {str(like.dtype).removeprefix('torch.')} but the images are "
             f"{str(x.dtype).removeprefix('torch.')}; convert the images with {fix} or the model with "
