@@ -5,15 +5,15 @@
 encoder has the width, heads, depth and patch of the supervised ``cluttered-digits-crate``; 3
 epochs, batch 64, AdamW 1.5e-3, betas (0.9, 0.95), wd 0.05, 200 warm-up steps then cosine, mask
 ratio 0.75, clipping 1.0, seed 0, one CPU thread), then writes the weights with
-:func:`crate_edu.checkpoints.save_weights`. Without ``--train`` it evaluates the file at ``--out``.
+:func:`crate_edu.weights.tutorial.save_weights`. Without ``--train`` it evaluates the file at ``--out``.
 
 Measured either way and written to ``benchmarks/results/crate_mae.json`` (and into the weights
 file's metadata after ``--train``):
 
 * the masked-patch reconstruction loss on the whole test split (mask ratio 0.75, masks fixed by
-  ``crate_edu.mae.evaluate_reconstruction(seed=0)``), and for scale the loss of predicting every
+  ``crate_edu.evaluation.reconstruction.evaluate_reconstruction(seed=0)``), and for scale the loss of predicting every
   pixel as the dataset mean (normalised scale: the per-pixel variance, about 1);
-* linear probes (``crate_edu.probe.linear_probe``, deterministic) on frozen features of the first
+* linear probes (``crate_edu.evaluation.probe.linear_probe``, deterministic) on frozen features of the first
   10,000 train images (``--probe-train``), scored on the whole test split, for the output of every
   layer: the MAE encoder (mean of the patch tokens, and the [CLS] token), the same encoder at
   initialisation (what pre-training adds), and the supervised ``cluttered-digits-crate`` of the
@@ -36,11 +36,11 @@ from pathlib import Path
 import torch
 from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 
-from crate_edu.checkpoints import load_tutorial_model, load_weights, save_weights
 from crate_edu.data import build_dataset
-from crate_edu.mae import evaluate_reconstruction
-from crate_edu.probe import extract_layer_features, linear_probe
+from crate_edu.evaluation.probe import extract_layer_features, linear_probe
+from crate_edu.evaluation.reconstruction import evaluate_reconstruction
 from crate_edu.train.mae import MAETrainConfig, build_mae_model, load_mae_run, pretrain_mae
+from crate_edu.weights.tutorial import load_tutorial_model, load_weights, save_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crate_mae.json"
 SHIPPED = Path("crate_edu/resources/checkpoints/cluttered-digits-crate-mae.safetensors")

@@ -6,7 +6,7 @@ The data: 50,000 random uint8 images 3x32x32 (CIFAR-10's train split in size and
 * ``DataLoader``: what ``crate-edu train`` uses without ``--data-on-device``: a
   ``TensorImageDataset`` whose torchvision v2 transform runs image by image, ``EpochSampler`` order,
   default collation, ``num_workers`` 0 or 2, then the copy to the device (pinned memory on CUDA);
-* ``device``: :class:`crate_edu.data.device.DeviceImageLoader`, the images on the device and the
+* ``device``: :class:`crate_edu.data.loader.DeviceImageLoader`, the images on the device and the
   batch cut, cropped, flipped and normalised there in a few tensor operations.
 
 A measurement iterates ``--batches`` batches after ``--warmup`` batches (so worker start-up is not
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from crate_edu.data import build_transform
 from crate_edu.data.base import TensorImageDataset
-from crate_edu.data.device import DeviceImageLoader
+from crate_edu.data.loader import DeviceImageLoader
 from crate_edu.train import EpochSampler
 
 RESULTS = Path(__file__).parent / "results"

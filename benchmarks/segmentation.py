@@ -3,10 +3,10 @@
 Scores the [CLS] → patch attention maps of every head of every layer against the ground-truth
 digit masks of the **full test split** (11,488 images), as the CRATE segmentation paper scores
 PASCAL VOC (arXiv 2308.16271; DINO's protocol): each head's map is thresholded to keep 60 % of its
-attention mass (``crate_edu.segmentation.mass_threshold_masks``), and its IoU with the truth is
+attention mass (``crate_edu.evaluation.segmentation.mass_threshold_masks``), and its IoU with the truth is
 computed per image, per pixel (the patch mask repeated over its 4×4 pixels) and per patch (truth
 reduced to the 8×8 grid: a patch is foreground when the digit covers ≥ 25 % of it). Scores
-(``crate_edu.segmentation.segmentation_score``):
+(``crate_edu.evaluation.segmentation.segmentation_score``):
 
 * ``best_head_iou``: one head for all images, the one with the highest mean IoU;
 * ``miou``: one head per class (digit), the paper's protocol, averaged over the 10 classes;
@@ -42,10 +42,10 @@ from pathlib import Path
 import torch
 
 import crate_edu
-from crate_edu import segmentation as seg
-from crate_edu.checkpoints import export_run, load_tutorial_model, load_weights
 from crate_edu.data import synthetic
 from crate_edu.data.transforms import normalize_uint8
+from crate_edu.evaluation import segmentation as seg
+from crate_edu.weights.tutorial import export_run, load_tutorial_model, load_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "segmentation.json"
 

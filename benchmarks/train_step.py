@@ -80,7 +80,7 @@ def _child(args: argparse.Namespace) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     import crate_edu
-    from crate_edu.blocks import set_attention_kernel, set_literal
+    from crate_edu.models.blocks import set_attention_kernel, set_literal
 
     torch.manual_seed(0)
     if args.threads:

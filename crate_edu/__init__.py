@@ -19,7 +19,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: Where crate_edu lives. The README, the notebooks' Colab badges and install cells, and
-#: pyproject.toml's project URL all name this address (tests/test_repository.py checks that they agree).
+#: pyproject.toml's project URL all name this address (tests/project/test_repository.py checks that they agree).
 REPOSITORY = "https://github.com/crate-edu/crate_edu"
 
 # Public names resolved lazily, so that ``import crate_edu`` stays cheap and one broken optional
@@ -28,14 +28,14 @@ _LAZY = {
     "create_model": "crate_edu.models.registry",
     "list_models": "crate_edu.models.registry",
     "model_config": "crate_edu.models.registry",
-    "load_official": "crate_edu.weights",
-    "download_official": "crate_edu.weights",
-    "list_official": "crate_edu.weights",
-    "verify_checkpoint": "crate_edu.weights",
-    "CheckpointError": "crate_edu.weights",
-    "WeightsUnavailableError": "crate_edu.weights",
-    "load_weights": "crate_edu.checkpoints",
-    "load_tutorial_model": "crate_edu.checkpoints",
+    "load_official": "crate_edu.weights.official",
+    "download_official": "crate_edu.weights.official",
+    "list_official": "crate_edu.weights.official",
+    "verify_checkpoint": "crate_edu.weights.official",
+    "CheckpointError": "crate_edu.weights.official",
+    "WeightsUnavailableError": "crate_edu.weights.official",
+    "load_weights": "crate_edu.weights.tutorial",
+    "load_tutorial_model": "crate_edu.weights.tutorial",
 }
 
 __all__ = ["__version__", "REPOSITORY", *_LAZY]

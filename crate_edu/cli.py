@@ -371,11 +371,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model, test dataset, description) for ``crate-edu eval``."""
     import crate_edu
-    from crate_edu.checkpoints import is_weights_file, load_weights
     from crate_edu.data import build_dataset, dataset_info
     from crate_edu.train.checkpoint import CHECKPOINT_NAME, is_checkpoint, read_checkpoint
     from crate_edu.train.config import ConfigError, TrainConfig, check_config, image_size_of, model_kwargs
     from crate_edu.train.loop import _limit
+    from crate_edu.weights.tutorial import is_weights_file, load_weights
 
     path = Path(args.checkpoint).expanduser()
     if path.is_dir():
@@ -478,7 +478,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     """``crate-edu fetch``."""
     import crate_edu
     from crate_edu.data import fetch_dataset, list_datasets
-    from crate_edu.weights import get_official
+    from crate_edu.weights.official import get_official
 
     datasets = list_datasets()
     weights = [w.key for w in crate_edu.list_official()]
@@ -507,7 +507,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``crate-edu export``."""
-    from crate_edu.checkpoints import export_run
+    from crate_edu.weights.tutorial import export_run
 
     out = Path(args.out)
     if out.is_dir():
@@ -646,7 +646,7 @@ def _dataset_text(name: str) -> str:
 
 
 def _weights_text(key: str) -> str:
-    from crate_edu.weights import cache_path, get_official
+    from crate_edu.weights.official import cache_path, get_official
 
     w = get_official(key)
     cached = cache_path(w.key)
@@ -703,12 +703,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad input is printed as one line on stderr (status 2); genuine bugs still raise.
     """
-    from crate_edu.checkpoints import WeightsFileError
     from crate_edu.data import DatasetUnavailableError
     from crate_edu.train.checkpoint import FileWriteError
     from crate_edu.train.config import ConfigError
     from crate_edu.train.loop import TrainingDivergedError
-    from crate_edu.weights import CheckpointError, WeightsUnavailableError
+    from crate_edu.weights.official import CheckpointError, WeightsUnavailableError
+    from crate_edu.weights.tutorial import WeightsFileError
 
     args = build_parser().parse_args(argv)
     try:

@@ -230,7 +230,7 @@ def estimate_run_seconds(n_images: int, epochs: float, images_per_second: float)
     if not images_per_second > 0:
         raise ValueError(
             f"images_per_second must be positive, got {images_per_second!r}; measure it with "
-            "crate_edu.metrics.train_throughput"
+            "crate_edu.evaluation.metrics.train_throughput"
         )
     return n_images * epochs / images_per_second
 

@@ -80,7 +80,7 @@ from einops import rearrange
 from matplotlib.colors import LogNorm
 
 from crate_edu import coding_rate as cr
-from crate_edu.blocks import MSSA, shared_qkv_attention
+from crate_edu.models.blocks import MSSA, shared_qkv_attention
 from crate_edu.models.vit import Attention
 from crate_edu.notebook import QUICK, check, check_close, choose
 
@@ -513,7 +513,7 @@ plt.show()
 # is a multi-head attention with **one** projection per head (the stacked $U_k^\top$) where a ViT
 # head has three ($W_q, W_k, W_v$), followed by the output map $\gamma[U_1\cdots U_K]$.
 #
-# `crate_edu.blocks.MSSA` is the official realisation: `qkv` is a bias-free `Linear(d, K·p)` (the
+# `crate_edu.models.blocks.MSSA` is the official realisation: `qkv` is a bias-free `Linear(d, K·p)` (the
 # stacked $U_k^\top$), `to_out` a `Linear(K·p, d)`, and a temperature `scale`. Load it with the
 # derivation's values — `qkv` = stacked $U^\top$, `to_out` = $\gamma[U_1\cdots U_K]$ with zero bias,
 # `scale` = 1 — and it must compute eq. 12 exactly. A ViT head (`crate_edu.models.vit.Attention`,
@@ -619,7 +619,7 @@ check("MSSA saves exactly 2 K p d parameters per layer", n_params(v) - n_params(
 # backward (a flash-style kernel, which does not store $P$, also recomputes $QK^\top$: seven).
 # With one input it takes five: $WW^\top$ and $PW$ forward, $P^\top G$, $GW^\top$ and
 # $(dS + dS^\top)W$ backward — the two products $dS\,K$ and $dS^\top Q$ become one.
-# `crate_edu.blocks.shared_qkv_attention` computes exactly this, and MSSA's fast path uses it on CPU.
+# `crate_edu.models.blocks.shared_qkv_attention` computes exactly this, and MSSA's fast path uses it on CPU.
 # **Checks**: the formula against autograd, the package's kernel against autograd, and its cost
 # counted by PyTorch's FLOP counter, against the same attention with three separate inputs.
 

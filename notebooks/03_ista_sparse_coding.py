@@ -84,7 +84,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 import crate_edu.coding_rate as cr
-from crate_edu.blocks import ISTA, OvercompleteISTA, PreNorm
+from crate_edu.models.blocks import ISTA, OvercompleteISTA, PreNorm
 from crate_edu.notebook import QUICK, check, check_close, choose
 
 F64 = torch.float64
@@ -1022,7 +1022,7 @@ plt.show()
 # overcomplete one stays ahead.
 # </details>
 #
-# 5. Repeat the depth experiment of section 10 with full layers (`crate_edu.blocks.CRATELayer`
+# 5. Repeat the depth experiment of section 10 with full layers (`crate_edu.models.blocks.CRATELayer`
 #    and `CRATEAlphaLayer`, which add MSSA in front) on tokens shaped (1, N, 64). Does the MSSA
 #    residual rescue CRATE?
 #
@@ -1034,7 +1034,7 @@ plt.show()
 # costs both stacks a little).
 #
 # ```python
-# from crate_edu.blocks import CRATEAlphaLayer, CRATELayer
+# from crate_edu.models.blocks import CRATEAlphaLayer, CRATELayer
 # torch.manual_seed(0)
 # zc = za = X_img[None]  # (1, N, 64): one "image" of N tokens
 # for _ in range(8):

@@ -85,8 +85,8 @@ from einops import rearrange
 
 import crate_edu
 from crate_edu import coding_rate as cr
-from crate_edu.analysis import layerwise_measurements
-from crate_edu.blocks import ISTA, MSSA, CRATELayer, PreNorm
+from crate_edu.evaluation.layerwise import layerwise_measurements
+from crate_edu.models.blocks import ISTA, MSSA, CRATELayer, PreNorm
 from crate_edu.data import build_dataset, dataset_info
 from crate_edu.notebook import QUICK, check, check_close, choose
 from crate_edu.train import RECIPES, build_model, load_checkpoint, train
@@ -882,7 +882,7 @@ print(f"trained vs init: R^c lower at {lower_rc} of {DEPTH} layers; non-zeros lo
 # Drive link (file id `1hYgDJl4EKHYfKprwhEjmWmWHuxnK6_h8`) is reported dead since April 2025
 # (official repository, issue #30), so nothing is downloaded here: if you have a copy, point the
 # environment variable `CRATE_EDU_CRATE_S` at it, or put it at
-# `crate_edu.weights.cache_path("crate_small_in1k")`. `crate_edu.load_official` reads the official
+# `crate_edu.weights.official.cache_path("crate_small_in1k")`. `crate_edu.load_official` reads the official
 # format (the `state_dict` wrapper, a `module.` prefix) and checks every key and shape.
 #
 # Without ImageNet on disk we feed 32 random 224×224 crops of the six photos that ship with
@@ -892,7 +892,7 @@ print(f"trained vs init: R^c lower at {lower_rc} of {DEPTH} layers; non-zeros lo
 
 # %%
 from crate_edu.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from crate_edu.weights import cache_path  # noqa: E402
+from crate_edu.weights.official import cache_path  # noqa: E402
 
 
 def photo_crops(n: int = 32, size: int = 224, seed: int = 0) -> torch.Tensor:

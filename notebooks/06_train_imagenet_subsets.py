@@ -40,7 +40,7 @@
 #   and bf16 does not (a gradient that vanishes in fp16 and survives in bf16), and what autocast
 #   changes in a CRATE forward pass.
 # - Throughput: images per second for training and inference measured here
-#   (`crate_edu.metrics`), turned into epoch and run times; and where the GPU estimates come from.
+#   (`crate_edu.evaluation.metrics`), turned into epoch and run times; and where the GPU estimates come from.
 # - How to run the same training on several GPUs (`accelerate launch`, `torchrun`) and on a Colab
 #   TPU, with the global batch kept fixed.
 #
@@ -84,7 +84,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import crate_edu
 from crate_edu.cli import build_parser
 from crate_edu.data import DatasetUnavailableError, build_dataset, dataset_info, imagenet100_classes
-from crate_edu.metrics import (
+from crate_edu.evaluation.metrics import (
     confusion_matrix,
     forward_flops,
     inference_throughput,
@@ -533,7 +533,7 @@ if info.num_classes <= 20:
 # ```
 #
 # The TPU and multi-GPU commands were not run in this session (CPU only); the multi-process code
-# path is tested on the CPU (`torchrun` with two CPU processes, tests/test_train.py). What we can
+# path is tested on the CPU (`torchrun` with two CPU processes, tests/unit/train/test_loop.py). What we can
 # check here is that each command line above is accepted by `crate-edu train` and means what we
 # say.
 

@@ -36,7 +36,7 @@
 #
 # - How to read [CLS]→patch attention maps out of any layer with `forward_intermediates`, and what
 #   they are in CRATE's terms: row 0 of $\mathrm{softmax}\big((U_k^\top Z)^\top U_k^\top Z/\sqrt p\big)$
-#   (written inline, checked against `crate_edu.segmentation`).
+#   (written inline, checked against `crate_edu.evaluation.segmentation`).
 # - DINO's mass-threshold masks (the fewest patches holding 60 % of a head's attention), and the
 #   paper's score: IoU per image and head, best head, mIoU with the best head per class — for
 #   CRATE, for the ViT, and for the fixed mask that only knows where digits usually are.
@@ -84,8 +84,8 @@ import torch
 import torch.nn.functional as F
 
 import crate_edu
-from crate_edu import segmentation as seg
-from crate_edu.checkpoints import WeightsFileError, export_run, load_tutorial_model, load_weights
+from crate_edu.evaluation import segmentation as seg
+from crate_edu.weights.tutorial import WeightsFileError, export_run, load_tutorial_model, load_weights
 from crate_edu.data import ClutteredDigits
 from crate_edu.data.transforms import normalize_uint8
 from crate_edu.notebook import QUICK, check, check_close, choose

@@ -88,10 +88,10 @@ import torch
 import torch.nn.functional as F
 
 import crate_edu
-from crate_edu.blocks import ISTA, MSSA, LinearDictionary, PreNorm
-from crate_edu.checkpoints import WeightsFileError, load_tutorial_model
+from crate_edu.models.blocks import ISTA, MSSA, LinearDictionary, PreNorm
+from crate_edu.weights.tutorial import WeightsFileError, load_tutorial_model
 from crate_edu.data import build_dataset
-from crate_edu.mae import evaluate_reconstruction, mask_noise, masked_patch_loss, reconstruct
+from crate_edu.evaluation.reconstruction import evaluate_reconstruction, mask_noise, masked_patch_loss, reconstruct
 from crate_edu.models import create_model
 from crate_edu.models.crate_mae import patchify, random_masking, unpatchify
 from crate_edu.notebook import QUICK, check, check_close, choose
@@ -101,8 +101,8 @@ from crate_edu.plotting.mae import (
     plot_probe_by_layer,
     plot_reconstruction_panels,
 )
-from crate_edu.probe import probe_layers
-from crate_edu.segmentation import cls_attention_maps, mass_on_mask
+from crate_edu.evaluation.probe import probe_layers
+from crate_edu.evaluation.segmentation import cls_attention_maps, mass_on_mask
 from crate_edu.train.mae import MAETrainConfig, pretrain_mae
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest, and results do not depend on it
@@ -295,7 +295,7 @@ check_close(
 # %% [markdown]
 # **Masking.** Each image draws uniform noise, one value per patch; the patches with the
 # `int(64 · (1 − 0.75)) = 16` smallest values are kept, the other 48 removed. The mask is 1 on
-# removed patches. A fixed seed fixes the noise (`crate_edu.mae.mask_noise`), so every figure below
+# removed patches. A fixed seed fixes the noise (`crate_edu.evaluation.reconstruction.mask_noise`), so every figure below
 # uses the same masks on every run. Unlike the MAE of He et al., where the encoder sees only the
 # visible patches, the official CRATE-MAE puts a learned **mask token** in place of each removed
 # patch **before** the encoder, so the encoder sees all 65 tokens ([CLS] + 64).
@@ -343,7 +343,7 @@ per_patch = ((pred - patches) ** 2).mean(-1)  # (B, 64)
 loss_by_hand = (per_patch * mask_out).sum() / mask_out.sum()
 check_close("loss written out = the model's loss", loss_by_hand, loss, atol=1e-6)
 check_close(
-    "crate_edu.mae.masked_patch_loss = the model's loss",
+    "crate_edu.evaluation.reconstruction.masked_patch_loss = the model's loss",
     masked_patch_loss(pred, patches, mask_out),
     loss,
     atol=1e-6,
@@ -414,7 +414,7 @@ print(f"using: {source}")
 # %% [markdown]
 # ## 5. Four panels: original, masked input, reconstruction, reconstruction with visible patches
 #
-# `crate_edu.mae.reconstruct` runs the model with the masks of a fixed seed and returns four image
+# `crate_edu.evaluation.reconstruction.reconstruct` runs the model with the masks of a fixed seed and returns four image
 # arrays. The model works on normalised pixels, $x_{\text{norm}} = (x - \mu)/\sigma$ per channel; to
 # show a picture the normalisation is undone, $x = x_{\text{norm}}\,\sigma + \mu$, and clipped to
 # $[0, 1]$ — without this step the colours are wrong. The last panel pastes the original visible
@@ -515,7 +515,7 @@ plt.show()
 # leave a dark region in the middle, where the digit is. Is that a segmentation of *this* digit?
 # `cluttered-digits` knows where each digit is (`test_set.masks`), so we can measure: the share of a
 # map's mass that falls on the digit, $s = \sum_i a_i c_i / \sum_i a_i$ with $c_i$ the fraction of
-# patch $i$ covered by the digit (`crate_edu.segmentation.mass_on_mask`, the score of notebook 07).
+# patch $i$ covered by the digit (`crate_edu.evaluation.segmentation.mass_on_mask`, the score of notebook 07).
 # A map that ignores the image scores the digit's area fraction: chance. And a **control**: score
 # each image with the map computed on *another* image. A map that follows this digit scores better
 # on its own image than on another's; a map that only encodes where digits usually are scores the
@@ -576,13 +576,13 @@ print(f"largest image-specific gain (own − another's): pre-trained {gain:+.3f}
 # The authors published CRATE-MAE-Base (ImageNet-1K, 224 px, patch 16, 12 + 12 layers of width 768)
 # on Google Drive (file id `11i5BMwymqOsunq44WD3omN5mS6ZREQPO`, linked from the official README). Nothing is downloaded
 # here; if you have the file, set `CRATE_EDU_CRATE_MAE` to its path (or put it at
-# `crate_edu.weights.cache_path("crate_mae_base_in1k")`) and the cell below reconstructs a photo
+# `crate_edu.weights.official.cache_path("crate_mae_base_in1k")`) and the cell below reconstructs a photo
 # shipped with scikit-image with it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 from crate_edu.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from crate_edu.weights import cache_path  # noqa: E402
+from crate_edu.weights.official import cache_path  # noqa: E402
 
 env_path = os.environ.get("CRATE_EDU_CRATE_MAE")
 path_b = Path(env_path).expanduser() if env_path else cache_path("crate_mae_base_in1k")
@@ -610,7 +610,7 @@ else:
 # ## 9. Are the encoder's features any good? A linear probe, layer by layer
 #
 # Freeze a network, take one feature vector per image, and fit only a linear classifier (here a
-# multinomial logistic regression, `crate_edu.probe.linear_probe`, fitted deterministically by
+# multinomial logistic regression, `crate_edu.evaluation.probe.linear_probe`, fitted deterministically by
 # L-BFGS on standardised features): its test accuracy measures how linearly the digit classes sit
 # in the features. We probe the output of **every layer** (`probe_layers`, through
 # `forward_intermediates`) of three encoders of the same size (d = 128, 4 layers, 4 heads, patch 4):

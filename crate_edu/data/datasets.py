@@ -700,7 +700,7 @@ def build_dataset(
         extra["seed"] = seed
     ds = _BUILDERS[name](name, train, root, transform, download, mean, std, **extra)
     if isinstance(ds, (TensorImageDataset, synthetic.ClutteredDigits)):
-        # what crate_edu.data.device reads to build and augment these batches on the GPU instead
+        # what crate_edu.data.loader reads to build and augment these batches on the GPU instead
         ds.augment, ds.image_size = policy, S
     return ds
 

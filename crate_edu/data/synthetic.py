@@ -83,7 +83,7 @@ from torch.utils.data import Dataset
 #: Share of each class that goes to the test split of ``digits``.
 DIGITS_TEST_FRACTION = 0.2
 #: Per-channel mean/std of the ``digits`` train split at 32×32 (bilinear), on the [0, 1] scale.
-#: All three channels are equal (grey digits). Checked by ``tests/test_data.py``.
+#: All three channels are equal (grey digits). Checked by ``tests/unit/data/test_datasets.py``.
 DIGITS_MEAN: tuple[float, float, float] = (0.3057, 0.3057, 0.3057)
 DIGITS_STD: tuple[float, float, float] = (0.3241, 0.3241, 0.3241)
 
@@ -142,7 +142,7 @@ TEXTURE_SOURCES: tuple[str, ...] = (
 TEXTURE_SCALES: tuple[int, ...] = (1, 2, 4)
 
 #: Per-channel mean/std of the default ``cluttered-digits`` train split (seed 0, 32 px), [0, 1] scale.
-#: Checked by ``tests/test_data.py``; other settings keep these (normalisation need not be exact).
+#: Checked by ``tests/unit/data/test_datasets.py``; other settings keep these (normalisation need not be exact).
 CLUTTERED_MEAN: tuple[float, float, float] = (0.4194, 0.3815, 0.3602)
 CLUTTERED_STD: tuple[float, float, float] = (0.2229, 0.1955, 0.1977)
 

@@ -1,7 +1,7 @@
 """CRATE: the white-box transformer of sparse rate reduction (arXiv 2306.01129).
 
 Faithful to the official ``model/crate.py``: the same parameter names, initialisation and
-arithmetic, so official checkpoints load with ``load_state_dict`` (see ``crate_edu.weights``)::
+arithmetic, so official checkpoints load with ``load_state_dict`` (see ``crate_edu.weights.official``)::
 
     patches  = rearrange(img, 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)')   # (B, N, P²·C)
     Z^1      = [cls; LN(Linear(LN(patches)))] + pos_embedding              # (B, N + 1, d)
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
 
-from crate_edu.blocks import CRATELayer, Transformer
-from crate_edu.models.common import ClassifierConfig, ImageClassifier, check_ista, pair
+from crate_edu.models.base import ClassifierConfig, ImageClassifier, check_ista, pair
+from crate_edu.models.blocks import CRATELayer, Transformer
 
 __all__ = ["CRATEConfig", "CRATE", "PatchEmbedding"]
 

@@ -24,8 +24,8 @@ from types import MappingProxyType
 from einops import rearrange
 from torch import Tensor, nn
 
-from crate_edu.blocks import SPARSE_CODINGS, CRATEAlphaLayer, Transformer
-from crate_edu.models.common import ClassifierConfig, ImageClassifier, check_ista, pair
+from crate_edu.models.base import ClassifierConfig, ImageClassifier, check_ista, pair
+from crate_edu.models.blocks import SPARSE_CODINGS, CRATEAlphaLayer, Transformer
 
 __all__ = ["ABLATION", "CRATEAlphaConfig", "CRATEAlpha"]
 
@@ -34,7 +34,7 @@ __all__ = ["ABLATION", "CRATEAlphaConfig", "CRATEAlpha"]
 class CRATEAlphaConfig(ClassifierConfig):
     """Configuration of a CRATE-α classifier (official defaults: B/16 at 224 px).
 
-    Attributes (besides :class:`~crate_edu.models.common.ClassifierConfig`'s):
+    Attributes (besides :class:`~crate_edu.models.base.ClassifierConfig`'s):
         overcomplete_ratio: r, the sparse codes are r·d wide (official 4; 1 = complete).
         eta, lambd: ISTA step size η and sparsity penalty λ (official 0.1, 0.1).
         decoupled: decode the codes with a separate dictionary D1 (official) instead of D.

@@ -26,8 +26,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from crate_edu.blocks import CRATEDecoderLayer, CRATELayer, LayerTrace, Transformer
-from crate_edu.models.common import (
+from crate_edu.models.base import (
     check_float,
     check_geometry,
     check_images,
@@ -35,6 +34,7 @@ from crate_edu.models.common import (
     check_model_sizes,
     check_positive_int,
 )
+from crate_edu.models.blocks import CRATEDecoderLayer, CRATELayer, LayerTrace, Transformer
 
 __all__ = ["CRATEMAEConfig", "CRATEMAE", "sincos_pos_embed_2d", "patchify", "unpatchify", "random_masking"]
 

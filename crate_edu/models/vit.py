@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from crate_edu.blocks import LayerTrace, PreNorm, Transformer
-from crate_edu.models.common import ClassifierConfig, ImageClassifier, check_positive_int
+from crate_edu.models.base import ClassifierConfig, ImageClassifier, check_positive_int
+from crate_edu.models.blocks import LayerTrace, PreNorm, Transformer
 from crate_edu.models.crate import PatchEmbedding
 
 __all__ = ["ViTConfig", "ViT", "Attention", "FeedForward", "ViTLayer"]

@@ -1,6 +1,6 @@
 """Figures of notebook 09: the CRATE-α ablation and the published scaling table.
 
-Each function takes rows computed by :mod:`crate_edu.alpha_ablation` (``summarize``,
+Each function takes rows computed by :mod:`crate_edu.experiments.crate_alpha_ablation` (``summarize``,
 ``published_scaling_table``) or the runs stored in ``benchmarks/results/crate_alpha_ablation.json``,
 and returns the figure.
 """

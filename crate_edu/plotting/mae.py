@@ -1,7 +1,7 @@
 """Figures for masked autoencoders: the four reconstruction panels, loss curves, attention, probes.
 
-Each function takes arrays computed by :mod:`crate_edu.mae`, :mod:`crate_edu.train.mae` or
-:mod:`crate_edu.probe` and returns the figure; nothing is computed here beyond resizing for display.
+Each function takes arrays computed by :mod:`crate_edu.evaluation.reconstruction`, :mod:`crate_edu.train.mae` or
+:mod:`crate_edu.evaluation.probe` and returns the figure; nothing is computed here beyond resizing for display.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def plot_reconstruction_panels(panels, n: int | None = None, *, title: str | Non
     """Rows of the four MAE panels (original, masked, reconstruction, pasted) for ``n`` images.
 
     Args:
-        panels: a :class:`crate_edu.mae.ReconstructionPanels`.
+        panels: a :class:`crate_edu.evaluation.reconstruction.ReconstructionPanels`.
         n: how many images (rows); default all.
         title: figure title (default: says the mask ratio and the loss).
     """

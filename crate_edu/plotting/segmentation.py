@@ -1,7 +1,7 @@
 """Pictures of emergent segmentation: attention maps per head, mass-threshold masks against the
 ground truth, per-layer/per-head IoU grids, PCA maps and normalised-cut foregrounds.
 
-Every function takes arrays computed by :mod:`crate_edu.segmentation` and returns the figure.
+Every function takes arrays computed by :mod:`crate_edu.evaluation.segmentation` and returns the figure.
 Images are (B, 3, H, W), uint8 in 0..255 or float in [0, 1] (un-normalised: what a person sees).
 """
 
@@ -15,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from crate_edu.segmentation import NCutResult, PCAMaps, upsample_maps
+from crate_edu.evaluation.segmentation import NCutResult, PCAMaps, upsample_maps
 
 __all__ = [
     "to_display",

@@ -1,7 +1,7 @@
 """Figures of training runs: loss/accuracy curves, confusion matrices, per-class accuracy, throughput.
 
 Each function takes numbers computed elsewhere (a run's ``history``: the per-epoch dicts of
-:func:`crate_edu.train.fit`; tensors from :mod:`crate_edu.metrics`) and returns the figure.
+:func:`crate_edu.train.fit`; tensors from :mod:`crate_edu.evaluation.metrics`) and returns the figure.
 """
 
 from __future__ import annotations

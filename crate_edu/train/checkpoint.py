@@ -11,7 +11,7 @@ Writes are atomic: the bytes go to a temporary file in the same folder, are flus
 loss, out of disk, Ctrl-C) leaves either the previous checkpoint or the new one, never a torn file;
 the temporary file of a killed writer is removed by the next write. A write that fails (disk full,
 read-only folder, ...) raises :class:`FileWriteError`, one line naming the file, the cause and the
-fix. Every reader goes through ``crate_edu.weights.read_checkpoint_file``: zip and legacy
+fix. Every reader goes through ``crate_edu.weights.official.read_checkpoint_file``: zip and legacy
 ``torch.save`` formats, one-line errors for truncated, foreign or unsafe files. ``metrics.jsonl``
 is standard JSON (a NaN or infinity would be written as ``null``).
 """
@@ -220,17 +220,17 @@ UNREADABLE_HINT = (
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> Any:
-    """Read any checkpoint-like file safely (``crate_edu.weights.read_checkpoint_file``).
+    """Read any checkpoint-like file safely (``crate_edu.weights.official.read_checkpoint_file``).
 
     Returns what it holds: a training checkpoint (:func:`is_checkpoint`), or e.g. an official state
     dict. ``path`` may be a run folder (its :data:`CHECKPOINT_NAME` is read).
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        crate_edu.weights.CheckpointError: the file cannot be read (truncated, random bytes, a
+        crate_edu.weights.official.CheckpointError: the file cannot be read (truncated, random bytes, a
             text file, a pickle that needs code, ...), in one line.
     """
-    from crate_edu.weights import read_checkpoint_file
+    from crate_edu.weights.official import read_checkpoint_file
 
     path = Path(path)
     if path.is_dir():
@@ -248,10 +248,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        crate_edu.weights.CheckpointError (a ``ValueError``): the file cannot be read, or is not a
+        crate_edu.weights.official.CheckpointError (a ``ValueError``): the file cannot be read, or is not a
             crate_edu training checkpoint; one line.
     """
-    from crate_edu.weights import CheckpointError
+    from crate_edu.weights.official import CheckpointError
 
     path = Path(path)
     if path.is_dir():

@@ -23,7 +23,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
 #: Input normalisations: the dataset's own statistics, or ImageNet's.
 NORMALIZATIONS: tuple[str, ...] = ("dataset", "imagenet")
 #: Where the training data lives: ``auto`` keeps small in-memory image datasets on a CUDA device and
-#: augments them there (:mod:`crate_edu.data.device`), ``yes`` insists (any device, CPU included),
+#: augments them there (:mod:`crate_edu.data.loader`), ``yes`` insists (any device, CPU included),
 #: ``no`` always uses a ``DataLoader``.
 DATA_ON_DEVICE: tuple[str, ...] = ("auto", "yes", "no")
 #: Fields that may differ when a run is resumed (they do not change the computation, except
@@ -105,7 +105,7 @@ class TrainConfig:
         data_on_device: one of :data:`DATA_ON_DEVICE`. With the data on the device, the uint8 images
             of an in-memory dataset (CIFAR, digits, cluttered-digits; policies ``none``, ``cifar``,
             ``shift`` at the stored size) are copied to the training device once and every batch is
-            cut, augmented and normalised there (:class:`crate_edu.data.device.DeviceImageLoader`):
+            cut, augmented and normalised there (:class:`crate_edu.data.loader.DeviceImageLoader`):
             the same images in the same steps as the ``DataLoader``, but crops and flips drawn from
             a generator seeded by (seed, epoch, process), not from the global one. ``auto``: on for
             CUDA when the datasets allow it and fit in a quarter of the GPU's memory; ``yes``: on for

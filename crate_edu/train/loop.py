@@ -10,7 +10,7 @@ reproducible research run needs on top:
   updated every step, label smoothing, gradient clipping;
 * per-epoch evaluation, one JSON line of metrics per epoch in ``metrics.jsonl``;
 * small in-memory image datasets kept on the GPU and augmented there (``data_on_device``,
-  :mod:`crate_edu.data.device`), so that the loader never starves the GPU;
+  :mod:`crate_edu.data.loader`), so that the loader never starves the GPU;
 * an atomic checkpoint per epoch holding everything ``--resume`` needs (model, optimiser,
   scheduler, gradient scaler, and the Python/NumPy/torch generators of every process), so that an
   interrupted and resumed run ends with the same numbers as an uninterrupted one.
@@ -26,7 +26,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from crate_edu.data.loader import EpochSampler
 from crate_edu.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -60,7 +61,7 @@ from crate_edu.train.config import (
 )
 
 if TYPE_CHECKING:
-    from crate_edu.data.device import DeviceImageLoader
+    from crate_edu.data.loader import DeviceImageLoader
 
 __all__ = [
     "EpochSampler",
@@ -80,39 +81,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Pieces: data order, schedule, optimiser, precision.
 # --------------------------------------------------------------------------------------------
-
-
-class EpochSampler(Sampler[int]):
-    """A shuffled order of ``range(n)`` that depends only on ``(seed, epoch)``.
-
-    Accelerate calls :meth:`set_epoch` before each pass. Every process draws the same permutation,
-    and Accelerate hands each one its slice of every batch; after a resume the order of epoch ``e``
-    is the one the uninterrupted run used, whatever happened to the global generators. ``length``
-    keeps only the first images of each permutation (the trainer drops the last incomplete batch
-    this way, so that gradient accumulation never ends an epoch on a partial step).
-    """
-
-    def __init__(self, n: int, seed: int, length: int | None = None) -> None:
-        self.n = int(n)
-        self.seed = int(seed)
-        self.length = self.n if length is None else min(int(length), self.n)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of pass ``epoch`` (0-based)."""
-        self.epoch = int(epoch)
-
-    def permutation(self) -> torch.Tensor:
-        """The order of the current epoch: the first ``length`` entries of a permutation of ``range(n)``."""
-        g = torch.Generator()
-        g.manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
-        return torch.randperm(self.n, generator=g)[: self.length]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.permutation().tolist())
-
-    def __len__(self) -> int:
-        return self.length
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
@@ -278,7 +246,7 @@ def _load_pretrained(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     size = image_size_of(cfg)
-    from crate_edu.weights import CheckpointError
+    from crate_edu.weights.official import CheckpointError
 
     try:
         obj = read_checkpoint(path, mmap=True)  # nothing in the file runs; legacy format too
@@ -509,7 +477,7 @@ def _device_loaders(
     at most a quarter of its memory, else None; ``yes`` -> the loaders on any device, or a
     ConfigError saying why they cannot be made.
     """
-    from crate_edu.data.device import DeviceImageLoader, device_source
+    from crate_edu.data.loader import DeviceImageLoader, device_source
 
     mode = cfg.data_on_device
     if mode == "no" or (mode == "auto" and accelerator.device.type != "cuda"):
@@ -660,7 +628,7 @@ def _fit(
     loaders = _device_loaders(
         cfg, train_set, test_set, accelerator, micro_batch, eval_bs, steps_per_epoch * cfg.batch_size
     )
-    if cfg.compile:  # one graph per model (tests/test_models.py); the checkpoint stores the plain module
+    if cfg.compile:  # one graph per model (tests/unit/models/test_models.py); the checkpoint stores the plain module
         model = torch.compile(model, backend=cfg.compile)
     if loaders is not None:  # each process cuts its own share of every global batch: nothing to prepare
         train_loader, test_loader = loaders

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crate_edu.mae import _indexed_batches, evaluate_reconstruction
+from crate_edu.evaluation.reconstruction import _indexed_batches, evaluate_reconstruction
 from crate_edu.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -63,7 +63,7 @@ class MAETrainConfig:
         grad_clip: max gradient norm (None: no clipping).
         seed: initialisation, shuffling and masks.
         threads: ``torch.set_num_threads`` during the run (None: leave as is).
-        eval_seed: the seed of the fixed evaluation masks (:func:`crate_edu.mae.evaluate_reconstruction`).
+        eval_seed: the seed of the fixed evaluation masks (:func:`crate_edu.evaluation.reconstruction.evaluate_reconstruction`).
     """
 
     model: str = "crate_mae_nano_cifar"

@@ -1,0 +1,1 @@
+"""Experiments that only notebooks and benchmarks drive."""

@@ -1,0 +1,417 @@
+"""Tests for crate_edu.coding_rate: every function against the math it claims to compute."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crate_edu import coding_rate as cr
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "official_coding_rate_fixture.pt"
+F64 = torch.float64
+
+
+def _data(seed: int = 0, n_per: int = 20, K: int = 3, d: int = 12, p: int = 4, noise: float = 0.05):
+    g = torch.Generator().manual_seed(seed)
+    return cr.union_of_subspaces(n_per, K, d, p, noise, g, dtype=F64)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# toy data
+# ---------------------------------------------------------------------------------------------
+
+
+def test_union_of_subspaces_shapes_and_membership():
+    Z, labels, U = _data(noise=0.0)
+    assert Z.shape == (60, 12) and labels.shape == (60,) and U.shape == (3, 12, 4)
+    assert torch.equal(labels, torch.arange(3).repeat_interleave(20))
+    # orthonormal bases of mutually orthogonal subspaces: [U_1 … U_K] has orthonormal columns
+    B = U.permute(1, 0, 2).reshape(12, 12)
+    torch.testing.assert_close(B.T @ B, torch.eye(12, dtype=F64), rtol=0, atol=1e-12)
+    # without noise each token lies exactly in its own subspace and is orthogonal to the others
+    for k in range(3):
+        Zk = Z[labels == k]
+        torch.testing.assert_close(Zk @ U[k] @ U[k].T, Zk, rtol=0, atol=1e-12)
+        assert (Z[labels != k] @ U[k]).abs().max() < 1e-12
+    # same seed, same data
+    torch.testing.assert_close(_data(noise=0.0)[0], Z, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# R, R^c, ΔR (eqs. 7, 8)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_coding_rate_matches_definition_and_both_grams_agree():
+    Z, _, U = _data()
+    N, d = Z.shape
+    eps = 0.5
+    # paper form, literally: Z_paper = Z^T ∈ R^{d×N}, ½ logdet(I_N + d/(Nε²) Z_paper^T Z_paper)
+    Zp = Z.T
+    expected = 0.5 * torch.logdet(torch.eye(N, dtype=F64) + d / (N * eps**2) * Zp.T @ Zp)
+    for form in ("auto", "d", "n"):
+        torch.testing.assert_close(cr.coding_rate(Z, eps, form=form), expected, rtol=1e-9, atol=0)
+    Rc_d = cr.compression_rate(Z, U, eps, form="d")
+    Rc_n = cr.compression_rate(Z, U, eps, form="n")
+    torch.testing.assert_close(Rc_d, Rc_n, rtol=1e-9, atol=0)
+    # float32: same number to float32 precision (~1e-6 relative; 1e-5 allows for logdet round-off)
+    Z32, U32 = Z.float(), U.float()
+    r_d, r_n = cr.coding_rate(Z32, eps, form="d"), cr.coding_rate(Z32, eps, form="n")
+    torch.testing.assert_close(r_d, r_n, rtol=1e-5, atol=0)
+    torch.testing.assert_close(r_d.double(), expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        cr.compression_rate(Z32, U32, eps, form="d"),
+        cr.compression_rate(Z32, U32, eps, form="n"),
+        rtol=1e-5,
+        atol=0,
+    )
+
+
+def test_compression_rate_is_sum_of_subspace_rates():
+    Z, _, U = _data()
+    N, p = Z.shape[0], U.shape[-1]
+    eps = 0.5
+    terms = []
+    for k in range(U.shape[0]):
+        Wp = U[k].T @ Z.T  # paper: U_k^T Z ∈ R^{p×N}
+        terms.append(0.5 * torch.logdet(torch.eye(N, dtype=F64) + p / (N * eps**2) * Wp.T @ Wp))
+    torch.testing.assert_close(cr.compression_rate(Z, U, eps), torch.stack(terms).sum(), rtol=1e-9, atol=0)
+
+
+def test_rate_reduction_is_positive_and_largest_for_the_true_subspaces():
+    """The ideal case of CRATE: tokens on orthogonal subspaces, U the true bases.
+
+    Compared against a random complete orthonormal split of R^d into K blocks (Σ U_k U_k^T = I for
+    both, so both U capture all the energy), the true U has the smaller R^c and the larger ΔR.
+    (A random U with K·p < d is no fair rival: it captures less energy, so R^c drops for a bad
+    reason, and it can beat the true U.)
+    """
+    K, d, p = 3, 12, 4
+    gaps = []
+    for seed in range(5):
+        Z, _, U = _data(seed=seed)
+        g = torch.Generator().manual_seed(100 + seed)
+        Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))
+        U_rand = Q.reshape(d, K, p).permute(1, 0, 2)  # (K, d, p), also a complete orthonormal split
+        dR_true, dR_rand = cr.rate_reduction(Z, U), cr.rate_reduction(Z, U_rand)
+        assert dR_true > 0 and dR_rand > 0
+        gaps.append((dR_true - dR_rand).item())
+    # measured gaps (nats): about 0.07 to 0.19 with these seeds
+    assert min(gaps) > 0.03, gaps
+    # ΔR ≥ 0 is not a law: two copies of the full space give R^c = 2R, so ΔR = −R
+    eye2 = torch.eye(d, dtype=F64).expand(2, d, d)
+    torch.testing.assert_close(cr.rate_reduction(Z, eye2), -cr.coding_rate(Z), rtol=1e-12, atol=0)
+
+
+def test_sparse_rate_reduction_normalisation():
+    Z, _, U = _data()
+    Z = Z.clone()
+    Z[:, :3] = 0.0  # a few exact zeros so l0 differs from d
+    dR = cr.rate_reduction(Z, U)
+    N = Z.shape[0]
+    torch.testing.assert_close(
+        cr.sparse_rate_reduction(Z, U, lam=0.1, norm="l1"), dR - 0.1 * Z.abs().sum() / N, rtol=1e-12, atol=0
+    )
+    # l0: average count of non-zeros per token = 12 − 3 = 9
+    torch.testing.assert_close(
+        cr.sparse_rate_reduction(Z, U, lam=0.1, norm="l0"), dR - 0.1 * 9.0, rtol=1e-12, atol=0
+    )
+    # the per-token average makes the value independent of repeating the token set
+    Z2 = torch.cat([Z, Z])
+    torch.testing.assert_close(
+        cr.sparse_rate_reduction(Z2, U), cr.sparse_rate_reduction(Z, U), rtol=1e-9, atol=0
+    )
+
+
+def test_rates_batch_over_batch_and_heads():
+    g = torch.Generator().manual_seed(1)
+    Z = torch.randn(2, 3, 10, 8, generator=g, dtype=F64)  # (b, h, N, d)
+    U, _ = torch.linalg.qr(torch.randn(2, 8, 3, generator=g, dtype=F64))  # (K, d, p)
+    R, Rc = cr.coding_rate(Z), cr.compression_rate(Z, U)
+    G, Gn, M = cr.grad_compression_rate(Z, U), cr.grad_compression_rate_neumann(Z, U), cr.mssa(Z, U)
+    assert R.shape == Rc.shape == (2, 3)
+    assert G.shape == Gn.shape == M.shape == Z.shape
+    for b in range(2):
+        for h in range(3):
+            torch.testing.assert_close(R[b, h], cr.coding_rate(Z[b, h]), rtol=1e-12, atol=0)
+            torch.testing.assert_close(Rc[b, h], cr.compression_rate(Z[b, h], U), rtol=1e-12, atol=0)
+            torch.testing.assert_close(G[b, h], cr.grad_compression_rate(Z[b, h], U), rtol=1e-12, atol=1e-15)
+            torch.testing.assert_close(M[b, h], cr.mssa(Z[b, h], U), rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
+# ∇R^c (eq. 9) and its Neumann approximation
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["auto", "d", "n"])
+def test_closed_form_gradient_equals_autograd(form):
+    Z, _, U = _data()
+    # a non-orthonormal U too: eq. 9 holds for any U
+    U_bad = U + 0.3 * torch.randn(U.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    for UU in (U, U_bad):
+        for eps in (0.1, 0.5, 2.0):
+            Zr = Z.clone().requires_grad_(True)
+            (g_auto,) = torch.autograd.grad(cr.compression_rate(Zr, UU, eps), Zr)
+            g_closed = cr.grad_compression_rate(Z, UU, eps, form=form)
+            # measured relative error ≤ 1.4e-14 (float64 round-off)
+            assert _rel(g_closed, g_auto) < 1e-10
+
+
+def test_neumann_error_vanishes_quadratically_in_gamma_norm_A():
+    """(I + γA)^{-1} − (I − γA) = γ²A²(I + γA)^{-1}: relative error ≤ t² with t = γ‖A‖₂.
+
+    Measured (this data): ε = 0.5, 1, 2, 4, 8 → t ≈ 2.45, 0.61, 0.15, 0.038, 0.0096 and relative
+    error ≈ 2.6, 0.19, 0.013, 8.3e-4, 5.2e-5; error / t² → 0.57, and doubling ε divides the error
+    by ≈ 16 = 2⁴ once t is small.
+    """
+    Z, _, U = _data()
+    N, p = Z.shape[0], U.shape[-1]
+    ts, errs = [], []
+    for eps in (0.5, 1.0, 2.0, 4.0, 8.0):
+        gamma = p / (N * eps**2)
+        t = (gamma * torch.linalg.matrix_norm(Z @ U, ord=2).pow(2)).max().item()  # max_k γ‖W_k W_k^T‖₂
+        err = _rel(cr.grad_compression_rate_neumann(Z, U, eps), cr.grad_compression_rate(Z, U, eps))
+        ts.append(t)
+        errs.append(err)
+    assert all(a > b for a, b in zip(errs[:-1], errs[1:], strict=True))  # grows with γ
+    for t, e in zip(ts, errs, strict=True):
+        assert e <= t**2  # the bound (U orthonormal and mutually orthogonal)
+    assert errs[-1] < 1e-4 and errs[0] > 1.0  # accurate at large ε, useless at the paper's ε = 0.5
+    # quadratic in t ∝ γ ∝ 1/ε²: doubling ε divides t by 4 and the error by ≈ 16 once t is small
+    ratios = [errs[i] / errs[i + 1] for i in range(2, len(errs) - 1)]  # ε: 2 → 4, 4 → 8
+    for ratio in ratios:
+        assert 12.0 < ratio < 17.0, ratios
+
+
+def test_neumann_gradient_is_first_order_series():
+    """The approximation literally: γ Σ_k (W_k − γ W_k W_k^T W_k) U_k^T."""
+    Z, _, U = _data()
+    N, p = Z.shape[0], U.shape[-1]
+    eps = 0.7
+    gamma = p / (N * eps**2)
+    expected = sum(gamma * (Z @ U[k] - gamma * Z @ U[k] @ U[k].T @ Z.T @ Z @ U[k]) @ U[k].T for k in range(3))
+    torch.testing.assert_close(cr.grad_compression_rate_neumann(Z, U, eps), expected, rtol=1e-10, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# MSSA as derived (eqs. 10–12)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ssa_and_mssa_equal_the_paper_column_form():
+    Z, _, U = _data()
+    N, p = Z.shape[0], U.shape[-1]
+    eps = 0.5
+    gamma = p / (N * eps**2)
+    Zp = Z.T  # (d, N), paper layout
+    ssa_paper = []
+    for k in range(3):
+        Wp = U[k].T @ Zp  # (p, N)
+        ssa_paper.append(Wp @ torch.softmax(Wp.T @ Wp, dim=0))  # softmax over each column
+        torch.testing.assert_close(cr.ssa(Z, U[k]), ssa_paper[-1].T, rtol=1e-12, atol=1e-14)
+    U_cat = torch.cat(list(U), dim=1)  # [U_1 … U_K] (d, K·p)
+    mssa_paper = gamma * U_cat @ torch.cat(ssa_paper, dim=0)  # (d, N)
+    torch.testing.assert_close(cr.mssa(Z, U, eps), mssa_paper.T, rtol=1e-12, atol=1e-14)
+
+
+def test_mssa_step_with_gram_membership_is_the_neumann_step():
+    """Undo the softmax replacement and, with Σ U_k U_k^T = I, the step is exactly Z − κ ∇R^c_neumann."""
+    Z, _, U = _data()  # K·p = d: a complete orthonormal split
+    for eps, kappa in ((0.5, 0.3), (2.0, 1.0)):
+        step = cr.mssa_step(Z, U, eps, kappa, membership="gram")
+        torch.testing.assert_close(
+            step, Z - kappa * cr.grad_compression_rate_neumann(Z, U, eps), rtol=1e-10, atol=1e-13
+        )
+
+
+def test_gradient_step_and_mssa_step_both_lower_Rc_for_small_kappa():
+    """Exact gradient step: a descent direction at any ε. The MSSA step, on this data, too.
+
+    Measured ΔR^c after one step (nats), ε = 0.5 (γ ≈ 0.27): κ = 0.01: exact −0.0072, MSSA −0.016;
+    κ = 0.1: −0.072, −0.158. ε = 0.1 (γ ≈ 6.7): κ = 0.01: −0.034, −0.154; the MSSA direction has
+    cosine ≈ −0.97 (ε = 0.5) and −0.19 (ε = 0.1) with ∇R^c. Its descent comes from the (1 − κγ)
+    shrinkage: shrinking alone, (1 − κγ) Z, lowers R^c more (κ = 0.1: −0.163 at ε = 0.5, −11.4 at
+    ε = 0.1); the attention term pushes part of it back (cf. Hu et al., NeurIPS 2024). With κγ > 1
+    (ε = 0.1, κ = 1) the MSSA step overshoots and R^c rises.
+    """
+    Z, _, U = _data()
+    N, p = Z.shape[0], U.shape[-1]
+    for eps in (0.5, 0.1):
+        R0 = cr.compression_rate(Z, U, eps)
+        grad = cr.grad_compression_rate(Z, U, eps)
+        assert (grad * (cr.mssa(Z, U, eps) - Z)).sum() < 0  # MSSA(Z) − Z is a descent direction here
+        for kappa in (1e-3, 1e-2, 0.1):
+            assert cr.compression_rate(cr.gram_step(Z, U, eps, kappa), U, eps) < R0
+            assert cr.compression_rate(cr.mssa_step(Z, U, eps, kappa), U, eps) < R0
+        # the attention term alone does not compress here: pure shrinkage lowers R^c further
+        gamma = p / (N * eps**2)
+        R_shrink = cr.compression_rate((1 - 0.1 * gamma) * Z, U, eps)
+        assert R_shrink < cr.compression_rate(cr.mssa_step(Z, U, eps, 0.1), U, eps)
+        # first order: the exact step lowers R^c by κ‖∇R^c‖² + O(κ²)
+        kappa = 1e-4
+        drop = R0 - cr.compression_rate(cr.gram_step(Z, U, eps, kappa), U, eps)
+        assert drop.item() == pytest.approx(kappa * grad.pow(2).sum().item(), rel=1e-2)
+    eps, kappa = 0.1, 1.0
+    assert kappa * p / (N * eps**2) > 1
+    assert cr.compression_rate(cr.mssa_step(Z, U, eps, kappa), U, eps) > cr.compression_rate(Z, U, eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# LASSO and ISTA (eqs. 16–17)
+# ---------------------------------------------------------------------------------------------
+
+
+def _lasso_problem(m: int = 12):
+    g = torch.Generator().manual_seed(0)
+    d, N = 12, 30
+    D = torch.randn(d, m, generator=g, dtype=F64) / math.sqrt(d)
+    X = torch.randn(2, N, d, generator=g, dtype=F64)
+    return X, D, g
+
+
+def test_ista_step_equals_the_paper_column_form():
+    X, D, g = _lasso_problem()
+    Z = torch.rand(X.shape[:-1] + (D.shape[1],), generator=g, dtype=F64)
+    eta, lam = 0.1, 0.1
+    Zp, Xp = Z.transpose(-2, -1), X.transpose(-2, -1)  # (m, N), (d, N)
+    paper = torch.relu(Zp + eta * D.T @ (Xp - D @ Zp) - eta * lam)
+    torch.testing.assert_close(
+        cr.ista_step(Z, X, D, eta, lam), paper.transpose(-2, -1), rtol=1e-12, atol=1e-14
+    )
+    # the CRATE block: warm start at the signal, ReLU(Z + η D^T (Z − D Z) − ηλ)
+    Zc = X
+    crate = torch.relu(Zc + eta * (Zc - Zc @ D.T) @ D - eta * lam)
+    torch.testing.assert_close(cr.ista_step(Zc, Zc, D, eta, lam), crate, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        cr.soft_threshold_nonneg(torch.tensor([-1.0, 0.05, 0.3]), 0.1), torch.tensor([0.0, 0.0, 0.2])
+    )
+
+
+def test_ista_step_decreases_lasso_objective_for_small_eta():
+    X, D, g = _lasso_problem()
+    eta_max = cr.max_step_size(D).item()
+    assert eta_max == pytest.approx(1.0 / torch.linalg.svdvals(D)[0].item() ** 2, rel=1e-12)
+    lam = 0.1
+    for trial in range(3):
+        Z = torch.rand(X.shape[:-1] + (D.shape[1],), generator=g, dtype=F64) * (trial + 1)  # feasible Z ≥ 0
+        f0 = cr.lasso_objective(Z, X, D, lam)
+        for eta in (eta_max, 0.5 * eta_max, 0.1 * eta_max):
+            f1 = cr.lasso_objective(cr.ista_step(Z, X, D, eta, lam), X, D, lam)
+            assert (f1 < f0).all()
+    # the objective itself: λ‖Z‖₁ + ½‖X − Z D^T‖_F² per batch element
+    Z = torch.rand(X.shape[:-1] + (D.shape[1],), generator=g, dtype=F64)
+    expected = torch.stack(
+        [lam * Z[i].abs().sum() + 0.5 * ((X[i] - Z[i] @ D.T) ** 2).sum() for i in range(2)]
+    )
+    torch.testing.assert_close(cr.lasso_objective(Z, X, D, lam), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("m,init,lam", [(12, "zeros", 0.1), (12, "x", 0.1), (24, "zeros", 0.5)])
+def test_ista_solve_is_monotone_and_converges(m, init, lam):
+    """Square D (CRATE) and a 2× overcomplete D (CRATE-α style; λ = 0.5 as in the CRATE-MAE encoder:
+    with λ = 0.1 the overcomplete problem converges much more slowly, ~1e-7 relative change per
+    step after 1000 steps)."""
+    X, D, _ = _lasso_problem(m)
+    eta = cr.max_step_size(D).item()
+    Z, hist = cr.ista_solve(X, D, eta, lam, steps=500, init=init, return_history=True)
+    assert hist.shape == (501, 2)
+    assert (Z >= 0).all()
+    steps = hist[1:] - hist[:-1]  # (500, 2)
+    # from a feasible start every step decreases F; Z0 = X may be infeasible (negative entries),
+    # where descent is guaranteed only from the first iterate on
+    first = 0 if init == "zeros" else 1
+    assert (steps[first:] <= 1e-12 * hist[first + 1 :].abs()).all()
+    assert (hist[-1] < 0.9 * hist[first]).all()
+    assert (steps[-1].abs() <= 1e-9 * hist[-1]).all()  # converged: measured ≤ 2.1e-10 relative
+    # optimality (KKT) of min_{Z≥0} λ‖Z‖₁ + ½‖X − Z D^T‖²: g = (X − Z D^T) D equals λ where Z > 0
+    # and is ≤ λ where Z = 0 (measured after 500 steps: worst residual ≈ 2e-4, most < 1e-11)
+    g = (X - Z @ D.T) @ D
+    assert (g[Z > 0] - lam).abs().max() < 1e-3
+    assert (g[Z == 0] - lam).max() < 1e-3
+    # the solution is sparse but not trivial
+    assert 0.05 < cr.fraction_nonzero(Z).item() < 0.95
+
+
+# ---------------------------------------------------------------------------------------------
+# sparsity and the official layer-wise measurement
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fraction_nonzero_and_l1_norm():
+    Z = torch.tensor([[0.0, 1.0, -2.0, 0.0], [0.0, 0.0, 0.0, 1e-9]])
+    assert cr.fraction_nonzero(Z).item() == pytest.approx(3 / 8)
+    assert cr.fraction_nonzero(Z, tol=1e-6).item() == pytest.approx(2 / 8)
+    torch.testing.assert_close(cr.fraction_nonzero(Z, dim=-1), torch.tensor([0.5, 0.25]))
+    assert cr.l1_norm(Z).item() == pytest.approx(3.0 + 1e-9)
+    torch.testing.assert_close(cr.l1_norm(Z, dim=-1), torch.tensor([3.0, 1e-9]))
+
+
+def test_measure_coding_rate_matches_official_fixture():
+    fx = torch.load(FIXTURE, weights_only=True)
+    X = fx["X"]  # (3, 4, 17, 16): (b, h, n, p)
+    mean, std = cr.measure_coding_rate(X, eps=fx["eps_sq"])
+    # measured: |Δmean| ≈ 8e-6, |Δstd| ≈ 1.3e-5 (mean ≈ 124.79, std ≈ 1.20)
+    assert abs(mean.item() - fx["mean"].item()) <= 1e-4
+    assert abs(std.item() - fx["std"].item()) <= 1e-4
+    # and it is the compression rate of eq. 8 with ε² = eps, on unit-normalised tokens, summed over heads
+    Xn = X.double() / X.double().norm(dim=-1, keepdim=True)
+    per_head = cr.coding_rate(Xn, eps=math.sqrt(fx["eps_sq"]))  # d = p inside eq. 7 for one head
+    torch.testing.assert_close(mean.double(), per_head.sum(-1).mean(), rtol=1e-6, atol=0)
+
+
+def test_measure_sparsity_and_nonzero():
+    z = torch.ones(2, 4, 8)
+    z[0, :2] = 0.0  # half the entries of sample 0 are zero
+    z[1, :1] = 0.0  # a quarter of sample 1
+    mean, std = cr.measure_sparsity(z)
+    per_sample = np.array([0.5, 0.25])
+    assert mean.item() == pytest.approx(per_sample.mean())
+    assert std.item() == pytest.approx(np.std(per_sample))  # population std (ddof = 0) = 0.125
+    nz_mean, nz_std = cr.measure_nonzero(z)
+    assert nz_mean.item() == pytest.approx(1 - per_sample.mean())
+    assert nz_std.item() == pytest.approx(0.125)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_helpful_errors():
+    Z, _, U = _data()
+    with pytest.raises(ValueError, match=r"\(\.\.\., N, d\).*Z\[None, :\]"):
+        cr.coding_rate(torch.randn(5))
+    with pytest.raises(ValueError, match=r"ε and must be a finite number > 0, got 0"):
+        cr.coding_rate(Z, eps=0)
+    with pytest.raises(ValueError, match="> 0"):
+        cr.compression_rate(Z, U, eps=-0.5)
+    with pytest.raises(ValueError, match=r"ambient dimension d=12 .* width d=10.*transpose"):
+        cr.compression_rate(Z[:, :10], U)
+    with pytest.raises(ValueError, match=r"\(K, d, p\).*U_k\[None\]"):
+        cr.grad_compression_rate(Z, U[0])
+    with pytest.raises(ValueError, match="form must be one of"):
+        cr.coding_rate(Z, form="x")
+    with pytest.raises(ValueError, match="'l1'.*'l0'"):
+        cr.sparse_rate_reduction(Z, U, norm="l2")
+    with pytest.raises(ValueError, match="floating-point.*float()"):
+        cr.coding_rate(torch.ones(3, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"\(b, h, n, p\).*rearrange"):
+        cr.measure_coding_rate(torch.randn(3, 17, 16))
+    with pytest.raises(ValueError, match=r"orthogonal directions do not fit.*orthogonal=False"):
+        cr.union_of_subspaces(5, 4, 8, 3)
+    with pytest.raises(ValueError, match="membership must be"):
+        cr.mssa(Z, U, membership="dot")
+    X, D, _ = _lasso_problem()
+    with pytest.raises(ValueError, match=r"D has 12 rows .* width d=10"):
+        cr.ista_step(X[..., :10], X[..., :10], D)
+    with pytest.raises(ValueError, match="square dictionary.*init='zeros'"):
+        cr.ista_solve(X, torch.randn(12, 24), init="x")

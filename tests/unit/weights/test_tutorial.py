@@ -1,0 +1,183 @@
+"""crate_edu.weights.tutorial: self-describing safetensors weights and the tutorial's shipped files."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import crate_edu
+from crate_edu.train import TrainConfig
+from crate_edu.train.checkpoint import save_checkpoint
+from crate_edu.weights import tutorial as checkpoints
+from crate_edu.weights.official import sha256sum
+from crate_edu.weights.tutorial import (
+    TUTORIAL_CHECKPOINTS,
+    WeightsFileError,
+    export_run,
+    load_tutorial_model,
+    load_weights,
+    read_weights_info,
+    save_weights,
+    tutorial_checkpoint,
+)
+
+TINY = {"depth": 1, "dim": 32, "heads": 2, "num_classes": 10}
+
+
+def _tiny(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return crate_edu.create_model("crate_nano_cifar", **TINY).eval()
+
+
+def test_save_then_load_rebuilds_the_same_model(tmp_path):
+    model = _tiny()
+    path = save_weights(
+        model, tmp_path / "w" / "m.safetensors", model_name="crate_nano_cifar", overrides=TINY,
+        metadata={"test_acc": 0.5, "command": "x"},
+    )  # fmt: skip
+    loaded, info = load_weights(path)
+    assert info.model_name == "crate_nano_cifar" and info.overrides == TINY
+    assert info.metadata == {"test_acc": 0.5, "command": "x"}
+    assert not loaded.training
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert [p.name for p in tmp_path.joinpath("w").iterdir()] == ["m.safetensors"]  # no temp file left
+
+
+def test_save_strips_compile_and_ddp_prefixes(tmp_path):
+    model = _tiny()
+    wrapped = torch.nn.Module()
+    wrapped._orig_mod = model  # the attribute torch.compile uses: keys start with "_orig_mod."
+    path = save_weights(wrapped, tmp_path / "m.safetensors", model_name="crate_nano_cifar", overrides=TINY)
+    loaded, _ = load_weights(path)
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_save_refuses_an_unknown_model_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'crate_nope'"):
+        save_weights(_tiny(), tmp_path / "m.safetensors", model_name="crate_nope")
+
+
+def test_export_run_from_a_training_checkpoint(tmp_path):
+    cfg = TrainConfig(
+        model="crate_nano_cifar", dataset="digits", model_overrides={"depth": 1, "dim": 32, "heads": 2}
+    )
+    torch.manual_seed(1)
+    model = crate_edu.create_model("crate_nano_cifar", depth=1, dim=32, heads=2, num_classes=10).eval()
+    history = [{"epoch": 1, "test_acc": 0.25}, {"epoch": 2, "test_acc": 0.5}]
+    save_checkpoint(
+        {"config": cfg.to_dict(), "model": model.state_dict(), "history": history},
+        tmp_path / "run" / "checkpoint.pt",
+    )
+    out = export_run(
+        tmp_path / "run", tmp_path / "w.safetensors", metadata={"command": "crate-edu train ..."}
+    )
+    loaded, info = load_weights(out)
+    assert info.model_name == "crate_nano_cifar"
+    assert (
+        info.overrides["depth"] == 1
+        and info.overrides["num_classes"] == 10
+        and info.overrides["image_size"] == 32
+    )
+    assert info.metadata["final_metrics"] == {"epoch": 2, "test_acc": 0.5}
+    assert (
+        info.metadata["command"] == "crate-edu train ..."
+        and info.metadata["train_config"]["dataset"] == "digits"
+    )
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_files_that_are_not_crate_edu_weights_get_a_clear_error(tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(ValueError, match="not a crate_edu weights file.*load_official"):
+        read_weights_info(plain)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="is not a safetensors file"):
+        load_weights(junk)
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        load_weights(tmp_path / "missing.safetensors")
+
+
+def test_weights_that_do_not_fit_the_described_model_are_refused(tmp_path):
+    path = save_weights(
+        _tiny(), tmp_path / "m.safetensors", model_name="crate_nano_cifar", overrides={**TINY, "depth": 2}
+    )
+    with pytest.raises(ValueError, match="do not fit crate_nano_cifar"):
+        load_weights(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding the tutorial's files: package data, or a folder of the user's own copies.
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_copy(tmp_path, monkeypatch):
+    """A folder in $CRATE_EDU_CHECKPOINTS holding a tiny model under a shipped file's name (pinned)."""
+    name = "cluttered-digits-crate"
+    folder = tmp_path / "own"
+    path = save_weights(
+        _tiny(), folder / TUTORIAL_CHECKPOINTS[name].filename, model_name="crate_nano_cifar", overrides=TINY
+    )
+    monkeypatch.setitem(
+        TUTORIAL_CHECKPOINTS, name, dataclasses.replace(TUTORIAL_CHECKPOINTS[name], sha256=sha256sum(path))
+    )
+    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(folder))
+    return name, path
+
+
+def test_crate_edu_checkpoints_folder_comes_first(own_copy):
+    name, path = own_copy
+    assert tutorial_checkpoint(name) == path
+    model, info = load_tutorial_model(name)
+    assert info.path == path and model.config.depth == 1
+
+
+def test_a_file_whose_sha256_differs_is_refused_with_the_fix(own_copy):
+    name, path = own_copy
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the last tensor
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsFileError, match="sha256 differs.*corrupt or from another version.*replace"):
+        load_tutorial_model(name)
+
+
+def test_missing_everywhere_names_the_places_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setattr(checkpoints, "shipped_checkpoint_dir", lambda: tmp_path / "gone")
+    with pytest.raises(FileNotFoundError, match=f"looked in {tmp_path}, {tmp_path / 'gone'}.*reinstall"):
+        tutorial_checkpoint("cluttered-digits-vit")
+    with pytest.raises(
+        ValueError, match="no tutorial checkpoint 'nope'; choose one of cluttered-digits-crate"
+    ):
+        tutorial_checkpoint("nope")
+
+
+def test_shipped_checkpoints_are_package_data():
+    folder = checkpoints.shipped_checkpoint_dir()
+    assert folder == Path(checkpoints.__file__).resolve().parents[1] / "resources" / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == sorted(
+        e.filename for e in TUTORIAL_CHECKPOINTS.values()
+    )
+
+
+@pytest.mark.parametrize("name", sorted(TUTORIAL_CHECKPOINTS))
+def test_every_shipped_checkpoint_is_package_data_pinned_and_loads(name, monkeypatch):
+    monkeypatch.delenv("CRATE_EDU_CHECKPOINTS", raising=False)
+    entry = TUTORIAL_CHECKPOINTS[name]
+    path = checkpoints.shipped_checkpoint_dir() / entry.filename
+    assert path.is_file(), f"{entry.filename} is not in crate_edu/resources/checkpoints/"
+    assert sha256sum(path) == entry.sha256, f"update the sha256 of {name}"
+    assert path.stat().st_size < 5 * 2**20  # "a few MB"
+    model, info = load_tutorial_model(name)
+    assert info.path == path and not model.training
+    assert info.metadata.get("command"), "record the command that reproduces it"
+    assert name in (path.parent / "README.md").read_text()
