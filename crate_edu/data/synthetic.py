@@ -25,50 +25,19 @@
        mean background under it by at least ``min_contrast`` (lightened or darkened as needed).
 
     The mask is ``alpha >= 0.5``: the pixels where the digit contributes at least half the colour
-    (19 % of the pixels at the default, 13-26 % for 90 % of the images). All randomness comes from
-    one ``numpy.random.Generator(PCG64)`` seeded by ``(seed, split)`` and is drawn before any
+    (its size at the default is measured in ``benchmarks/results/cluttered_digits.json``). All
+    randomness comes from one ``numpy.random.Generator(PCG64)`` seeded by ``(seed, split)`` and is drawn before any
     pixel is composited, so a seed always gives the same images; the train split uses the 1,438
     train digits, the test split the 359 test digits (``samples_per_digit`` composites of each,
     default 32: 46,016 / 11,488 images). Compositing runs in chunks of
-    :data:`GENERATION_CHUNK` images (the float buffers stay in cache): the default train split
-    takes about 1.3-2.5 s on two shared CPU cores (one thread), the test split 0.3-0.5 s, plus
-    about 1 s once per process to load the background images.
+    :data:`GENERATION_CHUNK` images, so that the float buffers stay in cache.
 
     Difficulty: ``clutter`` in [0, 1] (default 0.5) sets all four knobs (see
     :func:`clutter_settings`); each may also be set on its own. The default was tuned together with
-    the ``cluttered-digits`` recipe (CPU, two cores shared with other jobs, one thread;
-    ``crate_nano_cifar`` at depth 4: CRATE, patch 4, dim 128, 0.22 M parameters; AdamW lr 1.5e-3 wd
-    0.05, batch 64, 1 warm-up epoch + cosine, label smoothing 0.1, clipping 1.0). Test accuracy
-    after a full schedule of about 1,790 steps (about 4-5 minutes):
-
-    - digit box 60-88 % of the side, 4 composites per digit, random shifts (the first recipe): 71.1 %;
-      the same with lr 3e-3 62.8, lr 7.5e-4 64.3, no label smoothing 66.9, weight decay 0.01
-      68.9, mean pooling 55.8, depth 6 (1.5x the time) 72.0; without the shifts 65.0 (train
-      loss 0.73: it overfits the 5,752 composites); with the box at 70-90 % 78.8
-    - 16 composites, no shifts: box 60-88 % 76.8, 65-85 % 80.9, **70-90 % 85.9** (lr 2e-3
-      85.9, 8 heads 85.1); 70-90 % with shifts 80.5; 70-90 % with 2 fragments and texture
-      contrast 0.7 (harder clutter) 76.8
-
-    and with about 4,300 steps (about 11 minutes): 16 composites, 12 epochs 91.2 %; **32
-    composites, 6 epochs 91.7 %** (the default and the recipe; a 0.25-epoch warm-up 90.7, depth 3
-    for 8 epochs in the same time 91.4). The first recipe (4 composites, shifts, 60 epochs,
-    5,340 steps) had reached 86.3 % in 1,071 s.
-
-    So for a transformer the digit's scale range matters most (each patch sees a different piece of
-    stroke at each scale), and distinct composites beat augmentation: random shifts with black
-    borders slowed learning more than they curbed overfitting, while 32 composites of each digit
-    keep the train/test gap small with no augmentation at all. The earlier trials had also found
-    that a small CNN (translation invariance built in) learns the task several times faster.
-
-    The clutter still matters at the default: with the same recipe and steps, CRATE on the plain
-    ``digits`` (4,312 steps, 196 epochs of its 1,438 train digits) reaches 98.6 % (91.5 % here),
-    while the digit-less control (``draw_digit=False``: the same backgrounds, fragments and labels)
-    stays at chance (10.5 % test accuracy, train loss 2.3025 = ln 10), as does a logistic
-    regression on its 8×8-pooled pixels (9.9 %; 41.1 % with the digit). The digit's centre moves
-    over about a quarter of the image side (5-95 %: 0.37-0.63 of the side), so one fixed mask (the
-    train masks' frequency map, thresholded) reaches a mean IoU of 0.44 per pixel and 0.54 per
-    4×4 patch: the baseline an attention-map segmentation has to beat. Measured by
-    ``benchmarks/cluttered_digits.py`` (``benchmarks/results/cluttered_digits.json``).
+    the ``cluttered-digits`` recipe; the trials, the controls (plain digits, digit-less images, a
+    fixed-mask baseline) and their figures are in ``benchmarks/README.md`` ("How the cluttered-digits
+    defaults were chosen"), measured by ``benchmarks/cluttered_digits.py``
+    (``benchmarks/results/cluttered_digits.json``).
 """
 
 from __future__ import annotations
