@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -23,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from crate_edu.evaluation.batches import iter_batches
 
 __all__ = [
     "Predictions",
@@ -34,7 +35,6 @@ __all__ = [
     "measure_throughput",
     "train_throughput",
     "inference_throughput",
-    "forward_flops",
 ]
 
 PRECISIONS = ("no", "bf16", "fp16")
@@ -64,22 +64,6 @@ class Predictions:
         return int(self.logits.shape[-1])
 
 
-def _batches(data: Dataset | DataLoader | tuple[torch.Tensor, torch.Tensor], batch_size: int) -> Iterable:
-    if isinstance(data, DataLoader):
-        return data
-    if isinstance(data, tuple):
-        x, y = data
-        if len(x) != len(y):
-            raise ValueError(f"images and labels differ in length: {len(x)} vs {len(y)}")
-        return ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size))
-    if isinstance(data, Dataset):
-        return DataLoader(data, batch_size=batch_size, shuffle=False)
-    raise TypeError(
-        "predict() takes a Dataset, a DataLoader or an (images, labels) tuple of tensors, "
-        f"got {type(data).__name__}"
-    )
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -102,6 +86,11 @@ def predict(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(data, (Dataset, DataLoader, tuple)):
+        raise TypeError(
+            "predict() takes a Dataset, a DataLoader or an (images, labels) tuple of tensors, "
+            f"got {type(data).__name__}"
+        )
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
@@ -110,7 +99,7 @@ def predict(
     model.to(device).eval()
     logits, targets = [], []
     try:
-        for x, y in _batches(data, batch_size):
+        for x, y in iter_batches(data, batch_size, with_labels=True):
             logits.append(model(x.to(device)).float().cpu())  # (B, C)
             targets.append(torch.as_tensor(y, dtype=torch.int64).cpu())  # (B,)
     finally:
@@ -165,66 +154,6 @@ def per_class_accuracy(preds: torch.Tensor, targets: torch.Tensor, num_classes: 
     cm = confusion_matrix(preds, targets, num_classes).double()
     counts = cm.sum(dim=1)  # (C,)
     return torch.where(counts > 0, cm.diagonal() / counts.clamp_min(1), torch.full_like(counts, float("nan")))
-
-
-# --------------------------------------------------------------------------------------------
-# Cost.
-# --------------------------------------------------------------------------------------------
-
-
-def forward_flops(model_or_config) -> int:
-    """Floating-point operations of one image's forward pass through the matrix products.
-
-    Counts 2 FLOPs per multiply-add of every matrix product (the convention of
-    ``torch.utils.flop_counter``), and nothing for LayerNorm, softmax, ReLU or additions, which
-    cost O(N d) against the products' O(N d^2). With N patches (+1 [CLS]), width d, L layers,
-    patch vectors of P = 3 p^2 values and C classes, per image:
-
-    - embedding ``N P d``; head ``d C``;
-    - CRATE layer: one projection ``U^T`` (``d K p``), the output map (``K p d``), the ISTA step's
-      ``D Y`` and ``D^T (.)`` (``2 d^2``), and attention ``W W^T`` and ``A W`` (``2 (N+1)^2 K p``),
-      all per token;
-    - ViT layer: ``W_q, W_k, W_v`` (``3 d K p``), the output map, the MLP (``2 d h``), attention.
-
-    ISTA is counted as the two products of its equation, ``D Y`` and ``D^T (.)``: the official code
-    (and ``literal=True``) computes ``D^T x - D^T D x`` with three (``d^2`` more per token and
-    layer); the fast path runs these two on small batches and, from ``2 d`` tokens on, folds them
-    into one ``d x d`` matrix per layer (one product per token, plus ``d^3`` to form the matrix).
-    With one head of the full width (``heads == 1`` and
-    ``dim_head == dim``) the output map is an identity and costs nothing; the formula still counts it.
-
-    Training costs about 3x this (the backward pass computes two products per forward one).
-    This is the full model, every token in every layer; with
-    ``pool='cls'`` the fast path's ``forward`` computes only the [CLS] row of the last layer and
-    runs somewhat fewer (``ImageClassifier.forward``; count it with ``prune_last_layer = False``
-    to compare with this formula).
-
-    Args:
-        model_or_config: a CRATE or ViT classifier of ``crate_edu`` (or its ``config``).
-
-    Raises:
-        TypeError: another model family (CRATE-α, CRATE-MAE have other layers).
-    """
-    from crate_edu.models.crate import CRATEConfig
-    from crate_edu.models.vit import ViTConfig
-
-    cfg = getattr(model_or_config, "config", model_or_config)
-    if not isinstance(cfg, (CRATEConfig, ViTConfig)):
-        raise TypeError(
-            f"forward_flops counts CRATE and ViT classifiers; got {type(cfg).__name__}. "
-            "Count other models with torch.utils.flop_counter.FlopCounterMode"
-        )
-    d, L, kp = cfg.dim, cfg.depth, cfg.heads * cfg.head_dim
-    n = cfg.num_patches
-    tokens = n + 1  # with [CLS]
-    patch_dim = cfg.channels * cfg.patch_size**2
-    macs = n * patch_dim * d + d * cfg.num_classes
-    attention = 2 * tokens * tokens * kp  # W W^T and A W, all heads
-    if isinstance(cfg, CRATEConfig):
-        per_layer = tokens * (d * kp + kp * d + 2 * d * d) + attention
-    else:
-        per_layer = tokens * (3 * d * kp + kp * d + 2 * d * cfg.hidden_dim) + attention
-    return 2 * (macs + L * per_layer)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crate_edu.evaluation.reconstruction import _image_batches
+from crate_edu.evaluation.batches import iter_batches
 
 __all__ = [
     "extract_features",
@@ -72,7 +72,7 @@ def extract_features(
     device, was_training = _start(model, data, device)
     feats = []
     try:
-        for x in _image_batches(data, batch_size, limit):
+        for x in iter_batches(data, batch_size, limit=limit):
             tokens = model.forward_features(x.to(device))
             f = model.forward_head(tokens, pre_logits=True) if pool == "head" else pool_tokens(tokens, pool)
             feats.append(f.float().cpu())
@@ -123,7 +123,7 @@ def extract_layer_features(
     device, was_training = _start(model, data, device, need_intermediates=True)
     per_layer: list[list[Tensor]] = []
     try:
-        for x in _image_batches(data, batch_size, limit):
+        for x in iter_batches(data, batch_size, limit=limit):
             x = x.to(device)
             if hasattr(model, "forward_loss"):  # CRATE-MAE: the encoder's layers, nothing masked
                 traces = model.forward_intermediates(x, mask_ratio=0.0)[1]["encoder"]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from crate_edu.evaluation.batches import iter_batches
 from crate_edu.models.crate_mae import patchify, unpatchify
 
 __all__ = [
@@ -181,30 +182,6 @@ def reconstruct(
     )
 
 
-def _image_batches(data, batch_size: int, limit: int | None):
-    """Yield normalised image batches (B, C, H, W) from a tensor or a dataset of (image, label)."""
-    if isinstance(data, Tensor):
-        n = data.shape[0] if limit is None else min(limit, data.shape[0])
-        for i in range(0, n, batch_size):
-            yield data[i : min(n, i + batch_size)]
-        return
-    n = len(data) if limit is None else min(limit, len(data))
-    yield from _indexed_batches(data, torch.arange(n), batch_size)
-
-
-def _indexed_batches(data, order: Tensor, batch_size: int):
-    """Normalised image batches of a dataset of (image, label), in the order ``order`` (indices)."""
-    fast = getattr(data, "images", None) is not None and getattr(data, "transform", "x") is None
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        if fast:  # uint8 tensors + normalisation only (ClutteredDigits, TensorImageDataset)
-            from crate_edu.data.transforms import normalize_uint8
-
-            yield normalize_uint8(data.images[idx], data.mean, data.std)
-        else:
-            yield torch.stack([data[int(k)][0] for k in idx])
-
-
 @torch.no_grad()
 def evaluate_reconstruction(
     model: nn.Module,
@@ -230,7 +207,7 @@ def evaluate_reconstruction(
     model.eval()
     total, count = 0.0, 0
     try:
-        for k, x in enumerate(_image_batches(data, batch_size, limit)):
+        for k, x in enumerate(iter_batches(data, batch_size, limit=limit)):
             x = x.to(device)
             noise = mask_noise(x.shape[0], cfg.num_patches, seed + k, device)
             loss, _, _ = model(x, mask_ratio=mask_ratio, noise=noise)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crate_edu.evaluation.batches import iter_batches
 from crate_edu.models.blocks import LayerTrace
 
 __all__ = [
@@ -121,13 +122,6 @@ def layer_traces(model: nn.Module, images: Tensor) -> list[LayerTrace]:
     return list(traces)
 
 
-def _batches(images: Tensor, batch_size: int):
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for i in range(0, images.shape[0], batch_size):
-        yield images[i : i + batch_size]
-
-
 def _device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -165,7 +159,7 @@ def cls_attention_maps(
     idx = None if all_layers else _check_layer(model, layer)
     dev = _device(model)
     out = []
-    for xb in _batches(images, batch_size):
+    for xb in iter_batches(images, batch_size):
         traces = layer_traces(model, xb.to(dev))
         chosen = traces if idx is None else [traces[idx]]
         rows = torch.stack([t.attn[:, :, 0, 1:] for t in chosen])  # (L', b, h, N)
@@ -187,7 +181,7 @@ def head_projections(
     idx = _check_layer(model, layer)
     dev = _device(model)
     out = []
-    for xb in _batches(images, batch_size):
+    for xb in iter_batches(images, batch_size):
         proj = layer_traces(model, xb.to(dev))[idx].proj  # (b, h, N + 1, p)
         out.append(proj[:, :, 1:].permute(0, 2, 1, 3).flatten(2).float().cpu())  # (b, N, h·p)
     return torch.cat(out)

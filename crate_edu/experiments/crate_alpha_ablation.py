@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 import crate_edu
+from crate_edu.evaluation.flops import forward_macs
 from crate_edu.evaluation.layerwise import layerwise_measurements
-from crate_edu.models.base import pair
 from crate_edu.models.crate_alpha import ABLATION, CRATEAlphaConfig
 
 __all__ = [
@@ -49,8 +49,8 @@ __all__ = [
     "summarize",
 ]
 
-#: CRATE-α top-1 on ImageNet-1K (pre-trained on ImageNet-21K, fine-tuned on ImageNet-1K), arXiv
-#: 2405.20299, as quoted in DESIGN.md §5: name -> (preset, patch size, top-1 %).
+#: CRATE-α top-1 on ImageNet-1K (pre-trained on ImageNet-21K, fine-tuned on ImageNet-1K), as
+#: published in arXiv 2405.20299: name -> (preset, patch size, top-1 %).
 PUBLISHED_ALPHA: Mapping[str, tuple[str, int, float]] = {
     "B/32": ("crate_alpha_b16", 32, 76.5),
     "B/16": ("crate_alpha_b16", 16, 81.2),
@@ -59,7 +59,7 @@ PUBLISHED_ALPHA: Mapping[str, tuple[str, int, float]] = {
     "L/14": ("crate_alpha_l14", 14, 83.9),
     "L/8": ("crate_alpha_l14", 8, 85.1),
 }
-#: CRATE top-1 on ImageNet-1K trained from scratch (arXiv 2306.01129; DESIGN.md §5): name ->
+#: CRATE top-1 on ImageNet-1K trained from scratch, as published in arXiv 2306.01129: name ->
 #: (preset, top-1 %). All patch 16.
 PUBLISHED_CRATE: Mapping[str, tuple[str, float]] = {
     "T/16": ("crate_tiny", 66.7),
@@ -297,11 +297,11 @@ def summarize(runs: Sequence[AblationRun | Mapping[str, Any]]) -> list[dict[str,
 def crate_alpha_macs(config: CRATEAlphaConfig) -> dict[str, int]:
     """Multiply-accumulates of one forward pass of a CRATE-α classifier on one image, by part.
 
-    Counted from the architecture (matrix products only; LayerNorm, softmax, ReLU and additions
-    are left out), with N patches and n = N + 1 tokens, d = ``dim``, r = ``overcomplete_ratio``,
-    K·p = ``heads * head_dim``:
+    :func:`crate_edu.evaluation.flops.forward_macs` of ``config`` (matrix products only; LayerNorm,
+    softmax, ReLU and additions are left out), with N patches and n = N + 1 tokens, d = ``dim``,
+    r = ``overcomplete_ratio``, K·p = ``heads * head_dim``:
 
-    - ``embed``: the patch convolution, N · d · C · P² ;
+    - ``embed``: the patch convolution, N · d · C · ph · pw ;
     - ``attention``: per layer the projection U^T (n · d · Kp), the scores and their average
       (2 · n² · Kp) and ``to_out`` (n · Kp · d);
     - ``sparse_coding``: per layer D^T X, D A1, D^T(·) (3 · n · d · r d) and the decoder
@@ -311,23 +311,7 @@ def crate_alpha_macs(config: CRATEAlphaConfig) -> dict[str, int]:
     Returns:
         dict with ``embed``, ``attention``, ``sparse_coding``, ``head`` and ``total`` (integers).
     """
-    cfg = config
-    (ph, pw), n_patch = pair(cfg.patch_size), cfg.num_patches
-    n, d, kp = n_patch + 1, cfg.dim, cfg.heads * cfg.head_dim
-    embed = n_patch * d * cfg.channels * ph * pw
-    attention = cfg.depth * (n * d * kp + 2 * n * n * kp + n * kp * d)
-    if cfg.sparse_coding == "crate":
-        coding = cfg.depth * 2 * n * d * d
-    else:
-        coding = cfg.depth * 4 * n * d * (cfg.overcomplete_ratio * d)
-    head = d * cfg.num_classes
-    return {
-        "embed": embed,
-        "attention": attention,
-        "sparse_coding": coding,
-        "head": head,
-        "total": embed + attention + coding + head,
-    }
+    return forward_macs(config)
 
 
 def published_scaling_table() -> list[dict[str, Any]]:

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from crate_edu.evaluation.reconstruction import _indexed_batches, evaluate_reconstruction
+from crate_edu.evaluation.batches import iter_batches
+from crate_edu.evaluation.reconstruction import evaluate_reconstruction
 from crate_edu.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -223,7 +224,7 @@ def _pretrain(cfg, out_dir, resume, datasets, log) -> MAERunResult:
         t0, c0 = time.perf_counter(), time.process_time()
         loss_sum, batches = 0.0, 0
         batch_iter = (
-            _indexed_batches(train, order, cfg.batch_size)
+            iter_batches(train, cfg.batch_size, order=order)
             if not isinstance(train, torch.Tensor)
             else (train[order[i : i + cfg.batch_size]] for i in range(0, n_train, cfg.batch_size))
         )

@@ -1,26 +1,22 @@
-"""crate_edu.evaluation.metrics: predictions, confusion matrix, per-class accuracy, FLOP formula, throughput."""
+"""crate_edu.evaluation.metrics: predictions, confusion matrix, per-class accuracy, throughput."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.flop_counter import FlopCounterMode
 
 import crate_edu
 from crate_edu.evaluation.metrics import (
     Predictions,
     accuracy,
     confusion_matrix,
-    forward_flops,
     inference_throughput,
     measure_throughput,
     per_class_accuracy,
     predict,
     train_throughput,
 )
-from crate_edu.models.blocks import ISTA
 
 
 def _tiny(name: str = "crate_nano_cifar", **kw):
@@ -87,78 +83,6 @@ def test_predict_rejects_bad_input():
         predict(model, [1, 2, 3])
     with pytest.raises(ValueError, match="differ in length"):
         predict(model, (torch.randn(3, 3, 32, 32), torch.zeros(2, dtype=torch.int64)))
-
-
-def _flops_from_shapes(model, img: torch.Tensor) -> int:
-    """2 FLOPs per multiply-add of every matrix product of a forward pass over every token,
-    counted from the operands' shapes, without torch's FlopCounterMode: each ``nn.Linear``
-    (``in x out`` per row), each ISTA step (``D x`` and ``D^T (.)``, ``d x d`` per token each)
-    and each head's two attention products (scores ``w w^T`` or ``q k^T``, then ``A w`` or ``A v``;
-    ``N x N x p`` each), the last from the shapes ``forward_intermediates`` returns."""
-    macs = 0
-
-    def linear(module, inputs, _output):
-        nonlocal macs
-        macs += inputs[0].numel() // module.in_features * module.in_features * module.out_features
-
-    def ista(module, inputs, _output):  # D^T (x - D x): the fast path's two products per token
-        nonlocal macs
-        macs += 2 * inputs[0].numel() * module.weight.shape[0]
-
-    handles = [m.register_forward_hook(linear) for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    handles += [m.register_forward_hook(ista) for m in model.modules() if isinstance(m, ISTA)]
-    try:
-        with torch.no_grad():
-            _, layers = model.forward_intermediates(img)
-    finally:
-        for handle in handles:
-            handle.remove()
-    assert len(layers) == model.config.depth
-    for trace in layers:
-        batch, heads, tokens, p = trace.proj.shape
-        assert trace.attn.shape == (batch, heads, tokens, tokens)
-        macs += 2 * batch * heads * tokens * tokens * p
-    return 2 * macs
-
-
-def _flops_counted_by_torch(model, img: torch.Tensor) -> int:
-    """FLOPs of ``model(img)`` as FlopCounterMode records them, with ``scaled_dot_product_attention``
-    on its math backend: explicit matmuls, which every torch's FlopCounterMode records. (Its fused
-    CPU kernel, the default since torch 2.2, is not in every version's FlopCounterMode table:
-    torch 2.14 counts nothing for it.)"""
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(img)
-    return counter.get_total_flops()
-
-
-@pytest.mark.parametrize(
-    ("name", "kw"),
-    [
-        ("crate_nano_cifar", dict(depth=2, patch_size=8)),
-        ("crate_nano_cifar", dict(depth=1, heads=2, dim_head=24, patch_size=4, pool="mean")),
-        ("vit_nano_cifar", dict(depth=2, dim=64, patch_size=8)),
-        ("vit_nano_cifar", dict(depth=1, heads=4, dim_head=12, patch_size=4, pool="mean", literal=True)),
-        ("crate_tiny", dict(depth=1, num_classes=7)),
-    ],
-)
-def test_forward_flops_counts_every_matrix_product(name, kw):
-    """The formula equals the products the forward pass computes, attention's two per head
-    included, counted twice: from the modules' shapes, and by torch's FlopCounterMode."""
-    model = crate_edu.create_model(name, **kw).eval()
-    model.prune_last_layer = False  # the formula counts every row of the last layer
-    size = model.config.image_size
-    img = torch.randn(1, 3, size, size)
-    flops = forward_flops(model)
-    from_shapes = _flops_from_shapes(model, img)
-    counted = _flops_counted_by_torch(model, img)
-    assert from_shapes == flops, "formula != products counted from the modules' shapes"
-    assert counted == flops, "formula != torch's FlopCounterMode count"
-    assert forward_flops(model.config) == flops
-
-
-def test_forward_flops_rejects_other_families():
-    with pytest.raises(TypeError, match="FlopCounterMode"):
-        forward_flops(crate_edu.create_model("crate_alpha_nano_cifar", depth=1))
 
 
 def test_train_throughput_leaves_the_model_untouched():

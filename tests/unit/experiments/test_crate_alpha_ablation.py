@@ -189,15 +189,6 @@ def test_each_variant_builds_traces_and_counts_parameters(variant):
         assert bool((traces[0].z_out >= 0).all()) == (cfg.sparse_coding == "crate")
 
 
-@pytest.mark.parametrize("variant", list(ABLATION))
-def test_crate_alpha_macs_equals_torch_flop_counter(variant):
-    model = crate_edu.create_model("crate_alpha_nano_cifar", depth=2, **ABLATION[variant]).eval()
-    model.prune_last_layer = False  # the formula counts every row of the last layer
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.randn(1, 3, 32, 32))
-    assert crate_alpha_macs(model.config)["total"] * 2 == counter.get_total_flops()
-
-
 def test_published_scaling_table():
     rows = {r["model"]: r for r in published_scaling_table()}
     assert list(rows) == [f"CRATE-α-{k}" for k in PUBLISHED_ALPHA]
@@ -266,5 +257,5 @@ def test_crate_table_macs_equal_the_flop_counter_of_the_crate_model():
     cfg = CRATEAlphaConfig(dim=384, depth=1, heads=6, patch_size=16, **ABLATION["CRATE block"])
     assert crate_alpha_macs(cfg)["total"] * 2 == counter.get_total_flops()
     rows = {r["model"]: r for r in published_crate_table()}
-    assert [round(r["params_M"], 2) for r in rows.values()] == [6.09, 13.12, 22.80, 77.64]  # DESIGN §3
+    assert [round(r["params_M"], 2) for r in rows.values()] == [6.09, 13.12, 22.80, 77.64]  # the README's model table
     assert [r["top1"] for r in rows.values()] == [66.7, 69.2, 70.8, 71.3]
