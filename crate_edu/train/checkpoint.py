@@ -6,20 +6,23 @@ dicts, nothing that runs code when loaded. Everything a resumed run needs travel
 optimiser, scheduler and gradient-scaler states, the random number generators of every process,
 the metrics so far and the run configuration).
 
-Writes are atomic: the bytes go to a temporary file in the same folder, are flushed and
-``fsync``-ed, and only then ``os.replace`` swaps the new file in. A crash at any moment (power
-loss, out of disk, Ctrl-C) leaves either the previous checkpoint or the new one, never a torn file;
-the temporary file of a killed writer is removed by the next write. A write that fails (disk full,
-read-only folder, ...) raises :class:`FileWriteError`, one line naming the file, the cause and the
-fix. Every reader goes through ``crate_edu.weights.official.read_checkpoint_file``: zip and legacy
+Writes are atomic (``crate_edu.weights.files.atomic_write_bytes``): the bytes go to a temporary
+file in the same folder, are flushed and ``fsync``-ed, and only then ``os.replace`` swaps the new
+file in. A crash at any moment (power loss, out of disk, Ctrl-C) leaves either the previous
+checkpoint or the new one, never a torn file; the temporary file of a killed writer is removed by
+the next write. A write that fails (disk full, read-only folder, ...) raises
+:class:`~crate_edu.weights.files.FileWriteError`, one line naming the file, the cause and the fix.
+Every reader goes through ``crate_edu.weights.files.read_checkpoint_file``: zip and legacy
 ``torch.save`` formats, one-line errors for truncated, foreign or unsafe files. ``metrics.jsonl``
 is standard JSON (a NaN or infinity would be written as ``null``).
+
+The file helpers the run folder needs (``atomic_write_bytes``, ``make_folder``, ``FileWriteError``)
+live in ``crate_edu.weights.files``; they are imported here so that the training loop finds all of
+its file I/O in one module.
 """
 
 from __future__ import annotations
 
-import errno
-import glob
 import json
 import math
 import os
@@ -30,6 +33,36 @@ from typing import Any
 import numpy as np
 import torch
 
+from crate_edu.weights.files import (
+    CheckpointError,
+    FileWriteError,
+    atomic_write_bytes,
+    make_folder,
+    read_checkpoint_file,
+    write_error,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "METRICS_NAME",
+    "UNREADABLE_HINT",
+    "FileWriteError",
+    "append_jsonl",
+    "atomic_write_bytes",
+    "is_checkpoint",
+    "json_line",
+    "load_checkpoint",
+    "make_folder",
+    "read_checkpoint",
+    "read_jsonl",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "write_jsonl",
+]
+
 #: Value of the ``"format"`` key that marks a checkpoint written by :mod:`crate_edu.train`.
 CHECKPOINT_FORMAT = "crate_edu.train/1"
 #: File name of the checkpoint inside a run folder.
@@ -38,161 +71,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 #: File name of the human-readable run configuration inside a run folder.
 CONFIG_NAME = "config.json"
-
-
-class FileWriteError(OSError):
-    """A file could not be written (disk full, read-only folder, no permission, a path that is a
-    folder, ...). ``str(err)`` is one line naming the file, the cause and what to do; the previous
-    version of the file, if any, is unchanged (writes are atomic). ``errno`` is the cause's."""
-
-
-#: What to do about a failed file-system operation, by cause.
-_OS_FIXES = {
-    errno.ENOENT: "check the path",
-    errno.ENOSPC: "free space on that disk or write somewhere else",
-    errno.EDQUOT: "free space within your disk quota or write somewhere else",
-    errno.EROFS: "the file system is read-only: write to a folder on a writable disk",
-    errno.EACCES: "you may not write there: choose a folder you own or fix its permissions",
-    errno.EPERM: "you may not write there: choose a folder you own or fix its permissions",
-    errno.EISDIR: "that path is a folder: give a file name",
-    errno.ENOTDIR: "a part of that path is a file, not a folder: choose another path",
-    errno.EEXIST: "a part of that path is a file, not a folder: choose another path",
-    errno.ENAMETOOLONG: "the path is too long: choose a shorter one",
-}
-
-
-def os_error_fix(exc: OSError) -> str:
-    """What to do about an operating-system error, by its cause (one short clause)."""
-    return _OS_FIXES.get(exc.errno or -1, "check the path, its permissions and the free space")
-
-
-def write_error(path: str | os.PathLike, exc: OSError, *, previous: bool = True) -> FileWriteError:
-    """The one-line :class:`FileWriteError` for a failed write of ``path`` caused by ``exc``."""
-    cause = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-    kept = f"; the previous {Path(path).name} is unchanged" if previous and Path(path).is_file() else ""
-    err = FileWriteError(f"could not write {path}: {cause} ({_errno_name(exc)}); {os_error_fix(exc)}{kept}")
-    err.errno = exc.errno
-    return err
-
-
-def make_folder(folder: str | os.PathLike) -> list[Path]:
-    """Create ``folder`` (and missing parents); returns the folders created, deepest first.
-
-    Raises:
-        FileWriteError: it cannot be created (read-only file system, no permission, ...).
-    """
-    folder = Path(folder)
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(folder, e, previous=False) from None
-    return missing
-
-
-def _errno_name(exc: OSError) -> str:
-    return errno.errorcode.get(exc.errno or -1, type(exc).__name__)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush a folder's entry table, so that a rename inside it survives a power cut (POSIX only)."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-#: Temporary files of :func:`atomic_write_bytes`: ``.<name>.tmp-<pid>`` next to the destination.
-_TMP_SUFFIX = ".tmp-"
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (POSIX); elsewhere assumed alive (its file is then left)."""
-    if os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists but belongs to someone else
-        return True
-    return True
-
-
-def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that writers of ``path`` killed mid-write left behind.
-
-    A temporary file ``.<name>.tmp-<pid>`` whose process no longer exists can never be finished;
-    one of a live process (another writer at work) is left alone. Returns the files deleted.
-    """
-    path = Path(path)
-    removed = []
-    prefix = f".{path.name}{_TMP_SUFFIX}"
-    try:
-        candidates = list(path.parent.glob(f".{glob.escape(path.name)}{_TMP_SUFFIX}*"))
-    except OSError:
-        return removed
-    for tmp in candidates:
-        pid = tmp.name[len(prefix) :]
-        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
-            continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except OSError:
-            pass  # e.g. removed by someone else meanwhile
-    return removed
-
-
-def atomic_write_bytes(path: str | os.PathLike, write: Any) -> Path:
-    """Write a file atomically: ``write(f)`` fills a temporary file that then replaces ``path``.
-
-    Args:
-        path: destination file.
-        write: callable taking a binary file object open for writing.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        FileWriteError: the file could not be written (disk full, read-only, no permission, ``path``
-            is a folder, ...); ``path`` keeps its previous content and the temporary file is removed.
-
-    The temporary file is ``.<name>.tmp-<pid>`` in the same folder. If ``write`` raises, ``path``
-    keeps its previous content and the temporary file is removed; if the process is killed, the
-    next write of ``path`` (by any process) removes the temporary file it left.
-    """
-    path = Path(path)
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    remove_stale_temp_files(path)
-    tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # e.g. a read-only file system: never hide the error that got us here
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from None
-        raise
-    try:
-        _fsync_dir(path.parent)
-    except OSError:
-        pass  # the file is in place; some file systems cannot fsync a folder
-    return path
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -220,18 +98,16 @@ UNREADABLE_HINT = (
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> Any:
-    """Read any checkpoint-like file safely (``crate_edu.weights.official.read_checkpoint_file``).
+    """Read any checkpoint-like file safely (``crate_edu.weights.files.read_checkpoint_file``).
 
     Returns what it holds: a training checkpoint (:func:`is_checkpoint`), or e.g. an official state
     dict. ``path`` may be a run folder (its :data:`CHECKPOINT_NAME` is read).
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        crate_edu.weights.official.CheckpointError: the file cannot be read (truncated, random bytes, a
+        crate_edu.weights.CheckpointError: the file cannot be read (truncated, random bytes, a
             text file, a pickle that needs code, ...), in one line.
     """
-    from crate_edu.weights.official import read_checkpoint_file
-
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -248,11 +124,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        crate_edu.weights.official.CheckpointError (a ``ValueError``): the file cannot be read, or is not a
+        crate_edu.weights.CheckpointError (a ``ValueError``): the file cannot be read, or is not a
             crate_edu training checkpoint; one line.
     """
-    from crate_edu.weights.official import CheckpointError
-
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME

@@ -1,1 +1,83 @@
-"""Weights and checkpoints."""
+"""Weights and checkpoints: reading, checking, downloading and writing them.
+
+- ``files``: the one safe reader of checkpoint files, crate_edu's safetensors weights format, atomic writes;
+- ``download``: the one cache folder (``$CRATE_EDU_CACHE``) and the one verified download path;
+- ``structure``: which family a state dict belongs to and how it differs from a model;
+- ``official``: the published CRATE, CRATE-α and CRATE-MAE checkpoints (``load_official``, ...);
+- ``tutorial``: training runs exported as weights files, and the small models shipped with the package.
+"""
+
+from crate_edu.weights.download import WeightsUnavailableError, default_cache_dir
+from crate_edu.weights.files import (
+    CheckpointError,
+    FileWriteError,
+    WeightsFileError,
+    WeightsInfo,
+    is_weights_file,
+    read_checkpoint_file,
+    read_state_dict,
+    read_weights_info,
+    save_weights,
+    sha256sum,
+)
+from crate_edu.weights.official import (
+    OFFICIAL_WEIGHTS,
+    OfficialWeights,
+    cache_path,
+    download_official,
+    get_official,
+    list_official,
+    load_official,
+    verify_checkpoint,
+)
+from crate_edu.weights.structure import (
+    StructureReport,
+    compare_structure,
+    detect_family,
+    expected_shapes,
+    infer_overrides,
+)
+from crate_edu.weights.tutorial import (
+    TUTORIAL_CHECKPOINTS,
+    TutorialCheckpoint,
+    export_run,
+    load_tutorial_model,
+    load_weights,
+    shipped_checkpoint_dir,
+    tutorial_checkpoint,
+)
+
+__all__ = [
+    "OFFICIAL_WEIGHTS",
+    "TUTORIAL_CHECKPOINTS",
+    "CheckpointError",
+    "FileWriteError",
+    "OfficialWeights",
+    "StructureReport",
+    "TutorialCheckpoint",
+    "WeightsFileError",
+    "WeightsInfo",
+    "WeightsUnavailableError",
+    "cache_path",
+    "compare_structure",
+    "default_cache_dir",
+    "detect_family",
+    "download_official",
+    "expected_shapes",
+    "export_run",
+    "get_official",
+    "infer_overrides",
+    "is_weights_file",
+    "list_official",
+    "load_official",
+    "load_tutorial_model",
+    "load_weights",
+    "read_checkpoint_file",
+    "read_state_dict",
+    "read_weights_info",
+    "save_weights",
+    "sha256sum",
+    "shipped_checkpoint_dir",
+    "tutorial_checkpoint",
+    "verify_checkpoint",
+]

@@ -1,24 +1,23 @@
-"""Small trained weights as self-describing safetensors files, and the ones the tutorial ships.
+"""The tutorial's weights: a training run exported to a weights file, a weights file loaded as a
+model, and the small trained models that ship with the package.
 
-A weights file written here holds the tensors of a model and, in the safetensors header, what is
-needed to rebuild it: the registry name and the ``create_model`` overrides. Loading never runs
-code from the file (safetensors holds only tensors and strings)::
+A weights file (``crate_edu.weights.files.save_weights``) holds the tensors of a model and, in the
+safetensors header, what is needed to rebuild it: the registry name and the ``create_model``
+overrides. Loading never runs code from the file (safetensors holds only tensors and strings)::
 
-    from crate_edu.weights.tutorial import export_run, load_weights, load_tutorial_model
+    from crate_edu.weights import export_run, load_weights, load_tutorial_model
 
     export_run("runs/cluttered", "crate.safetensors")     # a crate_edu.train run -> weights file
     model, info = load_weights("crate.safetensors")       # rebuilt with create_model, eval mode
     model, info = load_tutorial_model("cluttered-digits-crate")   # a file shipped with the package
 
-The tutorial's own files (:data:`TUTORIAL_CHECKPOINTS`, 5.8 MB in all) are package data in
+The tutorial's own files (:data:`TUTORIAL_CHECKPOINTS`, a few MB in all) are package data in
 ``crate_edu/resources/checkpoints/`` (described in the README.md there), so every installation has
 them, Colab's included; each is checked against its pinned sha256 before use.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,46 +27,28 @@ from typing import Any
 import torch
 from torch import nn
 
+from crate_edu.models import create_model
+from crate_edu.weights.download import cache_dirs
+from crate_edu.weights.files import (
+    WeightsFileError,
+    WeightsInfo,
+    read_weights_info,
+    read_weights_tensors,
+    save_weights,
+    sha256sum,
+)
+
 __all__ = [
-    "WeightsInfo",
-    "TutorialCheckpoint",
     "TUTORIAL_CHECKPOINTS",
-    "save_weights",
+    "TutorialCheckpoint",
     "export_run",
-    "is_weights_file",
-    "read_weights_info",
-    "load_weights",
-    "tutorial_checkpoint",
     "load_tutorial_model",
+    "load_weights",
     "shipped_checkpoint_dir",
-    "WeightsFileError",
+    "tutorial_checkpoint",
 ]
 
-#: Format tag written into every file's header.
-FORMAT = "crate_edu.weights/1"
-
 PathLike = str | os.PathLike
-
-
-class WeightsFileError(ValueError):
-    """A weights file that cannot be used: not a crate_edu weights file, unreadable, or damaged."""
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    """What a weights file says about itself.
-
-    Attributes:
-        model_name: the registry name (``crate_edu.list_models()``).
-        overrides: ``create_model`` keyword arguments (``depth``, ``num_classes``, ...).
-        metadata: anything else recorded (metrics, the command that made it, ...), JSON values.
-        path: the file it was read from.
-    """
-
-    model_name: str
-    overrides: dict[str, Any]
-    metadata: dict[str, Any]
-    path: Path
 
 
 @dataclass(frozen=True)
@@ -108,80 +89,8 @@ TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
 
 
 # --------------------------------------------------------------------------------------------------
-# Writing.
+# A training run's weights, as a weights file; a weights file, as a model.
 # --------------------------------------------------------------------------------------------------
-
-
-def save_weights(
-    model: nn.Module,
-    path: PathLike,
-    *,
-    model_name: str,
-    overrides: Mapping[str, Any] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write ``model``'s weights and how to rebuild it to a safetensors file (atomically).
-
-    Args:
-        model: the model (a ``torch.compile`` or DDP wrapper is unwrapped by name).
-        path: the file to write (its folder is created).
-        model_name: the registry name it was built from.
-        overrides: the ``create_model`` overrides it was built with.
-        metadata: JSON-serialisable extras (metrics, command, ...).
-
-    Returns:
-        The path written.
-    """
-    from safetensors.torch import save
-
-    import crate_edu
-    from crate_edu.train.checkpoint import atomic_write_bytes
-
-    if model_name not in crate_edu.list_models():
-        raise ValueError(f"unknown model {model_name!r}; choose one of crate_edu.list_models()")
-    state = {}
-    for key, value in model.state_dict().items():
-        for prefix in ("_orig_mod.", "module."):
-            key = key.removeprefix(prefix)
-        state[key] = value.detach().to("cpu").contiguous()
-    header = {
-        "format": FORMAT,
-        "model_name": model_name,
-        "overrides": json.dumps(dict(overrides or {}), sort_keys=True),
-        "metadata": json.dumps(dict(metadata or {}), sort_keys=True),
-    }
-    # The checksum covers the tensors' table (names, dtypes, shapes, offsets) and their bytes; adding
-    # it to the header changes neither, so it is computed on a first serialisation.
-    header[CHECKSUM_KEY] = _tensor_checksum(save(state, metadata=header))
-    blob = save(state, metadata=header)
-    return atomic_write_bytes(Path(path), lambda f: f.write(blob))
-
-
-#: Header key of the checksum of a weights file's tensors (files written before it have none).
-CHECKSUM_KEY = "tensors_sha256"
-
-
-def _split_safetensors(blob: bytes) -> tuple[dict[str, Any], bytes]:
-    """(header dict, data bytes) of a safetensors file's contents; ValueError if malformed."""
-    if len(blob) < 8:
-        raise ValueError("shorter than a safetensors header")
-    n = int.from_bytes(blob[:8], "little")
-    if not 0 < n <= len(blob) - 8:
-        raise ValueError(f"header length {n} does not fit a file of {len(blob)} bytes")
-    header = json.loads(blob[8 : 8 + n])
-    if not isinstance(header, dict):
-        raise ValueError("the header is not a JSON object")
-    return header, blob[8 + n :]
-
-
-def _tensor_checksum(blob: bytes) -> str:
-    """sha256 over the tensor table of a safetensors file (canonical JSON, ``__metadata__`` left out)
-    followed by its data bytes: any change to a tensor's bytes, dtype, shape or place changes it."""
-    header, data = _split_safetensors(blob)
-    table = {k: v for k, v in header.items() if k != "__metadata__"}
-    digest = hashlib.sha256(json.dumps(table, sort_keys=True, separators=(",", ":")).encode())
-    digest.update(data)
-    return digest.hexdigest()
 
 
 def export_run(
@@ -206,30 +115,15 @@ def export_run(
         FileExistsError: ``path`` exists and ``overwrite`` is False (nothing is written).
         IsADirectoryError: ``path`` is a folder.
         FileNotFoundError: no checkpoint at ``run``.
-        crate_edu.weights.official.CheckpointError: the checkpoint cannot be read (truncated, not a
+        crate_edu.weights.CheckpointError: the checkpoint cannot be read (truncated, not a
             checkpoint, a pickle that needs code, ...).
-        crate_edu.train.checkpoint.FileWriteError: the file cannot be written (disk full, read-only).
+        crate_edu.weights.FileWriteError: the file cannot be written (disk full, read-only).
     """
-    from crate_edu.train import TrainConfig
-    from crate_edu.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from crate_edu.train.config import model_kwargs
+    # The training package is imported only when a run is exported, not by ``import crate_edu.weights``.
+    from crate_edu.train.checkpoint import load_checkpoint
+    from crate_edu.train.config import TrainConfig, model_kwargs
 
-    src = Path(run) / CHECKPOINT_NAME if Path(run).is_dir() else Path(run)
-    if not src.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {src}; give a run folder of crate-edu train or its checkpoint.pt"
-        )
-    out = Path(path)
-    if out.is_dir():
-        raise IsADirectoryError(
-            f"{out} is a folder; give the path of a .safetensors file to write, "
-            f"e.g. {out / 'weights.safetensors'}"
-        )
-    if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"{out} already exists; choose another file name or replace it with overwrite=True "
-            "(crate-edu export --force)"
-        )
+    src = _export_paths(Path(run), Path(path), overwrite)
     ckpt = load_checkpoint(src)
     cfg = TrainConfig.from_dict(ckpt["config"])
     model = _build(cfg.model, model_kwargs(cfg), Path(run))
@@ -242,64 +136,31 @@ def export_run(
     return save_weights(model, path, model_name=cfg.model, overrides=model_kwargs(cfg), metadata=meta)
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading.
-# --------------------------------------------------------------------------------------------------
+def _export_paths(run: Path, out: Path, overwrite: bool) -> Path:
+    """The checkpoint file of ``run``, once both it and the file ``out`` to write are usable."""
+    from crate_edu.train.checkpoint import CHECKPOINT_NAME
 
-
-def _header(path: Path) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file; WeightsFileError if it is not one."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - any parse failure means the same thing here
-        raise WeightsFileError(
-            f"{path} is not a safetensors file ({' '.join(str(exc).split())[:160]}); crate_edu weights "
-            "files are written by crate_edu.weights.tutorial.save_weights (crate-edu export)"
-        ) from None
-
-
-def is_weights_file(path: PathLike) -> bool:
-    """True if ``path`` is a safetensors file written by :func:`save_weights` (its header is read)."""
-    try:
-        return _header(Path(path)).get("format") == FORMAT
-    except (OSError, WeightsFileError):
-        return False
-
-
-def read_weights_info(path: PathLike) -> WeightsInfo:
-    """The header of a weights file written by :func:`save_weights` (no tensors are read)."""
-    path = Path(path)
-    header = _header(path)
-    if header.get("format") != FORMAT:
-        raise WeightsFileError(
-            f"{path} is a safetensors file but not a crate_edu weights file (format "
-            f"{header.get('format')!r}, expected {FORMAT!r}); load plain state dicts with "
-            "crate_edu.load_official or model.load_state_dict"
+    src = run / CHECKPOINT_NAME if run.is_dir() else run
+    if not src.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {src}; give a run folder of crate-edu train or its checkpoint.pt"
         )
-    try:
-        overrides = json.loads(header.get("overrides", "{}"))
-        metadata = json.loads(header.get("metadata", "{}"))
-        model_name = header["model_name"]
-    except (KeyError, ValueError) as exc:
-        raise WeightsFileError(
-            f"{path}: its header is damaged ({type(exc).__name__}: {exc}); export the weights again "
-            "(crate-edu export RUN FILE --force) or copy the file again"
-        ) from None
-    if not isinstance(overrides, dict) or not isinstance(metadata, dict):
-        raise WeightsFileError(f"{path}: its header is damaged (overrides or metadata not a JSON object)")
-    return WeightsInfo(model_name=model_name, overrides=overrides, metadata=metadata, path=path)
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"{out} is a folder; give the path of a .safetensors file to write, "
+            f"e.g. {out / 'weights.safetensors'}"
+        )
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"{out} already exists; choose another file name or replace it with overwrite=True "
+            "(crate-edu export --force)"
+        )
+    return src
 
 
 def _build(model_name: str, overrides: Mapping[str, Any], source: Path) -> nn.Module:
-    import crate_edu
-
     try:
-        return crate_edu.create_model(model_name, **overrides)
+        return create_model(model_name, **overrides)
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsFileError(
             f"{source}: cannot rebuild {model_name!r} with {dict(overrides)} ({exc}); the file was "
@@ -312,27 +173,14 @@ def load_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tu
 
     Returns:
         ``(model, info)``.
-    """
-    from safetensors.torch import load
 
+    Raises:
+        WeightsFileError: not a crate_edu weights file, damaged (the checksum in its header differs),
+            or weights that do not fit the model it names.
+    """
     info = read_weights_info(path)
     model = _build(info.model_name, info.overrides, info.path)
-    blob = info.path.read_bytes()
-    header, _ = _split_safetensors(blob)
-    expected = header.get("__metadata__", {}).get(CHECKSUM_KEY)
-    if expected is not None and _tensor_checksum(blob) != expected:
-        raise WeightsFileError(
-            f"{info.path}: the tensor data does not match the checksum in its header, so the file is "
-            "damaged (a partial copy or changed bytes); copy it again, or export it again from its run "
-            "(crate-edu export RUN FILE --force)"
-        )
-    try:
-        state = {k: v.to(map_location) for k, v in load(blob).items()}
-    except Exception as exc:  # noqa: BLE001 - a malformed file (no checksum to catch it earlier)
-        raise WeightsFileError(
-            f"{info.path}: its tensors cannot be read ({' '.join(str(exc).split())[:160]}); copy the "
-            "file again or export it again from its run"
-        ) from None
+    state = read_weights_tensors(info.path, map_location)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise WeightsFileError(
@@ -365,20 +213,16 @@ def _get(name: str) -> TutorialCheckpoint:
 def tutorial_checkpoint(name: str) -> Path:
     """The path of a shipped weights file (see :data:`TUTORIAL_CHECKPOINTS`), checked against its sha256.
 
-    Looked for in ``$CRATE_EDU_CHECKPOINTS`` when that is set (a folder of your own copies), then in
-    the package (:func:`shipped_checkpoint_dir`).
+    Looked for in your own folders first (``crate_edu.weights.download.cache_dirs``: the older
+    ``$CRATE_EDU_CHECKPOINTS`` when set, then ``$CRATE_EDU_CACHE`` or ``~/.cache/crate_edu/weights``),
+    then in the package (:func:`shipped_checkpoint_dir`).
 
     Raises:
-        FileNotFoundError: in neither place, naming both.
+        FileNotFoundError: in none of these places, naming them.
         WeightsFileError: the file's sha256 differs from the pinned one (corrupt, or another version).
     """
-    from crate_edu.weights.official import sha256sum
-
     entry = _get(name)
-    places = []
-    if os.environ.get("CRATE_EDU_CHECKPOINTS"):
-        places.append(Path(os.environ["CRATE_EDU_CHECKPOINTS"]).expanduser())
-    places.append(shipped_checkpoint_dir())
+    places = [*cache_dirs(), shipped_checkpoint_dir()]
     for folder in places:
         path = folder / entry.filename
         if path.is_file():
@@ -386,12 +230,12 @@ def tutorial_checkpoint(name: str) -> Path:
                 raise WeightsFileError(
                     f"{path}: its sha256 differs from the one pinned for {entry.name!r}, so the file is "
                     "corrupt or from another version; reinstall crate_edu (pip install --force-reinstall) "
-                    "or, for a copy in $CRATE_EDU_CHECKPOINTS, replace or delete it"
+                    "or, for a copy in your own folder ($CRATE_EDU_CACHE), replace or delete it"
                 )
             return path
     raise FileNotFoundError(
         f"{entry.filename} not found (looked in {', '.join(str(p) for p in places)}); it ships with "
-        "crate_edu: reinstall the package (pip install --force-reinstall), or set CRATE_EDU_CHECKPOINTS "
+        "crate_edu: reinstall the package (pip install --force-reinstall), or set CRATE_EDU_CACHE "
         "to a folder holding it"
     )
 

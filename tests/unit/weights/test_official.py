@@ -24,8 +24,9 @@ import torch
 from safetensors.torch import save_file
 
 import crate_edu
+from crate_edu.weights import CheckpointError, OfficialWeights, WeightsUnavailableError, sha256sum
 from crate_edu.weights import official as W
-from crate_edu.weights.official import CheckpointError, OfficialWeights, WeightsUnavailableError
+from crate_edu.weights import structure as S
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 TOL = 1e-4
@@ -193,25 +194,25 @@ def test_every_preset_matches_official_keys_and_shapes(official_shapes, official
     with torch.device("meta"):
         model = crate_edu.create_model(name)
     got = {k: list(v.shape) for k, v in model.state_dict().items()}
-    report = W.compare_structure(W.expected_shapes(name), shapes)
+    report = S.compare_structure(S.expected_shapes(name), shapes)
     assert report.ok, report.describe()
     assert got == shapes and list(got) == list(shapes)
-    assert W.infer_overrides(name, shapes) == {}  # the official files need no overrides
-    assert W.detect_family(shapes) == official.split("/")[0]
+    assert S.infer_overrides(name, shapes) == {}  # the official files need no overrides
+    assert S.detect_family(shapes) == official.split("/")[0]
 
 
 def test_infer_overrides_from_shapes(official_shapes):
     small = dict(official_shapes["crate/CRATE_small"])
     small["mlp_head.1.weight"], small["mlp_head.1.bias"] = [10, 576], [10]  # CIFAR-10 fine-tune
-    assert W.infer_overrides("crate_small", small) == {"num_classes": 10}
+    assert S.infer_overrides("crate_small", small) == {"num_classes": 10}
     small["pos_embedding"] = [1, 65, 576]  # 8 × 8 grid of 8-px patches: 64 px images
     small["to_patch_embedding.1.weight"] = small["to_patch_embedding.1.bias"] = [8 * 8 * 3]
-    assert W.infer_overrides("crate_small", small) == {"num_classes": 10, "patch_size": 8, "image_size": 64}
+    assert S.infer_overrides("crate_small", small) == {"num_classes": 10, "patch_size": 8, "image_size": 64}
     alpha = dict(official_shapes["crate_alpha/CRATE_large"])
     alpha["pos_embedding"] = [1, 577, 1024]  # L/14 at 336 px
-    assert W.infer_overrides("crate_alpha_l14", alpha) == {"image_size": 336}
+    assert S.infer_overrides("crate_alpha_l14", alpha) == {"image_size": 336}
     # nothing is inferred across families
-    assert W.infer_overrides("crate_tiny", official_shapes["crate_alpha/CRATE_base"]) == {}
+    assert S.infer_overrides("crate_tiny", official_shapes["crate_alpha/CRATE_base"]) == {}
 
 
 # ------------------------------------------------------------------------------------ bad files
@@ -383,12 +384,10 @@ def test_registry_entries():
         W.get_official("nope")
 
 
-def test_cache_dir_follows_environment(tmp_path, monkeypatch):
+def test_cache_path_is_in_the_cache_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("CRATE_EDU_CACHE", str(tmp_path / "c"))
-    assert W.default_cache_dir() == tmp_path / "c"
     assert W.cache_path("crate_small_in1k") == tmp_path / "c" / "crate_small_in1k.pth"
-    monkeypatch.delenv("CRATE_EDU_CACHE")
-    assert W.default_cache_dir() == Path.home() / ".cache" / "crate_edu" / "weights"
+    assert W.cache_path("crate_alpha_b16", cache_dir=tmp_path) == tmp_path / "crate_alpha_b16_in1k.pth"
 
 
 # ------------------------------------------------------------------------------------- download
@@ -516,7 +515,7 @@ def test_download_sha256_check(tmp_path, monkeypatch, crate_fx, test_entry):
     sd = dict(crate_fx["state_dict"])
     reference = write(tmp_path / "reference.pth", sd, "plain")
     digest = hashlib.sha256(reference.read_bytes()).hexdigest()
-    assert W.sha256sum(reference) == digest
+    assert sha256sum(reference) == digest
 
     def hub(repo_id, filename, *, local_dir, **kwargs):
         out = Path(local_dir) / filename

@@ -12,9 +12,7 @@ from safetensors.torch import save_file
 import crate_edu
 from crate_edu.train import TrainConfig
 from crate_edu.train.checkpoint import save_checkpoint
-from crate_edu.weights import tutorial as checkpoints
-from crate_edu.weights.official import sha256sum
-from crate_edu.weights.tutorial import (
+from crate_edu.weights import (
     TUTORIAL_CHECKPOINTS,
     WeightsFileError,
     export_run,
@@ -22,8 +20,10 @@ from crate_edu.weights.tutorial import (
     load_weights,
     read_weights_info,
     save_weights,
+    sha256sum,
     tutorial_checkpoint,
 )
+from crate_edu.weights import tutorial as checkpoints
 
 TINY = {"depth": 1, "dim": 32, "heads": 2, "num_classes": 10}
 
@@ -115,13 +115,21 @@ def test_weights_that_do_not_fit_the_described_model_are_refused(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# Finding the tutorial's files: package data, or a folder of the user's own copies.
+# Finding the tutorial's files: package data, or the cache folder of the user's own copies.
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_copy(tmp_path, monkeypatch):
-    """A folder in $CRATE_EDU_CHECKPOINTS holding a tiny model under a shipped file's name (pinned)."""
+@pytest.fixture(autouse=True)
+def _no_user_folders(tmp_path, monkeypatch):
+    """Neither the older variable nor a cache folder of the machine's user takes part."""
+    monkeypatch.delenv("CRATE_EDU_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("CRATE_EDU_CACHE", str(tmp_path / "empty-cache"))
+
+
+@pytest.fixture(params=["CRATE_EDU_CACHE", "CRATE_EDU_CHECKPOINTS"])
+def own_copy(tmp_path, monkeypatch, request):
+    """A cache folder holding a tiny model under a shipped file's name (pinned), named by the
+    cache variable or by its older name."""
     name = "cluttered-digits-crate"
     folder = tmp_path / "own"
     path = save_weights(
@@ -130,15 +138,29 @@ def own_copy(tmp_path, monkeypatch):
     monkeypatch.setitem(
         TUTORIAL_CHECKPOINTS, name, dataclasses.replace(TUTORIAL_CHECKPOINTS[name], sha256=sha256sum(path))
     )
-    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(folder))
+    monkeypatch.setenv(request.param, str(folder))
     return name, path
 
 
-def test_crate_edu_checkpoints_folder_comes_first(own_copy):
+def test_own_copy_in_the_cache_folder_comes_first(own_copy):
     name, path = own_copy
     assert tutorial_checkpoint(name) == path
     model, info = load_tutorial_model(name)
     assert info.path == path and model.config.depth == 1
+
+
+def test_the_older_variable_is_read_before_the_cache_folder(tmp_path, monkeypatch):
+    name = "cluttered-digits-crate"
+    shipped = checkpoints.shipped_checkpoint_dir() / TUTORIAL_CHECKPOINTS[name].filename
+    older, cache = tmp_path / "older", tmp_path / "cache"
+    for folder in (older, cache):
+        folder.mkdir()
+        (folder / shipped.name).write_bytes(shipped.read_bytes())
+    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(older))
+    monkeypatch.setenv("CRATE_EDU_CACHE", str(cache))
+    assert tutorial_checkpoint(name) == older / shipped.name
+    monkeypatch.delenv("CRATE_EDU_CHECKPOINTS")
+    assert tutorial_checkpoint(name) == cache / shipped.name
 
 
 def test_a_file_whose_sha256_differs_is_refused_with_the_fix(own_copy):
@@ -151,9 +173,11 @@ def test_a_file_whose_sha256_differs_is_refused_with_the_fix(own_copy):
 
 
 def test_missing_everywhere_names_the_places_and_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(tmp_path / "older"))
+    monkeypatch.setenv("CRATE_EDU_CACHE", str(tmp_path))
     monkeypatch.setattr(checkpoints, "shipped_checkpoint_dir", lambda: tmp_path / "gone")
-    with pytest.raises(FileNotFoundError, match=f"looked in {tmp_path}, {tmp_path / 'gone'}.*reinstall"):
+    places = f"{tmp_path / 'older'}, {tmp_path}, {tmp_path / 'gone'}"
+    with pytest.raises(FileNotFoundError, match=f"looked in {places}.*reinstall.*CRATE_EDU_CACHE"):
         tutorial_checkpoint("cluttered-digits-vit")
     with pytest.raises(
         ValueError, match="no tutorial checkpoint 'nope'; choose one of cluttered-digits-crate"
@@ -170,8 +194,7 @@ def test_shipped_checkpoints_are_package_data():
 
 
 @pytest.mark.parametrize("name", sorted(TUTORIAL_CHECKPOINTS))
-def test_every_shipped_checkpoint_is_package_data_pinned_and_loads(name, monkeypatch):
-    monkeypatch.delenv("CRATE_EDU_CHECKPOINTS", raising=False)
+def test_every_shipped_checkpoint_is_package_data_pinned_and_loads(name):
     entry = TUTORIAL_CHECKPOINTS[name]
     path = checkpoints.shipped_checkpoint_dir() / entry.filename
     assert path.is_file(), f"{entry.filename} is not in crate_edu/resources/checkpoints/"
