@@ -1,1 +1,139 @@
-"""Evaluation and analysis of trained models."""
+"""Evaluation and analysis of trained models: numbers about a model, never pictures.
+
+- ``batches``: :func:`iter_batches`, the one way images (and labels) are batched here;
+- ``metrics``: predictions, accuracy, confusion matrix, per-class accuracy, throughput;
+- ``flops``: the one FLOP formula (:func:`forward_flops`, :func:`forward_macs` by part);
+- ``probe``: linear probes of frozen features, layer by layer;
+- ``segmentation``: attention maps, mass-threshold masks, IoU scores, PCA and normalised-cut maps;
+- ``layerwise``: compression and sparsity at every layer (the CRATE paper's layer-wise figure);
+- ``reconstruction``: CRATE-MAE masks, masked-patch loss and reconstruction panels.
+
+The pictures of these numbers are drawn by :mod:`crate_edu.plotting`.
+"""
+
+from crate_edu.evaluation import batches, flops, layerwise, metrics, probe, reconstruction, segmentation
+from crate_edu.evaluation.batches import iter_batches
+from crate_edu.evaluation.flops import forward_flops, forward_macs, layer_macs
+from crate_edu.evaluation.layerwise import LayerwiseMeasurements, layerwise_measurements
+from crate_edu.evaluation.metrics import (
+    Predictions,
+    Throughput,
+    accuracy,
+    confusion_matrix,
+    inference_throughput,
+    measure_throughput,
+    per_class_accuracy,
+    predict,
+    train_throughput,
+)
+from crate_edu.evaluation.probe import (
+    ProbeResult,
+    extract_features,
+    extract_layer_features,
+    linear_probe,
+    pool_tokens,
+    probe_layers,
+)
+from crate_edu.evaluation.reconstruction import (
+    ReconstructionPanels,
+    evaluate_reconstruction,
+    mask_noise,
+    mask_patches,
+    masked_patch_loss,
+    paste_visible,
+    prediction_to_patches,
+    reconstruct,
+    unnormalize,
+)
+from crate_edu.evaluation.segmentation import (
+    NCutResult,
+    PCAMaps,
+    PCAResult,
+    SegmentationScore,
+    border_mask,
+    cls_attention_maps,
+    fixed_mask_baseline,
+    head_ious,
+    head_projections,
+    iou,
+    layer_traces,
+    masks_to_patches,
+    mass_on_mask,
+    mass_threshold_masks,
+    ncut_foreground,
+    patch_grid,
+    pca,
+    pca_maps,
+    penultimate_layer,
+    segmentation_score,
+    upsample_maps,
+)
+
+__all__ = [
+    # the modules, for namespaced use (``from crate_edu.evaluation import segmentation as seg``)
+    "batches",
+    "flops",
+    "layerwise",
+    "metrics",
+    "probe",
+    "reconstruction",
+    "segmentation",
+    # batches
+    "iter_batches",
+    # flops
+    "forward_flops",
+    "forward_macs",
+    "layer_macs",
+    # layerwise
+    "LayerwiseMeasurements",
+    "layerwise_measurements",
+    # metrics
+    "Predictions",
+    "Throughput",
+    "accuracy",
+    "confusion_matrix",
+    "inference_throughput",
+    "measure_throughput",
+    "per_class_accuracy",
+    "predict",
+    "train_throughput",
+    # probe
+    "ProbeResult",
+    "extract_features",
+    "extract_layer_features",
+    "linear_probe",
+    "pool_tokens",
+    "probe_layers",
+    # reconstruction
+    "ReconstructionPanels",
+    "evaluate_reconstruction",
+    "mask_noise",
+    "mask_patches",
+    "masked_patch_loss",
+    "paste_visible",
+    "prediction_to_patches",
+    "reconstruct",
+    "unnormalize",
+    # segmentation
+    "NCutResult",
+    "PCAMaps",
+    "PCAResult",
+    "SegmentationScore",
+    "border_mask",
+    "cls_attention_maps",
+    "fixed_mask_baseline",
+    "head_ious",
+    "head_projections",
+    "iou",
+    "layer_traces",
+    "mass_on_mask",
+    "mass_threshold_masks",
+    "masks_to_patches",
+    "ncut_foreground",
+    "patch_grid",
+    "pca",
+    "pca_maps",
+    "penultimate_layer",
+    "segmentation_score",
+    "upsample_maps",
+]

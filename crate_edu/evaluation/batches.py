@@ -62,7 +62,9 @@ def iter_batches(
         return iter(data) if with_labels else (images for images, *_ in data)
     if isinstance(data, Tensor):
         if with_labels:
-            raise TypeError("a tensor of images has no labels: pass (images, labels) or a dataset of (image, label)")
+            raise TypeError(
+                "a tensor of images has no labels: pass (images, labels) or a dataset of (image, label)"
+            )
         return (data[idx] for idx in _chunks(len(data), batch_size, limit, order))
     if isinstance(data, tuple):
         images, labels = data

@@ -1,8 +1,8 @@
 """What one image's forward pass costs, counted from the shapes: the one FLOP formula of crate_edu.
 
     from crate_edu.evaluation.flops import forward_flops, forward_macs
-    forward_flops(model)          # 2 FLOPs per multiply-add of every matrix product
-    forward_macs(model.config)    # the multiply-adds by part: embed, attention, sparse_coding (or mlp), head, total
+    forward_flops(model)        # 2 FLOPs per multiply-add of every matrix product
+    forward_macs(model.config)  # multiply-adds by part: embed, attention, sparse_coding or mlp, head, total
 
 :func:`layer_macs` holds the arithmetic of one layer; everything else (``forward_macs``,
 ``forward_flops``, and :func:`crate_edu.experiments.crate_alpha_macs`) adds up its parts. The

@@ -185,6 +185,27 @@ class ProbeResult:
         return (z @ self.weight.T + self.bias).argmax(dim=1)
 
 
+def _check_probe_inputs(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    weight_decay: float,
+) -> None:
+    for name, f, y in [("train", train_features, train_labels), ("test", test_features, test_labels)]:
+        if f.ndim != 2 or y.ndim != 1 or f.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"{name} features must be (N, d) and labels (N,) with the same N, got "
+                f"{tuple(f.shape)} and {tuple(y.shape)}"
+            )
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            f"train and test features differ in width: {train_features.shape[1]} vs {test_features.shape[1]}"
+        )
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+
+
 def linear_probe(
     train_features: Tensor,
     train_labels: Tensor,
@@ -208,18 +229,7 @@ def linear_probe(
         max_iter: L-BFGS iterations.
         num_classes: K (default: 1 + the largest label seen).
     """
-    for name, f, y in [("train", train_features, train_labels), ("test", test_features, test_labels)]:
-        if f.ndim != 2 or y.ndim != 1 or f.shape[0] != y.shape[0]:
-            raise ValueError(
-                f"{name} features must be (N, d) and labels (N,) with the same N, got "
-                f"{tuple(f.shape)} and {tuple(y.shape)}"
-            )
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(
-            f"train and test features differ in width: {train_features.shape[1]} vs {test_features.shape[1]}"
-        )
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    _check_probe_inputs(train_features, train_labels, test_features, test_labels, weight_decay)
     X = train_features.detach().double().cpu()
     y = train_labels.detach().long().cpu()
     K = int(num_classes) if num_classes is not None else int(max(y.max(), test_labels.max())) + 1

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crate_edu.evaluation.batches import iter_batches
-from crate_edu.models.blocks import LayerTrace
+from crate_edu.models import LayerTrace
 
 __all__ = [
     "patch_grid",
@@ -372,6 +372,21 @@ def _check_ious(ious: Tensor, labels: Tensor, name: str) -> None:
         )
 
 
+def _selection(
+    ious: Tensor, labels: Tensor, select_ious: Tensor | None, select_labels: Tensor | None
+) -> tuple[Tensor, Tensor, str]:
+    """The IoUs and labels the heads are chosen on, and ``'eval'`` or ``'separate'``."""
+    if (select_ious is None) != (select_labels is None):
+        raise ValueError("pass select_ious and select_labels together (or neither)")
+    if select_ious is None:
+        return ious, labels, "eval"
+    s_labels = torch.as_tensor(select_labels).long()
+    _check_ious(select_ious, s_labels, "select_ious")
+    if select_ious.shape[1] != ious.shape[1]:
+        raise ValueError(f"select_ious has {select_ious.shape[1]} heads, ious {ious.shape[1]}")
+    return select_ious, s_labels, "separate"
+
+
 def segmentation_score(
     ious: Tensor,
     labels: Tensor,
@@ -403,16 +418,7 @@ def segmentation_score(
     """
     labels = torch.as_tensor(labels).long()
     _check_ious(ious, labels, "ious")
-    if (select_ious is None) != (select_labels is None):
-        raise ValueError("pass select_ious and select_labels together (or neither)")
-    if select_ious is None:
-        s_ious, s_labels, selected_on = ious, labels, "eval"
-    else:
-        s_labels = torch.as_tensor(select_labels).long()
-        s_ious, selected_on = select_ious, "separate"
-        _check_ious(s_ious, s_labels, "select_ious")
-        if s_ious.shape[1] != ious.shape[1]:
-            raise ValueError(f"select_ious has {s_ious.shape[1]} heads, ious {ious.shape[1]}")
+    s_ious, s_labels, selected_on = _selection(ious, labels, select_ious, select_labels)
     ious, s_ious = ious.double(), s_ious.double()
     C = int(labels.max()) + 1 if num_classes is None else num_classes
     per_head = ious.mean(0)

@@ -202,7 +202,6 @@ def run_ablation(
             ``limit_train``, ...).
     """
     from crate_edu.data import build_dataset
-    from crate_edu.train import build_model, load_checkpoint, train
 
     table = dict(variants) if isinstance(variants, Mapping) else dict(ABLATION)
     names = list(table) if variants is None or isinstance(variants, Mapping) else list(variants)
@@ -221,43 +220,51 @@ def run_ablation(
                 if measure_images is None:
                     test = build_dataset(cfg.dataset, "test", image_size=cfg.image_size)
                     measure_images = torch.stack([test[i][0] for i in range(min(n_measure, len(test)))])
-                from accelerate.utils import set_seed
-
-                set_seed(cfg.seed)  # the initial weights that train() will start from
-                model = build_model(cfg)
-                nonzero_init, _, _ = code_sparsity(model, measure_images)
-                run_dir = root / f"{slug}_seed{seed}"
-                t0 = time.perf_counter()
-                result = train(cfg, run_dir)
-                seconds = time.perf_counter() - t0
-                model.load_state_dict(load_checkpoint(result.checkpoint)["model"])
-                nonzero, active, width = code_sparsity(model, measure_images)
-                run = AblationRun(
-                    variant=name,
-                    seed=seed,
-                    model_overrides=dict(cfg.model_overrides),
-                    params=sum(p.numel() for p in model.parameters()),
-                    test_acc=float(result.final["test_acc"]),
-                    best_test_acc=float(max(h["test_acc"] for h in result.history)),
-                    nonzero=nonzero,
-                    active=active,
-                    code_width=width,
-                    nonzero_init=nonzero_init,
-                    train_seconds=round(seconds, 2),
-                    history=[(int(h["epoch"]), float(h["test_acc"])) for h in result.history],
-                    train_acc=float(result.final["train_acc"]),
-                    train_loss=float(result.final["train_loss"]),
-                )
-                runs.append(run)
+                runs.append(_train_and_measure(name, cfg, measure_images, root / f"{slug}_seed{seed}"))
                 if verbose:
-                    print(
-                        f"{name:22s} seed {seed}: test acc {run.test_acc:.3f}, non-zeros "
-                        f"{statistics.fmean(nonzero):.3f} "
-                        f"({statistics.fmean(active):.0f} of {width} per token), "
-                        f"{seconds:.0f} s",
-                        flush=True,
-                    )
+                    print(_one_line(runs[-1]), flush=True)
     return runs
+
+
+def _train_and_measure(name: str, cfg, measure_images: Tensor, run_dir: Path) -> AblationRun:
+    """Train one variant with ``cfg`` into ``run_dir``; its code sparsity before and after, its accuracy."""
+    from accelerate.utils import set_seed
+
+    from crate_edu.train import build_model, load_checkpoint, train
+
+    set_seed(cfg.seed)  # the initial weights that train() will start from
+    model = build_model(cfg)
+    nonzero_init, _, _ = code_sparsity(model, measure_images)
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir)
+    seconds = time.perf_counter() - t0
+    model.load_state_dict(load_checkpoint(result.checkpoint)["model"])
+    nonzero, active, width = code_sparsity(model, measure_images)
+    return AblationRun(
+        variant=name,
+        seed=cfg.seed,
+        model_overrides=dict(cfg.model_overrides),
+        params=sum(p.numel() for p in model.parameters()),
+        test_acc=float(result.final["test_acc"]),
+        best_test_acc=float(max(h["test_acc"] for h in result.history)),
+        nonzero=nonzero,
+        active=active,
+        code_width=width,
+        nonzero_init=nonzero_init,
+        train_seconds=round(seconds, 2),
+        history=[(int(h["epoch"]), float(h["test_acc"])) for h in result.history],
+        train_acc=float(result.final["train_acc"]),
+        train_loss=float(result.final["train_loss"]),
+    )
+
+
+def _one_line(run: AblationRun) -> str:
+    return (
+        f"{run.variant:22s} seed {run.seed}: test acc {run.test_acc:.3f}, non-zeros "
+        f"{statistics.fmean(run.nonzero):.3f} "
+        f"({statistics.fmean(run.active):.0f} of {run.code_width} per token), "
+        f"{run.train_seconds:.0f} s"
+    )
 
 
 def summarize(runs: Sequence[AblationRun | Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -3,5 +3,63 @@
 Every function here takes arrays or results computed elsewhere in ``crate_edu`` and returns the
 matplotlib figure (or axes) it drew, so a notebook can style or save it and the numbers behind a
 picture are always testable on their own. Submodules by topic: ``training`` (curves, confusion
-matrices), ``segmentation`` (attention maps, masks, PCA maps), ``mae`` (reconstruction panels).
+matrices, throughput), ``segmentation`` (attention maps, masks, PCA maps), ``mae``
+(reconstruction panels, probes by layer), ``crate_alpha`` (the ablation and the scaling table).
 """
+
+from crate_edu.plotting import crate_alpha, mae, segmentation, training
+from crate_edu.plotting.crate_alpha import plot_ablation, plot_scaling
+from crate_edu.plotting.mae import (
+    plot_attention_grid,
+    plot_mae_loss,
+    plot_probe_accuracies,
+    plot_probe_by_layer,
+    plot_reconstruction_panels,
+)
+from crate_edu.plotting.segmentation import (
+    mask_overlay,
+    plot_fraction_sweep,
+    plot_head_maps,
+    plot_head_masks,
+    plot_iou_grid,
+    plot_ncut,
+    plot_pca_maps,
+    to_display,
+)
+from crate_edu.plotting.training import (
+    plot_confusion_matrix,
+    plot_curves,
+    plot_per_class_accuracy,
+    plot_throughput,
+)
+
+__all__ = [
+    # the modules, for namespaced use (``from crate_edu.plotting import segmentation as pseg``)
+    "crate_alpha",
+    "mae",
+    "segmentation",
+    "training",
+    # crate_alpha
+    "plot_ablation",
+    "plot_scaling",
+    # mae
+    "plot_attention_grid",
+    "plot_mae_loss",
+    "plot_probe_accuracies",
+    "plot_probe_by_layer",
+    "plot_reconstruction_panels",
+    # segmentation
+    "mask_overlay",
+    "plot_fraction_sweep",
+    "plot_head_maps",
+    "plot_head_masks",
+    "plot_iou_grid",
+    "plot_ncut",
+    "plot_pca_maps",
+    "to_display",
+    # training
+    "plot_confusion_matrix",
+    "plot_curves",
+    "plot_per_class_accuracy",
+    "plot_throughput",
+]

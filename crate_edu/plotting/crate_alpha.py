@@ -31,10 +31,18 @@ def plot_ablation(
         title: the figure title.
     """
     names = [r["variant"] for r in rows]
-    x = np.arange(len(names))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    _accuracy_panel(axes[0], names, rows, runs)
+    _sparsity_panel(axes[1], names, runs)
+    _active_panel(axes[2], names, rows)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
-    ax = axes[0]
+
+def _accuracy_panel(ax, names: list[str], rows, runs) -> None:
+    """Bars: test accuracy per variant, mean over seeds; dots: each seed."""
+    x = np.arange(len(names))
     acc = np.array([100 * r["test_acc_mean"] for r in rows])
     ax.bar(x, acc, color=[f"C{i}" for i in range(len(names))], alpha=0.7)
     for i, name in enumerate(names):
@@ -48,7 +56,9 @@ def plot_ablation(
     ax.legend(loc="upper center", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
 
-    ax = axes[1]
+
+def _sparsity_panel(ax, names: list[str], runs) -> None:
+    """Per layer, the fraction of non-zero code entries, trained (solid) and at initialisation (dotted)."""
     for i, name in enumerate(names):
         per_layer = np.array([r["nonzero"] for r in runs if r["variant"] == name])  # (seeds, L)
         init = np.array([r["nonzero_init"] for r in runs if r["variant"] == name])
@@ -63,7 +73,10 @@ def plot_ablation(
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
 
-    ax = axes[2]
+
+def _active_panel(ax, names: list[str], rows) -> None:
+    """Bars: the code width beside the non-zeros per token, per variant."""
+    x = np.arange(len(names))
     active = np.array([r["active_mean"] for r in rows])
     width = np.array([r["code_width"] for r in rows])
     ax.bar(x - 0.2, width, 0.4, color="0.8", label="code width (d or r·d)")
@@ -76,9 +89,6 @@ def plot_ablation(
     ax.set_title("non-zero code entries per token (mean over layers)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def plot_scaling(

@@ -1,7 +1,8 @@
 """Figures for masked autoencoders: the four reconstruction panels, loss curves, attention, probes.
 
-Each function takes arrays computed by :mod:`crate_edu.evaluation.reconstruction`, :mod:`crate_edu.train.mae` or
-:mod:`crate_edu.evaluation.probe` and returns the figure; nothing is computed here beyond resizing for display.
+Each function takes arrays computed by :mod:`crate_edu.evaluation.reconstruction`,
+:mod:`crate_edu.train.mae` or :mod:`crate_edu.evaluation.probe` and returns the figure; nothing is
+computed here beyond resizing for display.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import crate_edu
 from crate_edu.evaluation.flops import forward_flops, forward_macs, layer_macs
 from crate_edu.experiments.crate_alpha_ablation import ABLATION, crate_alpha_macs
-from crate_edu.models.blocks import ISTA
+from crate_edu.models import ISTA
 from crate_edu.models.crate import CRATEConfig
 
 
@@ -69,7 +69,7 @@ def _image(model) -> torch.Tensor:
         ("crate_nano_cifar", dict(depth=1, heads=2, dim_head=24, patch_size=4, pool="mean")),
         ("crate_nano_cifar", dict(depth=1, patch_size=(4, 8))),
         ("vit_nano_cifar", dict(depth=2, dim=64, patch_size=8)),
-        ("vit_nano_cifar", dict(depth=1, heads=4, dim_head=12, patch_size=4, pool="mean", literal=True)),
+        ("vit_nano_cifar", dict(depth=1, heads=4, dim_head=12, patch_size=4, pool="mean", reference=True)),
         ("vit_nano_cifar", dict(depth=1, dim=64, patch_size=(8, 2))),
         ("crate_tiny", dict(depth=1, num_classes=7)),
     ],
@@ -93,9 +93,11 @@ def test_a_patch_size_pair_counts_ph_times_pw_values_per_patch():
     cfg = crate_edu.model_config("crate_nano_cifar", depth=1, patch_size=(4, 8))
     square = crate_edu.model_config("crate_nano_cifar", depth=1, patch_size=(4, 4))
     assert forward_macs(cfg)["embed"] == 32 * 96 * cfg.dim
-    assert forward_macs(square)["embed"] == 64 * 48 * cfg.dim == forward_macs(
-        crate_edu.model_config("crate_nano_cifar", depth=1, patch_size=4)
-    )["embed"]
+    assert (
+        forward_macs(square)["embed"]
+        == 64 * 48 * cfg.dim
+        == forward_macs(crate_edu.model_config("crate_nano_cifar", depth=1, patch_size=4))["embed"]
+    )
 
 
 @pytest.mark.parametrize("variant", [*ABLATION, "patch 4x8"])

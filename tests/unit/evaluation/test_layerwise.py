@@ -19,7 +19,7 @@ def test_layerwise_measurements_follow_the_official_recipe():
         z = model.embed(x)
         layers = model.transformer.layers
         z = layers[0](z)
-        proj = layers[1].mssa.project(layers[1][0].norm(z))
+        proj = layers[1].mssa.forward_parts(layers[1][0].norm(z)).proj
         ista_out = layers[1](z)
     assert m.compression_mean[1] == pytest.approx(measure_coding_rate(proj)[0].item(), rel=1e-5)
     assert m.nonzero_mean[1] == pytest.approx(measure_nonzero(ista_out)[0].item(), abs=1e-6)

@@ -1,8 +1,8 @@
-"""crate_edu.evaluation.reconstruction (fixed masks, masked-patch loss, un-normalisation, the four panels) and its plots."""
+"""crate_edu.evaluation.reconstruction: fixed masks, masked-patch loss, un-normalisation, the four
+panels."""
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -20,8 +20,6 @@ from crate_edu.evaluation.reconstruction import (
 )
 from crate_edu.models import create_model
 from crate_edu.models.crate_mae import patchify, unpatchify
-
-matplotlib.use("Agg")
 
 MEAN = (0.4, 0.5, 0.6)
 STD = (0.2, 0.25, 0.3)
@@ -144,40 +142,3 @@ def test_evaluate_reconstruction_weights_batches():
     assert abs(evaluate_reconstruction(model, x, seed=2, batch_size=3, limit=3) - l0) < 1e-6
     with pytest.raises(ValueError, match="empty"):
         evaluate_reconstruction(model, x, limit=0)
-
-
-def test_plots_return_figures():
-    import matplotlib.pyplot as plt
-
-    from crate_edu.plotting.mae import (
-        plot_attention_grid,
-        plot_mae_loss,
-        plot_probe_accuracies,
-        plot_reconstruction_panels,
-    )
-
-    p = reconstruct(tiny_mae(), images(2)[1], mean=MEAN, std=STD)
-    fig = plot_reconstruction_panels(p)
-    assert len(fig.axes) == 8 and fig.axes[3].get_title().startswith("reconstruction")
-    fig2 = plot_mae_loss([{"step": 1, "train_loss": 1.0, "test_loss": 0.9}, {"step": 2, "train_loss": 0.5}])
-    assert fig2.axes[0].get_xlabel() == "optimiser step"
-    fig3 = plot_attention_grid(p.original, np.random.rand(2, 2, 8, 8))
-    assert len(fig3.axes) == 2 * 3 + 1  # + colour bar
-    fig4 = plot_probe_accuracies({"a": 0.5, "b": 0.9})
-    assert fig4.axes[0].get_xlabel() == "test accuracy (%)"
-    with pytest.raises(ValueError):
-        plot_mae_loss([])
-    plt.close("all")
-
-
-def test_plot_probe_by_layer():
-    import matplotlib.pyplot as plt
-
-    from crate_edu.plotting.mae import plot_probe_by_layer
-
-    fig = plot_probe_by_layer({"a": [0.1, 0.5], "b": [0.2, 0.3, 0.9]})
-    ax = fig.axes[0]
-    assert len(ax.lines) == 3 and ax.get_ylabel() == "test accuracy (%)"  # two curves + chance
-    with pytest.raises(ValueError):
-        plot_probe_by_layer({})
-    plt.close("all")
