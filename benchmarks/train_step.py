@@ -1,6 +1,6 @@
-"""Training-step speed and memory: the fast path against the derivation-literal path.
+"""Training-step speed and memory: the fast path against the reference path.
 
-The literal path computes exactly what the official code computes (explicit softmax over the N×N
+The reference path computes exactly what the official code computes (explicit softmax over the N×N
 scores, three-matmul ISTA, float32); the fast path is the default (on CPU the shared-q/k/v
 attention kernel, on GPU ``scaled_dot_product_attention``; ISTA folded into one matmul; the last
 layer computes only the [CLS] row the head reads). Two more paths undo one part of the fast path
@@ -11,7 +11,7 @@ weights at the same configuration.
 Timing: one subprocess per configuration holds one model and switches it to each path in turn
 for ``--rounds`` rounds, timing ``--iters`` consecutive steps of a path per round (median: a step
 in steady state), so that a drift in the machine's speed hits every path alike; the speed-up is
-the median over rounds of the per-round ratio literal / fast, with its range. (With
+the median over rounds of the per-round ratio reference / fast, with its range. (With
 ``--compile``, each path has its own compiled copy of the weights.) Peak memory and FLOPs: one
 subprocess per (configuration, path), so the peak is that path's alone. A "step" is forward +
 backward of the cross-entropy loss (the optimiser update is the same for both paths).
@@ -80,7 +80,7 @@ def _child(args: argparse.Namespace) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     import crate_edu
-    from crate_edu.models.blocks import set_attention_kernel, set_literal
+    from crate_edu.models import set_attention_kernel, set_reference
 
     torch.manual_seed(0)
     if args.threads:
@@ -97,9 +97,9 @@ def _child(args: argparse.Namespace) -> None:
             models[path] = base
 
     def use(path: str) -> None:
-        """Switch the path's model to that path (literal; fast; fast computing every row of the
+        """Switch the path's model to that path (reference; fast; fast computing every row of the
         last layer; fast with SDPA)."""
-        set_literal(models[path], path == "literal")
+        set_reference(models[path], path == "reference")
         set_attention_kernel(models[path], "sdpa" if path == "fast_sdpa" else "auto")
         models[path].prune_last_layer = path != "fast_all_rows"
 
@@ -200,9 +200,9 @@ def main(argv: list[str] | None = None) -> None:
         peak = next((v for k, v in PEAK_BF16.items() if k in machine["gpu"]), None)
     rows = []
     print(f"{machine}  precision={args.precision} compile={args.compile}")
-    print(f"{'config':<16} {'batch':>5} {'literal ms':>11} {'fast ms':>9} {'speed-up':>8} {'img/s fast':>10} "
-          f"{'peak MiB lit/fast':>18} {'GFLOP/img lit/fast':>19}")  # fmt: skip
-    paths = ("literal", "fast", "fast_all_rows") + (("fast_sdpa",) if args.device == "cpu" else ())
+    print(f"{'config':<16} {'batch':>5} {'reference ms':>12} {'fast ms':>9} {'speed-up':>8} "
+          f"{'img/s fast':>10} {'peak MiB ref/fast':>18} {'GFLOP/img ref/fast':>19}")  # fmt: skip
+    paths = ("reference", "fast", "fast_all_rows") + (("fast_sdpa",) if args.device == "cpu" else ())
     for label, model, overrides, cpu_batch in SUITES[args.suite]:
         batch = args.batch or cpu_batch
         seconds = _run(args, model, overrides, batch, "all", ",".join(paths))["seconds"]
@@ -211,34 +211,34 @@ def main(argv: list[str] | None = None) -> None:
         mem = {k: v["peak_mib"] for k, v in single.items()}
         flops = {k: v["flops_per_image"] for k, v in single.items()}
         ratios = {
-            k: [lit / t for lit, t in zip(seconds["literal"], v, strict=True)]
+            k: [ref / t for ref, t in zip(seconds["reference"], v, strict=True)]
             for k, v in seconds.items()
-            if k != "literal"
+            if k != "reference"
         }
         row = {
             "config": label, "model": model, "overrides": overrides, "batch": batch,
             "device": args.device, "precision": args.precision, "compile": args.compile,
-            "literal_step_s": med["literal"], "fast_step_s": med["fast"],
+            "reference_step_s": med["reference"], "fast_step_s": med["fast"],
             "speedup": statistics.median(ratios["fast"]),
             "speedup_range": [min(ratios["fast"]), max(ratios["fast"])],
-            "speedup_of_medians": med["literal"] / med["fast"],
-            "literal_images_per_s": batch / med["literal"], "fast_images_per_s": batch / med["fast"],
-            "literal_peak_mib": mem["literal"], "fast_peak_mib": mem["fast"],
-            "literal_flops_per_image": flops["literal"], "fast_flops_per_image": flops["fast"],
+            "speedup_of_medians": med["reference"] / med["fast"],
+            "reference_images_per_s": batch / med["reference"], "fast_images_per_s": batch / med["fast"],
+            "reference_peak_mib": mem["reference"], "fast_peak_mib": mem["fast"],
+            "reference_flops_per_image": flops["reference"], "fast_flops_per_image": flops["fast"],
             "rounds": args.rounds, "iters": args.iters, "seconds_per_round": seconds,
         }  # fmt: skip
         for path in paths[2:]:  # the fast path with one of its parts undone
             row[f"{path}_step_s"] = med[path]
             row[f"speedup_{path}"] = statistics.median(ratios[path])
             row[f"{path}_peak_mib"] = mem[path]
-        if peak and flops["literal"]:
-            # MFU counts the model's FLOPs as the official computation defines them (literal path)
-            row["fast_mfu"] = flops["literal"] * row["fast_images_per_s"] / peak
+        if peak and flops["reference"]:
+            # MFU counts the model's FLOPs as the official computation defines them (reference path)
+            row["fast_mfu"] = flops["reference"] * row["fast_images_per_s"] / peak
         rows.append(row)
-        gf = [f"{flops[k] / 1e9:.2f}" if flops[k] else "-" for k in ("literal", "fast")]
-        print(f"{label:<16} {batch:>5} {med['literal'] * 1e3:>11.1f} {med['fast'] * 1e3:>9.1f} "
+        gf = [f"{flops[k] / 1e9:.2f}" if flops[k] else "-" for k in ("reference", "fast")]
+        print(f"{label:<16} {batch:>5} {med['reference'] * 1e3:>12.1f} {med['fast'] * 1e3:>9.1f} "
               f"{row['speedup']:>7.2f}x {row['fast_images_per_s']:>10.1f} "
-              f"{mem['literal']:>8.0f}/{mem['fast']:<9.0f} {gf[0]:>9}/{gf[1]:<9} "
+              f"{mem['reference']:>8.0f}/{mem['fast']:<9.0f} {gf[0]:>9}/{gf[1]:<9} "
               f"range {min(ratios['fast']):.2f}-{max(ratios['fast']):.2f}"
               + "".join(f"  {path} {med[path] * 1e3:.1f} ms ({row[f'speedup_{path}']:.2f}x)"
                         for path in paths[2:]))  # fmt: skip

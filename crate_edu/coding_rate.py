@@ -1,7 +1,13 @@
 """Coding rates, rate reduction and the two CRATE operators derived from them.
 
-Reference: Yu et al., "White-Box Transformers via Sparse Rate Reduction", arXiv 2306.01129.
+Paper: Yu et al., "White-Box Transformers via Sparse Rate Reduction", arXiv 2306.01129.
 Equation numbers below are that paper's.
+
+This module is the **derivation**, the first of crate_edu's three levels (docs/design.md): the
+gradient steps as the paper derives them, with γ, κ and the subspaces U. The models compute the
+official code's arithmetic instead (the **reference** path, ``reference=True``) or, by default,
+the same numbers faster (the **fast** path, :mod:`crate_edu.models.fast`); the notebooks check
+each level against the one before.
 
 Convention: **tokens are rows**. A set of N tokens of width d is a tensor ``Z`` of shape
 ``(..., N, d)``, the transpose of the paper's ``Z ∈ R^{d×N}``, so it is laid out like the model
@@ -273,7 +279,7 @@ def grad_compression_rate(
     Paper (Z ∈ R^{d×N}): ∇_Z R^c = γ Σ_k U_k U_k^T Z (I_N + γ (U_k^T Z)^T (U_k^T Z))^{-1},
     γ = p/(N ε²). Transposed to rows, with W_k = Z U_k of shape (N, p):
 
-        ∇_Z R^c = γ Σ_k (I_N + γ W_k W_k^T)^{-1} W_k U_k^T           (form "n", literal)
+        ∇_Z R^c = γ Σ_k (I_N + γ W_k W_k^T)^{-1} W_k U_k^T           (form "n", as eq. 9)
                 = γ Σ_k W_k (I_p + γ W_k^T W_k)^{-1} U_k^T           (form "d", push-through)
 
     The two agree by (I + γ W W^T)^{-1} W = W (I + γ W^T W)^{-1}; "auto" solves the smaller system.

@@ -1,12 +1,55 @@
-"""CRATE, CRATE-α, CRATE-MAE and a ViT baseline, with a timm-style registry."""
+"""CRATE, CRATE-α, CRATE-MAE and a ViT baseline, their blocks, and a timm-style registry.
 
-from crate_edu.models.crate import CRATE, CRATEConfig
-from crate_edu.models.crate_alpha import CRATEAlpha, CRATEAlphaConfig
-from crate_edu.models.crate_mae import CRATEMAE, CRATEMAEConfig
-from crate_edu.models.registry import create_model, list_models, model_config, model_spec, register_model
-from crate_edu.models.vit import ViT, ViTConfig
+One file per model, read top to bottom next to its paper: ``crate.py`` (patch embedding, MSSA,
+ISTA, the layer, CRATE), ``crate_alpha.py``, ``crate_mae.py``, ``vit.py``. ``base.py`` holds the
+shell they share (checks, the classifier interface, the layer stack); ``fast.py`` the fast path
+(attention kernels, folded ISTA, the pruned last layer); ``registry.py`` the presets.
+"""
+
+from crate_edu.models import fast
+from crate_edu.models.base import (
+    AttentionParts,
+    Block,
+    ClassifierConfig,
+    ImageClassifier,
+    LayerTrace,
+    PreNorm,
+    Transformer,
+    set_reference,
+)
+from crate_edu.models.crate import CRATE, ISTA, MSSA, CRATEConfig, CRATELayer, PatchEmbedding
+from crate_edu.models.crate_alpha import (
+    ABLATION,
+    SPARSE_CODINGS,
+    CRATEAlpha,
+    CRATEAlphaConfig,
+    CRATEAlphaLayer,
+    OvercompleteISTA,
+    SparseCodes,
+)
+from crate_edu.models.crate_mae import (
+    CRATEMAE,
+    CRATEDecoderLayer,
+    CRATEMAEConfig,
+    LinearDictionary,
+    patchify,
+    random_masking,
+    sincos_pos_embed_2d,
+    unpatchify,
+)
+from crate_edu.models.fast import ATTENTION_KERNELS, set_attention_kernel, shared_qkv_attention
+from crate_edu.models.registry import (
+    ModelSpec,
+    create_model,
+    list_models,
+    model_config,
+    model_spec,
+    register_model,
+)
+from crate_edu.models.vit import Attention, FeedForward, ViT, ViTConfig, ViTLayer
 
 __all__ = [
+    # models and their configs
     "CRATE",
     "CRATEConfig",
     "CRATEAlpha",
@@ -15,6 +58,41 @@ __all__ = [
     "CRATEMAEConfig",
     "ViT",
     "ViTConfig",
+    "ClassifierConfig",
+    "ImageClassifier",
+    # blocks and layers
+    "PatchEmbedding",
+    "MSSA",
+    "ISTA",
+    "CRATELayer",
+    "OvercompleteISTA",
+    "CRATEAlphaLayer",
+    "SPARSE_CODINGS",
+    "ABLATION",
+    "LinearDictionary",
+    "CRATEDecoderLayer",
+    "Attention",
+    "FeedForward",
+    "ViTLayer",
+    "Block",
+    "PreNorm",
+    "Transformer",
+    "LayerTrace",
+    "AttentionParts",
+    "SparseCodes",
+    # CRATE-MAE's patches and masking
+    "patchify",
+    "unpatchify",
+    "random_masking",
+    "sincos_pos_embed_2d",
+    # the reference and fast paths
+    "set_reference",
+    "fast",
+    "ATTENTION_KERNELS",
+    "set_attention_kernel",
+    "shared_qkv_attention",
+    # the registry
+    "ModelSpec",
     "create_model",
     "list_models",
     "model_config",

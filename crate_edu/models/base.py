@@ -1,15 +1,28 @@
-"""Pieces shared by every model: input checks with helpful errors and the classifier interface."""
+"""The shell every model shares: configuration checks, the classifier interface, the layer stack.
+
+- input and configuration checks that fail with a one-line message saying what to change
+  (``check_geometry``, ``check_images``, ...);
+- :class:`Block`, the base of the blocks and layers with a ``reference`` switch, and
+  :func:`set_reference`, which switches a whole model to the reference arithmetic (the three
+  levels, derivation / reference / fast, are described in :mod:`crate_edu.models.fast`);
+- :class:`PreNorm` (the official ``norm`` / ``fn`` wrapper), :class:`Transformer` (the stack under
+  the official name ``layers``), :class:`LayerTrace` and :class:`AttentionParts` (what a layer and
+  an attention block computed, for analysis without hooks);
+- :class:`ClassifierConfig` and :class:`ImageClassifier`, shared by CRATE, CRATE-α and the ViT.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crate_edu.models.blocks import LayerTrace
+from crate_edu.models import fast
 
 __all__ = [
     "pair",
@@ -19,6 +32,13 @@ __all__ = [
     "check_model_sizes",
     "check_ista",
     "check_images",
+    "check_renamed",
+    "Block",
+    "set_reference",
+    "AttentionParts",
+    "LayerTrace",
+    "PreNorm",
+    "Transformer",
     "ClassifierConfig",
     "ImageClassifier",
 ]
@@ -151,6 +171,115 @@ def check_ista(eta: object, lambd: object) -> None:
     check_float("lambd", lambd, 0.0, math.inf)
 
 
+def check_renamed(owner: str, names: Iterable[str]) -> None:
+    """A one-line ``TypeError`` if ``names`` (arguments or attributes given to ``owner``) hold
+    ``literal``, the name of the ``reference`` switch before crate_edu 0.2."""
+    if "literal" in names:
+        raise TypeError(
+            f"literal= was renamed reference= in crate_edu 0.2; use reference= with {owner}, "
+            "or set_reference(model, True) for a whole model"
+        )
+
+
+# ------------------------------------------------------------------------------ blocks and layers
+class Block(nn.Module):
+    """Base of the blocks and layers that take the ``reference`` switch (``reference=True``: the
+    official arithmetic, written out; ``False``, the default: :mod:`crate_edu.models.fast`).
+
+    It adds one thing to ``nn.Module``: the switch's name before crate_edu 0.2, ``literal``, is a
+    one-line ``TypeError`` naming ``reference``, as an argument or as an attribute (where setting
+    it would otherwise be silently ignored).
+    """
+
+    def __new__(cls, *args, **kwargs):
+        check_renamed(cls.__name__, kwargs)
+        return super().__new__(cls)
+
+    def __setattr__(self, name: str, value) -> None:
+        check_renamed(type(self).__name__, (name,))
+        super().__setattr__(name, value)
+
+
+def set_reference(model: nn.Module, reference: bool = True) -> nn.Module:
+    """Switch every block of ``model`` to the reference arithmetic (True) or the fast path (False)."""
+    for module in model.modules():
+        if isinstance(getattr(module, "reference", None), bool):
+            module.reference = reference
+    return model
+
+
+class AttentionParts(NamedTuple):
+    """What an attention block computed (``forward_parts``), for analysis.
+
+    Attributes:
+        proj: (B, h, N, p) per-head projections: U_k^T z for MSSA (its queries = keys = values);
+            the keys for the ViT baseline.
+        attn: (B, h, N, N) attention probabilities; row i is token i's softmax over tokens.
+        out: (B, N, d) the block's output, equal to ``block(x)``.
+    """
+
+    proj: Tensor
+    attn: Tensor
+    out: Tensor
+
+
+@dataclass
+class LayerTrace:
+    """What one layer computed, for analysis without hooks.
+
+    Attributes:
+        proj: (B, h, N, p) per-head projections U_k^T LN(Z^ℓ) (the ``qkv`` output split by head;
+            for the ViT baseline, the keys).
+        attn: (B, h, N, N) attention probabilities; row i is token i's softmax over tokens.
+        z_half: (B, N, d) Z^{ℓ+½}, the stream after the attention (compression) step.
+        z_out: (B, N, d) Z^{ℓ+1}, the layer output (after ISTA / the MLP).
+        codes: the sparse codes of the layer's ISTA block: Z^{ℓ+1} itself for CRATE, the
+            (B, N, r·d) codes A2 for CRATE-α (its stream is not sparse: the codes are decoded by
+            D1 and added back); None where there is no sparse coding (ViT, CRATE-MAE decoder).
+    """
+
+    proj: Tensor
+    attn: Tensor
+    z_half: Tensor
+    z_out: Tensor
+    codes: Tensor | None = None
+
+
+class PreNorm(nn.Module):
+    """``fn(LayerNorm(x))``: the official pre-norm wrapper (attribute names ``norm`` and ``fn``)."""
+
+    def __init__(self, dim: int, fn: nn.Module, eps: float = 1e-5):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.fn = fn
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        return self.fn(self.norm(x), **kwargs)
+
+
+class Transformer(nn.Module):
+    """A stack of layers under the official attribute name ``layers``: Z^{ℓ+1} = layer_ℓ(Z^ℓ)."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, N, d) -> (B, N, d)."""
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, list[LayerTrace]]:
+        """The output and each layer's :class:`LayerTrace`."""
+        traces = []
+        for layer in self.layers:
+            x, trace = layer.forward_trace(x)
+            traces.append(trace)
+        return x, traces
+
+
+# ------------------------------------------------------------------------------------ classifiers
 @dataclass(frozen=True)
 class ClassifierConfig:
     """Fields shared by every classifier's config (CRATE, CRATE-α, ViT); validated on creation."""
@@ -166,15 +295,19 @@ class ClassifierConfig:
     pool: str = "cls"  # 'cls' or 'mean'
     dropout: float = 0.0
     emb_dropout: float = 0.0
-    literal: bool = False  # derivation-literal arithmetic instead of the fast path
+    reference: bool = False  # the official arithmetic, written out, instead of the fast path
+
+    def __new__(cls, *args, **kwargs):
+        check_renamed(cls.__name__, kwargs)
+        return super().__new__(cls)
 
     def __post_init__(self):
         check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
         check_model_sizes(self, ("depth", "num_classes", "channels"))
         check_float("dropout", self.dropout, 0.0, 1.0)
         check_float("emb_dropout", self.emb_dropout, 0.0, 1.0)
-        if not isinstance(self.literal, bool):
-            raise TypeError(f"literal must be True or False, got {self.literal!r}")
+        if not isinstance(self.reference, bool):
+            raise TypeError(f"reference must be True or False, got {self.reference!r}")
 
     @property
     def head_dim(self) -> int:
@@ -189,12 +322,11 @@ class ClassifierConfig:
 class ImageClassifier(nn.Module):
     """The interface shared by CRATE, CRATE-α and the ViT baseline.
 
-    Subclasses define ``embed`` (images -> tokens with [CLS] first), ``transformer`` (with a
-    ``layers`` list), ``mlp_head`` (LayerNorm, Linear), ``cls_token``, ``pos_embedding`` and
+    Subclasses define ``embed`` (images -> tokens with [CLS] first), ``transformer`` (a
+    :class:`Transformer`), ``mlp_head`` (LayerNorm, Linear), ``cls_token``, ``pos_embedding`` and
     ``dropout``, and set ``self.config``.
 
-    - ``forward(img)`` -> logits (B, num_classes); with ``pool='cls'`` the fast path's last layer
-      computes only the [CLS] row (``prune_last_layer``, exact)
+    - ``forward(img)`` -> logits (B, num_classes)
     - ``forward_features(img)`` -> tokens after the last layer (B, N + 1, d)
     - ``forward_head(tokens)`` -> logits, pooling by ``config.pool``
     - ``forward_intermediates(img)`` -> (logits, [LayerTrace per layer]): per-head projections,
@@ -203,8 +335,13 @@ class ImageClassifier(nn.Module):
     """
 
     config: object
-    transformer: nn.Module
+    transformer: Transformer
     mlp_head: nn.Sequential
+
+    #: Whether ``forward`` may compute only the [CLS] row of the last layer, the one row the head
+    #: reads (``pool='cls'``, fast path; exact: see :func:`crate_edu.models.fast.forward_cls_logits`).
+    #: Set it to False to compute every row, as the official code does.
+    prune_last_layer: bool = True
 
     def embed(self, img: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -225,6 +362,12 @@ class ImageClassifier(nn.Module):
         cfg = self.config
         check_images(img, cfg.channels, cfg.image_size, type(self).__name__, like=self.cls_token)
 
+    def forward(self, img: Tensor) -> Tensor:
+        """Images (B, C, H, W) -> logits (B, num_classes)."""
+        if fast.prunes_last_layer(self):  # the same logits; the last layer computes the [CLS] row only
+            return fast.forward_cls_logits(self, img)
+        return self.forward_head(self.forward_features(img))  # (B, num_classes)
+
     def forward_features(self, img: Tensor) -> Tensor:
         return self.transformer(self.embed(img))  # (B, N + 1, d)
 
@@ -235,32 +378,6 @@ class ImageClassifier(nn.Module):
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.pool(tokens)
         return x if pre_logits else self.mlp_head(x)
-
-    def forward(self, img: Tensor) -> Tensor:
-        """Images (B, C, H, W) -> logits (B, num_classes).
-
-        On the fast path with ``pool='cls'``, the last layer computes only the [CLS] token's
-        output, the one row the head reads (``Transformer.forward(x, rows=1)``). This is exact:
-        the [CLS] token still attends to every token, and everything after the attention
-        (residual, LayerNorm, ISTA or MLP) is token-wise, so the other N rows of the last layer
-        would be computed and dropped (and, in training, back-propagated as zeros). The
-        derivation-literal path (``set_literal``) and ``prune_last_layer = False`` compute every
-        row, as the official code does.
-        """
-        if self.prunes_last_layer():
-            return self.mlp_head(self.transformer(self.embed(img), rows=1)[:, 0])  # (B, num_classes)
-        return self.forward_head(self.forward_features(img))  # (B, num_classes)
-
-    #: Whether ``forward`` may compute only the [CLS] row of the last layer (see ``forward``).
-    prune_last_layer: bool = True
-
-    def prunes_last_layer(self) -> bool:
-        """True when ``forward`` computes only the [CLS] row of the last layer: ``pool='cls'``,
-        ``prune_last_layer`` set, and the last layer on the fast path (no block ``literal``)."""
-        if not (self.prune_last_layer and self.config.pool == "cls"):
-            return False
-        last = self.transformer.layers[-1]
-        return hasattr(last, "forward_rows") and not any(getattr(m, "literal", False) for m in last.modules())
 
     def forward_intermediates(self, img: Tensor) -> tuple[Tensor, list[LayerTrace]]:
         tokens, traces = self.transformer.forward_trace(self.embed(img))

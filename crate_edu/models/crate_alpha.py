@@ -4,8 +4,15 @@
 2. a decoupled output dictionary D1 ∈ R^{d × 4d} that maps the codes back,
 3. a residual connection around the sparse coding block (and two ISTA steps from zero).
 
-Faithful to the official ``torch_inference/model/crate_alpha.py``: a Conv2d patch embedding
-(``conv1``), ``to_out`` without bias, LayerNorm eps 1e-6 inside the layers.
+Read it top to bottom: the patch embedding (``conv1``), the sparse coding block
+(:class:`OvercompleteISTA`), the layer, the classifier. MSSA is CRATE's (``crate.py``), with
+``to_out`` bias-free. Faithful to the official ``torch_inference/model/crate_alpha.py``: a Conv2d
+patch embedding, LayerNorm eps 1e-6 inside the layers, the official parameter names::
+
+    Z^1      = [cls; conv1(img)] + pos_embedding                            # (B, N + 1, d)
+    Z^{ℓ+½}  = Z^ℓ + MSSA(LN(Z^ℓ))                                          # (B, N, d)
+    A2       = ISTA²(LN(Z^{ℓ+½}); D)      two ISTA steps from 0             # (B, N, 4d)
+    Z^{ℓ+1}  = Z^{ℓ+½} + D1 A2                                              # (B, N, d)
 
 The config has a switch for each change (``overcomplete_ratio``, ``decoupled``, ``residual``, and
 ``sparse_coding="crate"`` for CRATE's own one-step block); the defaults are the official model.
@@ -20,14 +27,214 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
+import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from crate_edu.models.base import ClassifierConfig, ImageClassifier, check_ista, pair
-from crate_edu.models.blocks import SPARSE_CODINGS, CRATEAlphaLayer, Transformer
+from crate_edu.models.base import (
+    Block,
+    ClassifierConfig,
+    ImageClassifier,
+    LayerTrace,
+    PreNorm,
+    Transformer,
+    check_ista,
+    pair,
+)
+from crate_edu.models.crate import ISTA, MSSA
 
-__all__ = ["ABLATION", "CRATEAlphaConfig", "CRATEAlpha"]
+__all__ = [
+    "SPARSE_CODINGS",
+    "SparseCodes",
+    "OvercompleteISTA",
+    "CRATEAlphaLayer",
+    "ABLATION",
+    "CRATEAlphaConfig",
+    "CRATEAlpha",
+]
+
+#: Sparse-coding blocks a CRATE-α layer can use (its ``sparse_coding`` switch).
+SPARSE_CODINGS: tuple[str, ...] = ("alpha", "crate")
+
+
+def _check_sparse_coding(sparse_coding: str, overcomplete_ratio: int, decoupled: bool) -> None:
+    if sparse_coding not in SPARSE_CODINGS:
+        raise ValueError(
+            f"sparse_coding must be one of {', '.join(map(repr, SPARSE_CODINGS))}, got {sparse_coding!r}"
+        )
+    if sparse_coding == "crate" and (overcomplete_ratio != 1 or decoupled):
+        raise ValueError(
+            "sparse_coding='crate' (CRATE's one-step block, whose output is its code) has a square "
+            f"dictionary and no decoder; got overcomplete_ratio={overcomplete_ratio}, "
+            f"decoupled={decoupled}: "
+            "set overcomplete_ratio=1 and decoupled=False"
+        )
+
+
+class SparseCodes(NamedTuple):
+    """What :class:`OvercompleteISTA` computed: the codes A2 (B, N, r·d), non-negative, and the
+    block's output D1 A2 (B, N, d)."""
+
+    codes: Tensor
+    out: Tensor
+
+
+class OvercompleteISTA(Block):
+    """CRATE-α sparse coding block: two ISTA steps on an overcomplete dictionary, then decode.
+
+    D, D1 ∈ R^{d × r·d} (r = ``overcomplete_ratio``, 4 officially); input X = LN(Z^{ℓ+½})::
+
+        A1 = ReLU(η D^T X − η λ)                         # one step from A0 = 0   (B, N, r·d)
+        A2 = ReLU(A1 − η D^T (D A1 − X) − η λ)           # a second ISTA step     (B, N, r·d)
+        out = D1 A2                                      # decoded by D1          (B, N, d)
+
+    The layer adds ``out`` to its input (a residual, unlike CRATE's ISTA).
+
+    Args:
+        dim: token width d.
+        overcomplete_ratio: r, the code width is r·d (official 4; 1 gives a complete dictionary).
+        eta, lambd: ISTA step size η and sparsity penalty λ (official 0.1, 0.1).
+        reference: compute with the official einsums (the default path writes the same
+            products as matmuls).
+        decoupled: decode with a separate dictionary ``D1`` (official, True) or with the coding
+            dictionary ``D`` itself, ``out = D A2`` (False: the "tied" block of the CRATE-α ablation;
+            there is then no ``D1`` parameter).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        overcomplete_ratio: int = 4,
+        eta: float = 0.1,
+        lambd: float = 0.1,
+        reference: bool = False,
+        *,
+        decoupled: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(overcomplete_ratio, int) or overcomplete_ratio < 1:
+            raise ValueError(
+                "overcomplete_ratio must be a positive integer (code width r·d), "
+                f"got {overcomplete_ratio!r}; "
+                "use 4 (official CRATE-α) or 1 (a complete dictionary)"
+            )
+        self.D = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(dim, overcomplete_ratio * dim)))
+        if decoupled:
+            self.D1 = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(dim, overcomplete_ratio * dim)))
+        else:
+            self.register_parameter("D1", None)
+        self.eta = eta
+        self.lambd = lambd
+        self.overcomplete_ratio = overcomplete_ratio
+        self.decoupled = decoupled
+        self.reference = reference
+
+    @property
+    def decoder(self) -> Tensor:
+        """The decoding dictionary (d × r·d): ``D1`` when decoupled, else the coding dictionary ``D``."""
+        return self.D1 if self.decoupled else self.D
+
+    def forward(self, x: Tensor) -> Tensor:
+        """D1 A2: (B, N, d) -> (B, N, d)."""
+        return self.forward_parts(x).out
+
+    def forward_parts(self, x: Tensor) -> SparseCodes:
+        """The codes A2 (B, N, r·d) and the output D1 A2 (B, N, d)."""
+        D, eta, lambd = self.D, self.eta, self.lambd
+        if self.reference:  # the official einsums (written for any leading dims)
+            a1 = F.relu(eta * torch.einsum("pd,...p->...d", D, x) - eta * lambd)
+            Da1 = torch.einsum("dp,...p->...d", D, a1)
+            lasso_grad = torch.einsum("pd,...p->...d", D, Da1 - x)
+            a2 = F.relu(a1 - eta * lasso_grad - eta * lambd)
+            return SparseCodes(a2, torch.einsum("dp,...p->...d", self.decoder, a2))
+        a1 = F.relu(eta * (x @ D) - eta * lambd)  # A1 = ReLU(η D^T X − ηλ)               (B, N, r·d)
+        residual = a1 @ D.t() - x  # D A1 − X                                            (B, N, d)
+        a2 = F.relu(a1 - eta * (residual @ D) - eta * lambd)  # A2 = ReLU(A1 − η D^T(D A1 − X) − ηλ)
+        return SparseCodes(a2, a2 @ self.decoder.t())  # out = D1 A2                      (B, N, d)
+
+    def extra_repr(self) -> str:
+        d, rd = self.D.shape
+        return (
+            f"dim={d}, codes={rd}, eta={self.eta}, lambd={self.lambd}, decoupled={self.decoupled}, "
+            f"reference={self.reference}"
+        )
+
+
+class CRATEAlphaLayer(Block, nn.ModuleList):
+    """One CRATE-α layer: both blocks residual, LayerNorm eps 1e-6, ``to_out`` without bias::
+
+    Z^{ℓ+½} = Z^ℓ + MSSA(LN(Z^ℓ))
+    Z^{ℓ+1} = Z^{ℓ+½} + D1 · ISTA²(LN(Z^{ℓ+½}); D)
+
+    The defaults are the official layer. Switches undo CRATE-α's changes to the sparse coding
+    block one at a time (the ablation of arXiv 2405.20299; notebook 09):
+
+    - ``overcomplete_ratio``: the codes are r·d wide (official r = 4);
+    - ``decoupled=False``: decode with the coding dictionary D instead of a separate D1;
+    - ``residual=False``: the block's output *replaces* the stream, Z^{ℓ+1} = D1 A2, as in CRATE;
+    - ``sparse_coding="crate"``: CRATE's own block instead, one ISTA step warm-started at
+      X = LN(Z^{ℓ+½}) on a square D whose output is the code itself (``ISTA``; needs r = 1 and
+      ``decoupled=False``). With ``residual=False`` this is CRATE's layer in CRATE-α's shell.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        dropout: float = 0.0,
+        overcomplete_ratio: int = 4,
+        eta: float = 0.1,
+        lambd: float = 0.1,
+        reference: bool = False,
+        *,
+        decoupled: bool = True,
+        residual: bool = True,
+        sparse_coding: str = "alpha",
+    ):
+        _check_sparse_coding(sparse_coding, overcomplete_ratio, decoupled)
+        coder: nn.Module = (
+            OvercompleteISTA(dim, overcomplete_ratio, eta, lambd, reference, decoupled=decoupled)
+            if sparse_coding == "alpha"
+            else ISTA(dim, eta=eta, lambd=lambd, reference=reference)
+        )
+        mssa = MSSA(dim, heads, dim_head, dropout, out_bias=False, reference=reference)
+        super().__init__([PreNorm(dim, mssa, eps=1e-6), PreNorm(dim, coder, eps=1e-6)])
+        self.residual = residual
+        self.sparse_coding = sparse_coding
+
+    @property
+    def mssa(self) -> MSSA:
+        return self[0].fn
+
+    @property
+    def ista(self) -> OvercompleteISTA | ISTA:
+        return self[1].fn
+
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+        """Z^ℓ (B, N, d) -> Z^{ℓ+1} (B, N, d); ``return_trace=True`` is :meth:`forward_trace`."""
+        if return_trace:
+            return self.forward_trace(x)
+        z_half = x + self[0](x)  # Z^{ℓ+½} = Z^ℓ + MSSA(LN(Z^ℓ))                             (B, N, d)
+        out = self[1](z_half)  # D1 A2, A2 = ISTA²(LN(Z^{ℓ+½}); D)                           (B, N, d)
+        return z_half + out if self.residual else out  # Z^{ℓ+1} = Z^{ℓ+½} + D1 A2           (B, N, d)
+
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, LayerTrace]:
+        """Z^{ℓ+1} and what the layer computed (:class:`LayerTrace`; the codes are A2)."""
+        parts = self.mssa.forward_parts(self[0].norm(x))
+        z_half = x + parts.out
+        if self.sparse_coding == "crate":
+            codes = out = self[1](z_half)  # (B, N, d): CRATE's code is its output
+        else:
+            codes, out = self.ista.forward_parts(self[1].norm(z_half))  # (B, N, r·d), (B, N, d)
+        z_out = z_half + out if self.residual else out
+        return z_out, LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out, codes=codes)
+
+    def extra_repr(self) -> str:
+        return f"sparse_coding={self.sparse_coding!r}, residual={self.residual}"
 
 
 @dataclass(frozen=True)
@@ -63,17 +270,7 @@ class CRATEAlphaConfig(ClassifierConfig):
                 f"overcomplete_ratio must be a positive integer, got {self.overcomplete_ratio!r}; "
                 "use 4 (official CRATE-α) or 1 (a complete dictionary)"
             )
-        if self.sparse_coding not in SPARSE_CODINGS:
-            raise ValueError(
-                f"sparse_coding must be one of {', '.join(map(repr, SPARSE_CODINGS))}, "
-                f"got {self.sparse_coding!r}"
-            )
-        if self.sparse_coding == "crate" and (self.overcomplete_ratio != 1 or self.decoupled):
-            raise ValueError(
-                "sparse_coding='crate' (CRATE's one-step block) has a square dictionary and no decoder; "
-                f"got overcomplete_ratio={self.overcomplete_ratio}, decoupled={self.decoupled}: "
-                "set overcomplete_ratio=1 and decoupled=False"
-            )
+        _check_sparse_coding(self.sparse_coding, self.overcomplete_ratio, self.decoupled)
 
 
 #: The paper's ablation of the sparse coding block as cumulative ``create_model`` overrides of a
@@ -98,7 +295,7 @@ class CRATEAlpha(ImageClassifier):
         self.conv1 = nn.Conv2d(
             cfg.channels, cfg.dim, kernel_size=pair(cfg.patch_size), stride=pair(cfg.patch_size)
         )
-        self.init_tokens(cfg)
+        self.init_tokens(cfg)  # pos_embedding (1, N + 1, d), cls_token (1, 1, d)
         self.transformer = Transformer(
             [
                 CRATEAlphaLayer(
@@ -109,7 +306,7 @@ class CRATEAlpha(ImageClassifier):
                     cfg.overcomplete_ratio,
                     cfg.eta,
                     cfg.lambd,
-                    cfg.literal,
+                    cfg.reference,
                     decoupled=cfg.decoupled,
                     residual=cfg.residual,
                     sparse_coding=cfg.sparse_coding,
@@ -120,7 +317,7 @@ class CRATEAlpha(ImageClassifier):
         self.mlp_head = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, cfg.num_classes))
 
     def embed(self, img: Tensor) -> Tensor:
-        """Images (B, C, H, W) -> tokens (B, N + 1, d), [CLS] first, positions added."""
+        """Images (B, C, H, W) -> tokens Z^1 (B, N + 1, d), [CLS] first, positions added."""
         self.check_input(img)
-        x = rearrange(self.conv1(img), "b d h w -> b (h w) d")  # (B, N, d)
+        x = rearrange(self.conv1(img), "b d h w -> b (h w) d")  # patch embedding          (B, N, d)
         return self.add_cls_and_positions(x)  # (B, N + 1, d)

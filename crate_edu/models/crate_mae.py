@@ -1,6 +1,9 @@
 """CRATE-MAE (arXiv 2404.02446): a masked autoencoder whose decoder inverts the CRATE encoder.
 
-Faithful to the official ``model/crate_ae/crate_ae.py`` (names, initialisation, arithmetic):
+Read it top to bottom: patches and masking, the patch embedding, the decoder's blocks
+(:class:`LinearDictionary`, :class:`CRATEDecoderLayer`), the model. The encoder's layers are
+CRATE's own (``crate.py``). Faithful to the official ``model/crate_ae/crate_ae.py`` (names,
+initialisation, arithmetic):
 
 - patches are embedded by a Conv2d (``patch_embed.proj``); fixed 2-D sin-cos positions;
 - masking happens by argsort of uniform noise (0 = keep, 1 = remove), but the learned
@@ -23,77 +26,36 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from crate_edu.models.base import (
+    AttentionParts,
+    Block,
+    LayerTrace,
+    PreNorm,
+    Transformer,
     check_float,
     check_geometry,
     check_images,
     check_ista,
     check_model_sizes,
     check_positive_int,
+    check_renamed,
 )
-from crate_edu.models.blocks import CRATEDecoderLayer, CRATELayer, LayerTrace, Transformer
+from crate_edu.models.crate import MSSA, CRATELayer
 
-__all__ = ["CRATEMAEConfig", "CRATEMAE", "sincos_pos_embed_2d", "patchify", "unpatchify", "random_masking"]
-
-
-@dataclass(frozen=True)
-class CRATEMAEConfig:
-    """Configuration of CRATE-MAE (official defaults: CRATE-MAE-Base, 224 px, patch 16)."""
-
-    image_size: int = 224
-    patch_size: int = 16
-    channels: int = 3
-    dim: int = 768  # encoder and decoder width (equal, as officially)
-    depth: int = 12
-    heads: int = 12
-    dim_head: int | None = None
-    decoder_depth: int = 12
-    decoder_heads: int = 12
-    eta: float = 0.1  # encoder ISTA step size
-    lambd: float = 0.5  # encoder ISTA sparsity penalty (0.5 in CRATE-MAE)
-    mask_ratio: float = 0.75  # default for forward()
-    norm_pix_loss: bool = False
-    num_classes: int = 0  # > 0 adds a linear-probe head (not official)
-    pool: str = "cls"  # pooling for classify()/forward_head()
-    dropout: float = 0.0
-    literal: bool = False
-
-    def __post_init__(self):
-        if isinstance(self.image_size, (tuple, list)) or isinstance(self.patch_size, (tuple, list)):
-            raise ValueError(
-                "CRATE-MAE uses square images and patches: pass image_size and patch_size as ints"
-            )
-        check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
-        check_positive_int("decoder_heads", self.decoder_heads)
-        check_geometry(
-            self.image_size, self.patch_size, self.dim, self.decoder_heads, self.dim_head, self.pool
-        )
-        check_model_sizes(self, ("depth", "decoder_depth", "channels"))
-        check_positive_int("num_classes", self.num_classes, minimum=0)
-        if self.dim % 4:
-            raise ValueError(f"dim must be divisible by 4 for the 2-D sin-cos positions, got {self.dim}")
-        check_float("mask_ratio", self.mask_ratio, 0.0, 1.0)
-        check_float("dropout", self.dropout, 0.0, 1.0)
-        check_ista(self.eta, self.lambd)
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim_head if self.dim_head is not None else self.dim // self.heads
-
-    @property
-    def decoder_head_dim(self) -> int:
-        return self.dim_head if self.dim_head is not None else self.dim // self.decoder_heads
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size**2
+__all__ = [
+    "CRATEMAEConfig",
+    "CRATEMAE",
+    "LinearDictionary",
+    "CRATEDecoderLayer",
+    "sincos_pos_embed_2d",
+    "patchify",
+    "unpatchify",
+    "random_masking",
+]
 
 
 def sincos_pos_embed_2d(dim: int, grid_size: int, cls_token: bool = True) -> Tensor:
@@ -166,6 +128,118 @@ class PatchEmbed(nn.Module):
         return rearrange(self.proj(x), "b d h w -> b (h w) d")
 
 
+class LinearDictionary(nn.Module):
+    """The CRATE-MAE decoder's square linear map D̃ (no bias): x -> D̃ x, tokens as rows."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim, dim))
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight)  # D̃ x                                                (B, N, d)
+
+
+class CRATEDecoderLayer(Block, nn.ModuleList):
+    """One CRATE-MAE decoder layer, the inverse of encoder layer L + 1 − ℓ (docs/design.md)::
+
+        Z̃^{ℓ+½} = D̃ LN(Z̃^ℓ)                        # undoes ISTA's sparsification (linear map)
+        Z̃^{ℓ+1} = Z̃^{ℓ+½} − MSSA(LN(Z̃^{ℓ+½}))        # undoes the compression step
+
+    Official attribute order: the linear map first (``0``), then MSSA (``1``).
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, reference: bool = False):
+        super().__init__(
+            [
+                PreNorm(dim, LinearDictionary(dim)),
+                PreNorm(dim, MSSA(dim, heads, dim_head, dropout, out_bias=True, reference=reference)),
+            ]
+        )
+
+    @property
+    def mssa(self) -> MSSA:
+        return self[1].fn
+
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+        """Z̃^ℓ (B, N, d) -> Z̃^{ℓ+1} (B, N, d); ``return_trace=True`` is :meth:`forward_trace`."""
+        if return_trace:
+            return self.forward_trace(x)
+        z_half = self[0](x)  # Z̃^{ℓ+½} = D̃ LN(Z̃^ℓ)                                         (B, N, d)
+        return z_half - self[1](z_half)  # Z̃^{ℓ+1} = Z̃^{ℓ+½} − MSSA(LN(Z̃^{ℓ+½}))              (B, N, d)
+
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, LayerTrace]:
+        """Z̃^{ℓ+1} and what the layer computed (:class:`LayerTrace`, no codes)."""
+        z_half = self[0](x)
+        parts: AttentionParts = self.mssa.forward_parts(self[1].norm(z_half))
+        z_out = z_half - parts.out
+        return z_out, LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out)
+
+
+@dataclass(frozen=True)
+class CRATEMAEConfig:
+    """Configuration of CRATE-MAE (official defaults: CRATE-MAE-Base, 224 px, patch 16)."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    channels: int = 3
+    dim: int = 768  # encoder and decoder width (equal, as officially)
+    depth: int = 12
+    heads: int = 12
+    dim_head: int | None = None
+    decoder_depth: int = 12
+    decoder_heads: int = 12
+    eta: float = 0.1  # encoder ISTA step size
+    lambd: float = 0.5  # encoder ISTA sparsity penalty (0.5 in CRATE-MAE)
+    mask_ratio: float = 0.75  # default for forward()
+    norm_pix_loss: bool = False
+    num_classes: int = 0  # > 0 adds a linear-probe head (not official)
+    pool: str = "cls"  # pooling for classify()/forward_head()
+    dropout: float = 0.0
+    reference: bool = False  # the official arithmetic, written out, instead of the fast path
+
+    def __new__(cls, *args, **kwargs):
+        check_renamed(cls.__name__, kwargs)
+        return super().__new__(cls)
+
+    def __post_init__(self):
+        if isinstance(self.image_size, (tuple, list)) or isinstance(self.patch_size, (tuple, list)):
+            raise ValueError(
+                "CRATE-MAE uses square images and patches: pass image_size and patch_size as ints"
+            )
+        check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
+        check_positive_int("decoder_heads", self.decoder_heads)
+        check_geometry(
+            self.image_size, self.patch_size, self.dim, self.decoder_heads, self.dim_head, self.pool
+        )
+        check_model_sizes(self, ("depth", "decoder_depth", "channels"))
+        check_positive_int("num_classes", self.num_classes, minimum=0)
+        if self.dim % 4:
+            raise ValueError(f"dim must be divisible by 4 for the 2-D sin-cos positions, got {self.dim}")
+        check_float("mask_ratio", self.mask_ratio, 0.0, 1.0)
+        check_float("dropout", self.dropout, 0.0, 1.0)
+        check_ista(self.eta, self.lambd)
+        if not isinstance(self.reference, bool):
+            raise TypeError(f"reference must be True or False, got {self.reference!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim_head if self.dim_head is not None else self.dim // self.heads
+
+    @property
+    def decoder_head_dim(self) -> int:
+        return self.dim_head if self.dim_head is not None else self.dim // self.decoder_heads
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+
 class CRATEMAE(nn.Module):
     """CRATE-MAE. ``model(imgs, mask_ratio=0.75, noise=None) -> (loss, pred, mask)``.
 
@@ -183,7 +257,7 @@ class CRATEMAE(nn.Module):
         self.blocks = nn.ModuleList(
             [
                 Transformer(
-                    [CRATELayer(dim, cfg.heads, cfg.head_dim, cfg.dropout, cfg.eta, cfg.lambd, cfg.literal)]
+                    [CRATELayer(dim, cfg.heads, cfg.head_dim, cfg.dropout, cfg.eta, cfg.lambd, cfg.reference)]
                 )
                 for _ in range(cfg.depth)
             ]
@@ -197,7 +271,7 @@ class CRATEMAE(nn.Module):
                 Transformer(
                     [
                         CRATEDecoderLayer(
-                            dim, cfg.decoder_heads, cfg.decoder_head_dim, cfg.dropout, cfg.literal
+                            dim, cfg.decoder_heads, cfg.decoder_head_dim, cfg.dropout, cfg.reference
                         )
                     ]
                 )

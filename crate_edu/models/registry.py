@@ -3,7 +3,7 @@
 Every preset is a family class plus a frozen config; ``create_model`` applies overrides with
 ``dataclasses.replace`` so a bad value is caught by the config's own checks. The official presets
 (``crate_*``, ``crate_alpha_*``, ``crate_mae_*``) match the published configurations exactly
-(DESIGN.md §3); the ``*_cifar`` presets are for 32×32 images (patch 4; override ``patch_size=2``
+(docs/design.md); the ``*_cifar`` presets are for 32×32 images (patch 4; override ``patch_size=2``
 for finer tokens).
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 
 from torch import nn
 
+from crate_edu.models.base import check_renamed
 from crate_edu.models.crate import CRATE, CRATEConfig
 from crate_edu.models.crate_alpha import CRATEAlpha, CRATEAlphaConfig
 from crate_edu.models.crate_mae import CRATEMAE, CRATEMAEConfig
@@ -62,6 +63,7 @@ def model_spec(name: str) -> ModelSpec:
 def model_config(name: str, **overrides):
     """The preset's config with ``overrides`` applied (validated), without building the model."""
     spec = model_spec(name)
+    check_renamed(f"create_model('{name}')", overrides)
     valid = [f.name for f in fields(spec.config)]
     unknown = [k for k in overrides if k not in valid]
     if unknown:
@@ -75,7 +77,7 @@ def create_model(name: str, **overrides) -> nn.Module:
     """Build a registered model, e.g. ``create_model('crate_small', num_classes=10, image_size=32)``.
 
     Any config field can be overridden (``num_classes``, ``image_size``, ``patch_size``, ``depth``,
-    ``pool``, ``dim``, ``heads``, ``dropout``, ``eta``, ``lambd``, ``literal``, ...). Weights are
+    ``pool``, ``dim``, ``heads``, ``dropout``, ``eta``, ``lambd``, ``reference``, ...). Weights are
     randomly initialised as in the official code; for published weights use
     ``crate_edu.load_official``.
     """

@@ -19,11 +19,103 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from crate_edu.models.base import ClassifierConfig, ImageClassifier, check_positive_int
-from crate_edu.models.blocks import LayerTrace, PreNorm, Transformer
+from crate_edu.models.base import (
+    AttentionParts,
+    Block,
+    ClassifierConfig,
+    ImageClassifier,
+    LayerTrace,
+    PreNorm,
+    Transformer,
+    check_positive_int,
+)
 from crate_edu.models.crate import PatchEmbedding
 
-__all__ = ["ViTConfig", "ViT", "Attention", "FeedForward", "ViTLayer"]
+__all__ = ["Attention", "FeedForward", "ViTLayer", "ViTConfig", "ViT"]
+
+
+class Attention(Block):
+    """Standard multi-head self-attention: softmax(q k^T / sqrt(p)) v with separate q, k, v.
+
+    ``reference=True`` writes the softmax out; the default calls PyTorch's
+    ``scaled_dot_product_attention``, the same numbers within float rounding.
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, reference: bool = False):
+        super().__init__()
+        inner_dim = heads * dim_head
+        self.heads = heads
+        self.scale = dim_head**-0.5
+        self.dropout_p = dropout
+        self.reference = reference
+        self.dropout = nn.Dropout(dropout)
+        self.to_qkv = nn.Linear(dim, 3 * inner_dim, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, N, d) -> (B, N, d)."""
+        chunks = self.to_qkv(x).chunk(3, dim=-1)
+        q, k, v = (rearrange(t, "b n (h p) -> b h n p", h=self.heads) for t in chunks)  # (B, h, N, p)
+        if self.reference:
+            attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)  # (B, h, N, N)
+            out = self.dropout(attn) @ v  # (B, h, N, p)
+        else:
+            dropout = self.dropout_p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
+        return self.to_out(rearrange(out, "b h n p -> b n (h p)"))  # (B, N, d)
+
+    def forward_parts(self, x: Tensor) -> AttentionParts:
+        """Keys (B, h, N, p), attention (B, h, N, N) and output (B, N, d), for analysis: always the
+        reference arithmetic, so that the N × N attention exists."""
+        chunks = self.to_qkv(x).chunk(3, dim=-1)
+        q, k, v = (rearrange(t, "b n (h p) -> b h n p", h=self.heads) for t in chunks)  # (B, h, N, p)
+        attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)  # (B, h, N, N)
+        out = rearrange(self.dropout(attn) @ v, "b h n p -> b n (h p)")  # (B, N, h·p)
+        return AttentionParts(proj=k, attn=attn, out=self.to_out(out))
+
+
+class FeedForward(nn.Sequential):
+    """The ViT MLP: Linear(d, hidden) – GELU – Dropout – Linear(hidden, d) – Dropout."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
+        super().__init__(
+            nn.Linear(dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, dim),
+            nn.Dropout(dropout),
+        )
+
+
+class ViTLayer(Block, nn.ModuleList):
+    """``[PreNorm(Attention), PreNorm(FeedForward)]``, both residual."""
+
+    #: The MLP adds to the stream.
+    residual = True
+
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, hidden_dim: int, dropout: float, reference: bool = False
+    ):
+        super().__init__(
+            [
+                PreNorm(dim, Attention(dim, heads, dim_head, dropout, reference)),
+                PreNorm(dim, FeedForward(dim, hidden_dim, dropout)),
+            ]
+        )
+
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+        """Z^ℓ (B, N, d) -> Z^{ℓ+1} (B, N, d); ``return_trace=True`` is :meth:`forward_trace`."""
+        if return_trace:
+            return self.forward_trace(x)
+        z_half = x + self[0](x)  # Z^{ℓ+½} = Z^ℓ + MHSA(LN(Z^ℓ))                             (B, N, d)
+        return z_half + self[1](z_half)  # Z^{ℓ+1} = Z^{ℓ+½} + MLP(LN(Z^{ℓ+½}))               (B, N, d)
+
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, LayerTrace]:
+        """Z^{ℓ+1} and what the layer computed (:class:`LayerTrace`; ``proj`` holds the keys)."""
+        parts = self[0].fn.forward_parts(self[0].norm(x))
+        z_half = x + parts.out
+        z_out = z_half + self[1](z_half)
+        return z_out, LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out)
 
 
 @dataclass(frozen=True)
@@ -43,92 +135,6 @@ class ViTConfig(ClassifierConfig):
         return self.mlp_dim if self.mlp_dim is not None else 4 * self.dim
 
 
-class Attention(nn.Module):
-    """Standard multi-head self-attention: softmax(q k^T / sqrt(p)) v with separate q, k, v."""
-
-    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, literal: bool = False):
-        super().__init__()
-        inner_dim = heads * dim_head
-        self.heads = heads
-        self.scale = dim_head**-0.5
-        self.dropout_p = dropout
-        self.literal = literal
-        self.dropout = nn.Dropout(dropout)
-        self.to_qkv = nn.Linear(dim, 3 * inner_dim, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(dropout))
-
-    def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries, keys and values per head: (B, N, d) -> three (B, h, N, p)."""
-        q, k, v = (
-            rearrange(t, "b n (h p) -> b h n p", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1)
-        )
-        return q, k, v
-
-    def forward_parts(self, x: Tensor, need_attn: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Output (B, N, d), keys (B, h, N, p) and, if asked, attention (B, h, N, N)."""
-        q, k, v = self.qkv_heads(x)
-        if self.literal or need_attn:
-            attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)  # (B, h, N, N)
-            out = self.dropout(attn) @ v
-        else:
-            attn = None
-            out = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout_p if self.training else 0.0, scale=self.scale
-            )
-        return self.to_out(rearrange(out, "b h n p -> b n (h p)")), k, attn
-
-    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
-        """The output at the first ``rows`` tokens (queries), every token a key and a value:
-        (B, N, d) -> (B, rows, d), equal to ``self(x)[:, :rows]`` (literal arithmetic)."""
-        q, k, v = self.qkv_heads(x)
-        attn = torch.softmax(q[:, :, :rows] @ k.transpose(-1, -2) * self.scale, dim=-1)  # (B, h, rows, N)
-        return self.to_out(rearrange(self.dropout(attn) @ v, "b h n p -> b n (h p)"))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_parts(x)[0]
-
-
-class FeedForward(nn.Sequential):
-    """The ViT MLP: Linear(d, hidden) – GELU – Dropout – Linear(hidden, d) – Dropout."""
-
-    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
-        super().__init__(
-            nn.Linear(dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, dim),
-            nn.Dropout(dropout),
-        )
-
-
-class ViTLayer(nn.ModuleList):
-    """``[PreNorm(Attention), PreNorm(FeedForward)]``, both residual."""
-
-    def __init__(self, dim: int, heads: int, dim_head: int, hidden_dim: int, dropout: float, literal: bool):
-        super().__init__(
-            [
-                PreNorm(dim, Attention(dim, heads, dim_head, dropout, literal)),
-                PreNorm(dim, FeedForward(dim, hidden_dim, dropout)),
-            ]
-        )
-
-    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
-        """The layer's output at the first ``rows`` tokens, (B, rows, d): the MLP is token-wise."""
-        attn_block, mlp_block = self[0], self[1]
-        z_half = x[:, :rows] + attn_block.fn.forward_rows(attn_block.norm(x), rows)
-        return z_half + mlp_block(z_half)
-
-    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
-        attn_block, mlp_block = self[0], self[1]
-        if not return_trace:
-            z_half = x + attn_block(x)
-            return z_half + mlp_block(z_half)
-        out, k, attn = attn_block.fn.forward_parts(attn_block.norm(x), need_attn=True)
-        z_half = x + out
-        z_out = z_half + mlp_block(z_half)
-        return z_out, LayerTrace(proj=k, attn=attn, z_half=z_half, z_out=z_out)
-
-
 class ViT(ImageClassifier):
     """ViT baseline classifier. ``ViT(ViTConfig(...))`` or ``ViT(dim=..., depth=..., ...)``."""
 
@@ -140,7 +146,7 @@ class ViT(ImageClassifier):
         self.init_tokens(cfg)
         self.transformer = Transformer(
             [
-                ViTLayer(cfg.dim, cfg.heads, cfg.head_dim, cfg.hidden_dim, cfg.dropout, cfg.literal)
+                ViTLayer(cfg.dim, cfg.heads, cfg.head_dim, cfg.hidden_dim, cfg.dropout, cfg.reference)
                 for _ in range(cfg.depth)
             ]
         )

@@ -1,7 +1,7 @@
 """Tests behind the checks of notebooks/01_coding_rate: every claim the notebook checks, on the
 same data and on other seeds, so that a claim that only holds for the notebook's seed fails here.
 
-The package functions themselves (eq. 7 and 8 against the literal formulas, the two Gram forms with
+The package functions themselves (eq. 7 and 8 against the formulas as written, the two Gram forms with
 N > d, ΔR with the true U against random complete splits, two copies of I) are tested in
 tests/unit/test_coding_rate.py; this file covers the steps the notebook adds.
 """

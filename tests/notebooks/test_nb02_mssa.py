@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from crate_edu import coding_rate as cr
-from crate_edu.models.blocks import MSSA
+from crate_edu.models import MSSA
 from crate_edu.models.vit import Attention
 
 F64 = torch.float64
@@ -160,11 +160,11 @@ def test_tied_mssa_block_and_vit_head_compute_eq_12(data):
     x = Z.unsqueeze(0)
     expected = cr.mssa(Z, U, EPS)
     with torch.no_grad():
-        w = block.project(x)
+        w = block.forward_parts(x).proj
         sdpa = F.scaled_dot_product_attention(w, w, w, scale=1.0)
         torch.testing.assert_close(sdpa[0], torch.stack([cr.ssa(Z, U_k) for U_k in U]), rtol=0, atol=1e-12)
         torch.testing.assert_close(block(x)[0], expected, rtol=0, atol=1e-12)
-        block.literal = True
+        block.reference = True
         torch.testing.assert_close(block(x)[0], expected, rtol=0, atol=1e-12)
         torch.testing.assert_close(vit(x)[0], expected, rtol=0, atol=1e-12)
         # the temperature matters: the official scale 1/sqrt(p) gives a different output
@@ -295,7 +295,7 @@ def test_rearranged_sdpa_output_is_the_concatenated_ssa(data):
     Z, _, U = data
     block, _ = _tied_modules(U, _gamma(Z.shape[0]))
     with torch.no_grad():
-        w = block.project(Z.unsqueeze(0))
+        w = block.forward_parts(Z.unsqueeze(0)).proj
         out = rearrange(F.scaled_dot_product_attention(w, w, w, scale=1.0), "1 h n p -> n (h p)")
     torch.testing.assert_close(out, torch.cat([cr.ssa(Z, U_k) for U_k in U], dim=-1), rtol=0, atol=1e-12)
 
@@ -307,7 +307,7 @@ def test_shared_qkv_backward_formula_and_its_five_products():
     attention with three separate inputs, probabilities kept as well, spends six."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from crate_edu.models.blocks import shared_qkv_attention
+    from crate_edu.models import shared_qkv_attention
 
     g_rng = torch.Generator().manual_seed(1)
     B, n, s = 2, 20, P**-0.5

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 import crate_edu.coding_rate as cr
-from crate_edu.models.blocks import ISTA, OvercompleteISTA, PreNorm
+from crate_edu.models import ISTA, OvercompleteISTA, PreNorm
 
 F64 = torch.float64
 
@@ -108,10 +108,10 @@ def test_crate_block_is_one_warm_started_ista_step():
     with torch.no_grad():
         out = block(x)
     torch.testing.assert_close(out, cr.ista_step(x, x, D, 0.1, 0.1), rtol=0, atol=1e-12)
-    literal = ISTA(32, eta=0.1, lambd=0.1, literal=True).double()
-    literal.load_state_dict(block.state_dict())
+    reference = ISTA(32, eta=0.1, lambd=0.1, reference=True).double()
+    reference.load_state_dict(block.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(out, literal(x), rtol=0, atol=1e-12)
+        torch.testing.assert_close(out, reference(x), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("width", [384, 768])
@@ -186,7 +186,7 @@ def test_overcomplete_block_is_two_ista_steps_from_zero_then_D1():
     torch.testing.assert_close(a1, F.relu(0.1 * x @ D - 0.01), rtol=0, atol=1e-12)
     a2 = cr.ista_step(a1, x, D, 0.1, 0.1)
     with torch.no_grad():
-        torch.testing.assert_close(block.codes(x), a2, rtol=0, atol=1e-12)
+        torch.testing.assert_close(block.forward_parts(x).codes, a2, rtol=0, atol=1e-12)
         torch.testing.assert_close(block(x), a2 @ D1.T, rtol=0, atol=1e-12)
 
 

@@ -1,7 +1,7 @@
 """Tests behind the checks of notebooks/04_crate_layer_by_layer: every step the notebook checks, on
 other sizes and seeds than the notebook's, so that a claim holding only for its example fails here.
 
-Covered elsewhere: the layer's residual structure and fast == literal (tests/unit/models/test_blocks.py), the
+Covered elsewhere: the layer's residual structure and fast == reference (tests/unit/models/), the
 intermediates of layer 2 and the published parameter totals (tests/unit/models/test_models.py), layer 2 of
 ``layerwise_measurements`` against the official ingredients (tests/unit/evaluation/test_layerwise.py), the official
 coding-rate fixture (tests/unit/test_coding_rate.py). This file adds: the layer from raw tensor
@@ -22,7 +22,7 @@ from einops import rearrange
 import crate_edu
 from crate_edu import coding_rate as cr
 from crate_edu.evaluation.layerwise import layerwise_measurements
-from crate_edu.models.blocks import ISTA, MSSA, CRATELayer, PreNorm
+from crate_edu.models import ISTA, MSSA, CRATELayer, PreNorm
 
 F64 = torch.float64
 
@@ -172,7 +172,7 @@ def test_forward_by_hand_and_every_link_of_the_trace_chain(depth, patch):
         z_in = Z1
         for f, t in zip(layers, traces, strict=True):
             X = f[0].norm(z_in)
-            torch.testing.assert_close(t.proj, f.mssa.project(X), atol=1e-12, rtol=0)
+            torch.testing.assert_close(t.proj, f.mssa.forward_parts(X).proj, atol=1e-12, rtol=0)
             torch.testing.assert_close(t.z_half, z_in + f.mssa(X), atol=1e-12, rtol=0)
             torch.testing.assert_close(t.z_out, f.ista(f[1].norm(t.z_half)), atol=1e-12, rtol=0)
             torch.testing.assert_close(t.z_out, f(z_in), atol=1e-12, rtol=0)
@@ -273,7 +273,7 @@ def _own_subspace_rates(model, x):
         for f, t in zip(model.transformer.layers, traces, strict=True):
             rows.append(
                 {
-                    k: _rc_per_image(f.mssa.project(f[0].norm(z)))
+                    k: _rc_per_image(f.mssa.forward_parts(f[0].norm(z)).proj)
                     for k, z in (("in", z_in), ("half", t.z_half), ("out", t.z_out))
                 }
             )

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from crate_edu.data.transforms import normalize_uint8
 from crate_edu.evaluation.reconstruction import mask_noise, masked_patch_loss, reconstruct
-from crate_edu.models import create_model
-from crate_edu.models.blocks import ISTA, MSSA, LinearDictionary, PreNorm
+from crate_edu.models import ISTA, MSSA, LinearDictionary, PreNorm, create_model
 from crate_edu.models.crate_mae import patchify, random_masking, unpatchify
 
 F64 = torch.float64

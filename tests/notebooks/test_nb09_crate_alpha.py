@@ -19,7 +19,7 @@ from crate_edu.experiments.crate_alpha_ablation import (
     run_ablation,
     summarize,
 )
-from crate_edu.models.blocks import CRATEAlphaLayer
+from crate_edu.models import CRATEAlphaLayer
 
 F64 = torch.float64
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "crate_alpha_ablation.json"

@@ -744,7 +744,7 @@ BAD_OVERRIDES = {
     "eta=inf": ({"eta": float("inf")}, ValueError, "eta must be a finite number"),
     "lambd=-1": ({"lambd": -1.0}, ValueError, "lambd must be a finite number >= 0"),
     "lambd=nan": ({"lambd": float("nan")}, ValueError, "lambd must be a finite number"),
-    "literal='yes'": ({"literal": "yes"}, TypeError, "literal must be True or False"),
+    "reference='yes'": ({"reference": "yes"}, TypeError, "reference must be True or False"),
     "unknown option": ({"width": 3}, TypeError, "has no option(s) 'width'"),
 }
 FAMILY_OVERRIDES = {
@@ -868,11 +868,11 @@ def test_float64_message_names_both_conversions(models) -> None:
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
-@pytest.mark.parametrize("literal", [False, True], ids=["fast", "literal"])
-def test_empty_batch_gives_an_empty_output(models, name, literal) -> None:
-    from crate_edu.models.blocks import set_literal
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+def test_empty_batch_gives_an_empty_output(models, name, reference) -> None:
+    from crate_edu.models import set_reference
 
-    model = set_literal(crate_edu.create_model(name, depth=2), literal)
+    model = set_reference(crate_edu.create_model(name, depth=2), reference)
     x = torch.zeros(0, 3, 32, 32, requires_grad=True)
     logits = model(x)
     assert logits.shape == (0, 10)
@@ -883,7 +883,7 @@ def test_empty_batch_gives_an_empty_output(models, name, literal) -> None:
 
 
 def test_empty_batch_in_the_attention_kernel() -> None:
-    from crate_edu.models.blocks import shared_qkv_attention
+    from crate_edu.models import shared_qkv_attention
 
     w = torch.zeros(0, 4, 5, 8, requires_grad=True)
     out = shared_qkv_attention(w, 0.5)

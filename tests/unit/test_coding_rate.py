@@ -54,7 +54,7 @@ def test_coding_rate_matches_definition_and_both_grams_agree():
     Z, _, U = _data()
     N, d = Z.shape
     eps = 0.5
-    # paper form, literally: Z_paper = Z^T ∈ R^{d×N}, ½ logdet(I_N + d/(Nε²) Z_paper^T Z_paper)
+    # the paper's form as written: Z_paper = Z^T ∈ R^{d×N}, ½ logdet(I_N + d/(Nε²) Z_paper^T Z_paper)
     Zp = Z.T
     expected = 0.5 * torch.logdet(torch.eye(N, dtype=F64) + d / (N * eps**2) * Zp.T @ Zp)
     for form in ("auto", "d", "n"):
@@ -193,7 +193,7 @@ def test_neumann_error_vanishes_quadratically_in_gamma_norm_A():
 
 
 def test_neumann_gradient_is_first_order_series():
-    """The approximation literally: γ Σ_k (W_k − γ W_k W_k^T W_k) U_k^T."""
+    """The approximation as written: γ Σ_k (W_k − γ W_k W_k^T W_k) U_k^T."""
     Z, _, U = _data()
     N, p = Z.shape[0], U.shape[-1]
     eps = 0.7

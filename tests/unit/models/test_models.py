@@ -4,9 +4,18 @@ import pytest
 import torch
 
 import crate_edu
-from crate_edu.models.blocks import set_literal
-from crate_edu.models.crate_mae import patchify, sincos_pos_embed_2d, unpatchify
+from crate_edu.models import (
+    CRATEAlphaLayer,
+    CRATEDecoderLayer,
+    CRATELayer,
+    fast,
+    patchify,
+    set_reference,
+    sincos_pos_embed_2d,
+    unpatchify,
+)
 from tests.support.reference import fixture_model
+from tests.unit.models.twins import ATOL, assert_same_forward_and_grads, twins
 
 REQUIRED = [
     "crate_tiny", "crate_small", "crate_base", "crate_large",
@@ -18,19 +27,19 @@ REQUIRED = [
 
 # ------------------------------------------------------------------------ faithful to the official
 @pytest.mark.parametrize("kind", ["crate", "crate_alpha"])
-@pytest.mark.parametrize("literal", [False, True])
-def test_classifier_matches_official_outputs(kind, literal):
-    model, fx = fixture_model(kind, literal=literal)
+@pytest.mark.parametrize("reference", [False, True])
+def test_classifier_matches_official_outputs(kind, reference):
+    model, fx = fixture_model(kind, reference=reference)
     with torch.no_grad():
         logits = model(fx["input"])
     diff = (logits - fx["logits"]).abs().max().item()
-    # The literal path does the official arithmetic in the official order: bit-for-bit here.
-    assert diff <= (1e-6 if literal else 1e-4), diff
+    # The reference path does the official arithmetic in the official order: bit-for-bit here.
+    assert diff <= (1e-6 if reference else 1e-4), diff
 
 
-@pytest.mark.parametrize("literal", [False, True])
-def test_mae_matches_official_outputs(literal):
-    model, fx = fixture_model("crate_mae", literal=literal)
+@pytest.mark.parametrize("reference", [False, True])
+def test_mae_matches_official_outputs(reference):
+    model, fx = fixture_model("crate_mae", reference=reference)
     with torch.no_grad():
         loss, pred, mask = model(fx["input"], mask_ratio=0.75, noise=fx["masking_noise"])
     assert torch.equal(mask, fx["mask"])
@@ -99,6 +108,28 @@ def test_reset_classifier_replaces_the_head():
 
 
 # ------------------------------------------------------------------------------- intermediates
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ref: CRATELayer(32, 4, 8, reference=ref),
+        lambda ref: CRATEAlphaLayer(32, 4, 8, reference=ref),
+        lambda ref: CRATEDecoderLayer(32, 4, 8, reference=ref),
+    ],
+    ids=["crate", "crate_alpha", "crate_mae_decoder"],
+)
+def test_layers_fast_equal_reference_and_trace_matches(make):
+    fast_layer, reference = twins(make)
+    x = torch.randn(2, 11, 32)
+    assert_same_forward_and_grads(fast_layer, reference, x)
+    with torch.no_grad():
+        out, trace = fast_layer(x, return_trace=True)
+    torch.testing.assert_close(out, fast_layer(x), atol=ATOL, rtol=1e-5)
+    assert trace.proj.shape == (2, 4, 11, 8) and trace.attn.shape == (2, 4, 11, 11)
+    assert trace.z_half.shape == trace.z_out.shape == (2, 11, 32)
+    torch.testing.assert_close(trace.z_out, out)
+
+
+
 @pytest.mark.parametrize("name", ["crate_nano_cifar", "crate_alpha_nano_cifar", "vit_nano_cifar"])
 def test_intermediates_without_hooks(name):
     torch.manual_seed(0)
@@ -118,7 +149,7 @@ def test_intermediates_without_hooks(name):
         # proj is U_k^T LN(Z^ℓ): recompute it from the layer input of layer 2 (= output of layer 1)
         layer = model.transformer.layers[1]
         with torch.no_grad():
-            expected = layer.mssa.project(layer[0].norm(traces[0].z_out))
+            expected = layer.mssa.forward_parts(layer[0].norm(traces[0].z_out)).proj
         torch.testing.assert_close(traces[1].proj, expected)
 
 
@@ -159,25 +190,25 @@ def test_patchify_roundtrip():
 
 
 @pytest.mark.parametrize("name", ["crate_nano_cifar", "crate_alpha_nano_cifar", "vit_nano_cifar"])
-def test_models_fast_equal_literal_with_gradients(name):
+def test_models_fast_equal_reference_with_gradients(name):
     torch.manual_seed(0)
-    fast = crate_edu.create_model(name, depth=2)
-    literal = set_literal(crate_edu.create_model(name, depth=2), True)
-    literal.load_state_dict(fast.state_dict())
+    fast_model = crate_edu.create_model(name, depth=2)
+    reference = set_reference(crate_edu.create_model(name, depth=2), True)
+    reference.load_state_dict(fast_model.state_dict())
     x = torch.randn(4, 3, 32, 32)
-    y1, y2 = fast(x), literal(x)
+    y1, y2 = fast_model(x), reference(x)
     torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)
     y1.square().sum().backward()
     y2.square().sum().backward()
-    for (n, p1), p2 in zip(fast.named_parameters(), literal.parameters(), strict=True):
+    for (n, p1), p2 in zip(fast_model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p1.grad, p2.grad, atol=1e-4, rtol=1e-4, msg=n)
 
 
 @pytest.mark.parametrize("name", crate_edu.list_models())
-def test_every_preset_size_class_fast_equals_literal_with_gradients(name):
+def test_every_preset_size_class_fast_equals_reference_with_gradients(name):
     """Each preset's width, heads and head size (depth 2, images of 2 × 2 patches to stay quick;
     for models with ISTA, enough images that its fast path folds, >= 2d tokens): the fast path
-    (last layer pruned for classifiers) equals the literal one. Outputs in float32; outputs and
+    (last layer pruned for classifiers) equals the reference one. Outputs in float32; outputs and
     every gradient in float64, where no ReLU input sits within rounding of zero (in float32 either
     path can flip one such ReLU and move a gradient entry by one token's share)."""
     torch.manual_seed(0)
@@ -185,11 +216,11 @@ def test_every_preset_size_class_fast_equals_literal_with_gradients(name):
     cfg = crate_edu.create_model(name, depth=1, **({"decoder_depth": 1} if mae else {})).config
     size = 2 * cfg.patch_size
     kw = dict(depth=2, image_size=size, **({"decoder_depth": 2} if mae else {}))
-    fast = crate_edu.create_model(name, **kw)
-    literal = set_literal(crate_edu.create_model(name, **kw), True)
-    literal.load_state_dict(fast.state_dict())
+    fast_model = crate_edu.create_model(name, **kw)
+    reference = set_reference(crate_edu.create_model(name, **kw), True)
+    reference.load_state_dict(fast_model.state_dict())
     if not mae:
-        assert fast.prunes_last_layer() and not literal.prunes_last_layer()
+        assert fast.prunes_last_layer(fast_model) and not fast.prunes_last_layer(reference)
     folds = name.startswith("crate_") and not name.startswith("crate_alpha")  # blocks with ISTA
     batch = 2 * cfg.dim // 5 + 1 if folds else 3  # 5 tokens an image ([CLS] and 4 patches)
     x, noise = torch.randn(batch, 3, size, size), torch.rand(batch, 4)
@@ -204,58 +235,14 @@ def test_every_preset_size_class_fast_equals_literal_with_gradients(name):
 
     with torch.no_grad():
         torch.testing.assert_close(
-            run(fast, torch.float32)[0], run(literal, torch.float32)[0], atol=1e-5, rtol=1e-5
+            run(fast_model, torch.float32)[0], run(reference, torch.float32)[0], atol=1e-5, rtol=1e-5
         )
-    (y1, loss1), (y2, loss2) = run(fast, torch.float64), run(literal, torch.float64)
+    (y1, loss1), (y2, loss2) = run(fast_model, torch.float64), run(reference, torch.float64)
     torch.testing.assert_close(y1, y2, atol=1e-10, rtol=1e-10)
     loss1.backward()
     loss2.backward()
-    for (n, p1), p2 in zip(fast.named_parameters(), literal.parameters(), strict=True):
+    for (n, p1), p2 in zip(fast_model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p1.grad, p2.grad, atol=1e-12, rtol=1e-8, msg=n)
-
-
-def _last_block_inputs(model):
-    """Shapes of what the last layer's token-wise block (ISTA / MLP) receives, per forward."""
-    seen = []
-    block = model.transformer.layers[-1][1]
-    block.register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape)))
-    return seen
-
-
-@pytest.mark.parametrize("name", ["crate_nano_cifar", "crate_alpha_nano_cifar", "vit_nano_cifar"])
-def test_fast_forward_computes_only_the_cls_row_of_the_last_layer(name):
-    """pool='cls': the head reads one row, so the fast path's last layer computes only that row;
-    logits and every gradient equal those of the same model computing every row."""
-    torch.manual_seed(0)
-    pruned = crate_edu.create_model(name, depth=2)
-    full = crate_edu.create_model(name, depth=2)
-    full.load_state_dict(pruned.state_dict())
-    full.prune_last_layer = False
-    assert pruned.prunes_last_layer() and not full.prunes_last_layer()
-    seen_pruned, seen_full = _last_block_inputs(pruned), _last_block_inputs(full)
-    x = torch.randn(4, 3, 32, 32)
-    y1, y2 = pruned(x), full(x)
-    n = pruned.config.num_patches + 1
-    assert seen_pruned == [(4, 1, pruned.config.dim)] and seen_full == [(4, n, full.config.dim)]
-    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)
-    y1.square().sum().backward()
-    y2.square().sum().backward()
-    for (n1, p1), p2 in zip(pruned.named_parameters(), full.parameters(), strict=True):
-        torch.testing.assert_close(p1.grad, p2.grad, atol=1e-5, rtol=1e-5, msg=n1)
-    # the features API still returns every token
-    assert pruned.forward_features(x).shape == (4, n, pruned.config.dim)
-
-
-def test_last_layer_is_computed_in_full_when_every_row_is_read():
-    torch.manual_seed(0)
-    mean_pool = crate_edu.create_model("crate_nano_cifar", depth=2, pool="mean")
-    literal = set_literal(crate_edu.create_model("crate_nano_cifar", depth=2), True)
-    n = mean_pool.config.num_patches + 1
-    for model in (mean_pool, literal):
-        assert not model.prunes_last_layer()
-        seen = _last_block_inputs(model)
-        model(torch.randn(2, 3, 32, 32))
-        assert seen == [(2, n, model.config.dim)]
 
 
 # ---------------------------------------------------------------------------------- bad inputs

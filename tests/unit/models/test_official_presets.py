@@ -2,7 +2,7 @@
 
 Shapes cannot reveal a wrong head count or λ, so each preset's config is checked against the
 official constructors, and its output is compared with an independent functional re-statement of
-the official forward pass (DESIGN.md §3), written here on the raw state dict. Depth is cut to one
+the official forward pass (docs/design.md), written here on the raw state dict. Depth is cut to one
 layer to keep the test fast; the per-layer arithmetic is what is being checked.
 """
 
