@@ -1,8 +1,9 @@
 """Evaluation and analysis of trained models: numbers about a model, never pictures.
 
 - ``batches``: :func:`iter_batches`, the one way images (and labels) are batched here;
-- ``metrics``: predictions, accuracy, confusion matrix, per-class accuracy, throughput;
+- ``metrics``: predictions, accuracy, confusion matrix, per-class accuracy;
 - ``flops``: the one FLOP formula (:func:`forward_flops`, :func:`forward_macs` by part);
+- ``throughput``: measured images per second of training or inference;
 - ``probe``: linear probes of frozen features, layer by layer;
 - ``segmentation``: attention maps, mass-threshold masks, IoU scores, PCA and normalised-cut maps;
 - ``layerwise``: compression and sparsity at every layer (the CRATE paper's layer-wise figure);
@@ -11,21 +12,20 @@
 The pictures of these numbers are drawn by :mod:`crate_edu.plotting`.
 """
 
-from crate_edu.evaluation import batches, flops, layerwise, metrics, probe, reconstruction, segmentation
+from crate_edu.evaluation import (
+    batches,
+    flops,
+    layerwise,
+    metrics,
+    probe,
+    reconstruction,
+    segmentation,
+    throughput,
+)
 from crate_edu.evaluation.batches import iter_batches
 from crate_edu.evaluation.flops import forward_flops, forward_macs, layer_macs
 from crate_edu.evaluation.layerwise import LayerwiseMeasurements, layerwise_measurements
-from crate_edu.evaluation.metrics import (
-    Predictions,
-    Throughput,
-    accuracy,
-    confusion_matrix,
-    inference_throughput,
-    measure_throughput,
-    per_class_accuracy,
-    predict,
-    train_throughput,
-)
+from crate_edu.evaluation.metrics import Predictions, accuracy, confusion_matrix, per_class_accuracy, predict
 from crate_edu.evaluation.probe import (
     ProbeResult,
     extract_features,
@@ -68,6 +68,12 @@ from crate_edu.evaluation.segmentation import (
     segmentation_score,
     upsample_maps,
 )
+from crate_edu.evaluation.throughput import (
+    Throughput,
+    inference_throughput,
+    measure_throughput,
+    train_throughput,
+)
 
 __all__ = [
     # the modules, for namespaced use (``from crate_edu.evaluation import segmentation as seg``)
@@ -78,6 +84,7 @@ __all__ = [
     "probe",
     "reconstruction",
     "segmentation",
+    "throughput",
     # batches
     "iter_batches",
     # flops
@@ -89,14 +96,10 @@ __all__ = [
     "layerwise_measurements",
     # metrics
     "Predictions",
-    "Throughput",
     "accuracy",
     "confusion_matrix",
-    "inference_throughput",
-    "measure_throughput",
     "per_class_accuracy",
     "predict",
-    "train_throughput",
     # probe
     "ProbeResult",
     "extract_features",
@@ -136,4 +139,9 @@ __all__ = [
     "penultimate_layer",
     "segmentation_score",
     "upsample_maps",
+    # throughput
+    "Throughput",
+    "inference_throughput",
+    "measure_throughput",
+    "train_throughput",
 ]

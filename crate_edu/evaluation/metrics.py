@@ -1,25 +1,20 @@
-"""Evaluation numbers for a trained classifier, and what training or inference costs.
+"""How good a trained classifier is: its predictions, accuracy, confusion matrix, per-class accuracy.
 
-    from crate_edu.evaluation.metrics import predict, confusion_matrix, per_class_accuracy, train_throughput
+    from crate_edu.evaluation.metrics import predict, confusion_matrix, per_class_accuracy
     pred = predict(model, test_set)                      # logits, predicted and true labels
     cm = confusion_matrix(pred.preds, pred.targets, 10)  # (10, 10): rows true, columns predicted
     acc = per_class_accuracy(pred.preds, pred.targets, 10)
-    tp = train_throughput(model, image_size=224, batch_size=8, steps=3)
-    tp.images_per_second
 
 Everything here returns tensors or small dataclasses (no plotting: :mod:`crate_edu.plotting.training`
-draws them). Throughputs are wall-clock measurements and vary from run to run.
+draws them). What a model costs is in :mod:`crate_edu.evaluation.throughput` (measured speed) and
+:mod:`crate_edu.evaluation.flops` (counted operations).
 """
 
 from __future__ import annotations
 
-import copy
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -27,17 +22,11 @@ from crate_edu.evaluation.batches import iter_batches
 
 __all__ = [
     "Predictions",
-    "Throughput",
     "predict",
     "accuracy",
     "confusion_matrix",
     "per_class_accuracy",
-    "measure_throughput",
-    "train_throughput",
-    "inference_throughput",
 ]
-
-PRECISIONS = ("no", "bf16", "fp16")
 
 
 @dataclass
@@ -154,175 +143,3 @@ def per_class_accuracy(preds: torch.Tensor, targets: torch.Tensor, num_classes: 
     cm = confusion_matrix(preds, targets, num_classes).double()
     counts = cm.sum(dim=1)  # (C,)
     return torch.where(counts > 0, cm.diagonal() / counts.clamp_min(1), torch.full_like(counts, float("nan")))
-
-
-# --------------------------------------------------------------------------------------------
-# Throughput.
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """A measured speed.
-
-    Attributes:
-        mode: ``'train'`` (forward, backward, optimiser step) or ``'inference'`` (forward only).
-        images_per_second: images processed per second of wall-clock time (after warm-up).
-        seconds_per_step: mean wall-clock seconds per batch.
-        batch_size, steps: the measurement's batch size and number of timed batches.
-        image_size: side of the (random) images in pixels.
-        device: the device type (``'cpu'``, ``'cuda'``, ...).
-        precision: ``'no'`` (float32), ``'bf16'`` or ``'fp16'`` autocast.
-    """
-
-    mode: str
-    images_per_second: float
-    seconds_per_step: float
-    batch_size: int
-    steps: int
-    image_size: int
-    device: str
-    precision: str
-
-    def describe(self) -> str:
-        """One line, e.g. ``train: 41.2 images/s (0.194 s per batch of 8, 224 px, cpu, fp32)``."""
-        prec = "fp32" if self.precision == "no" else self.precision
-        return (
-            f"{self.mode}: {self.images_per_second:.1f} images/s ({self.seconds_per_step:.3f} s per batch "
-            f"of {self.batch_size}, {self.image_size} px, {self.device}, {prec})"
-        )
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "xla":  # pragma: no cover - needs a TPU
-        import torch_xla.core.xla_model as xm
-
-        xm.mark_step()
-        xm.wait_device_ops()
-    elif device.type == "mps":  # pragma: no cover - needs an Apple GPU
-        torch.mps.synchronize()
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "no":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def measure_throughput(
-    model: nn.Module,
-    *,
-    mode: str = "train",
-    image_size: int | None = None,
-    batch_size: int = 8,
-    steps: int = 5,
-    warmup: int = 1,
-    device: torch.device | str | None = None,
-    precision: str = "no",
-    num_classes: int | None = None,
-    seed: int = 0,
-) -> Throughput:
-    """Time ``steps`` batches of random images through ``model`` (after ``warmup`` untimed ones).
-
-    ``mode='train'`` times what a training step costs: forward, cross-entropy, backward and an
-    AdamW step, on a deep copy of the model (the caller's weights are left untouched).
-    ``mode='inference'`` times forward passes under ``torch.no_grad`` in eval mode. Data loading
-    is not included: this is the model's cost, the best a training run can reach.
-
-    Args:
-        model: a classifier; ``model.config.image_size`` / ``num_classes`` are used by default.
-        mode: ``'train'`` or ``'inference'``.
-        image_size: side of the random square images (default: the model's).
-        batch_size, steps, warmup: batch size, timed batches and untimed warm-up batches.
-        device: where to run (default: where the model is).
-        precision: ``'no'`` (float32), ``'bf16'`` or ``'fp16'`` autocast (fp16 needs a GPU).
-        num_classes: number of classes for the random labels (default: the model's).
-        seed: seeds the random images and labels.
-
-    Returns:
-        A :class:`Throughput`.
-    """
-    if mode not in ("train", "inference"):
-        raise ValueError(f"unknown mode {mode!r}; choose 'train' or 'inference'")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    for name, value, low in (("batch_size", batch_size, 1), ("steps", steps, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    cfg = getattr(model, "config", None)
-    image_size = image_size if image_size is not None else getattr(cfg, "image_size", None)
-    num_classes = num_classes if num_classes is not None else getattr(cfg, "num_classes", None)
-    if image_size is None or num_classes is None:
-        raise ValueError("the model has no config: pass image_size and num_classes")
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("fp16 autocast needs a GPU; use precision='bf16' or 'no' on a CPU")
-    channels = getattr(cfg, "channels", 3)
-
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, channels, image_size, image_size, generator=g).to(device)  # (B, 3, S, S)
-    y = torch.randint(0, num_classes, (batch_size,), generator=g).to(device)  # (B,)
-
-    if mode == "train":
-        net = copy.deepcopy(model).to(device).train()
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-        def step() -> None:
-            with _autocast(device, precision):
-                loss = F.cross_entropy(net(x).float(), y)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-    else:
-        net = model.to(device)
-        was_training = net.training
-        net.eval()
-
-        def step() -> None:
-            with torch.no_grad(), _autocast(device, precision):
-                net(x)
-
-    try:
-        for _ in range(warmup):
-            step()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        _sync(device)
-        elapsed = time.perf_counter() - t0
-    finally:
-        if mode == "inference":
-            net.train(was_training)
-    return Throughput(
-        mode=mode,
-        images_per_second=batch_size * steps / elapsed,
-        seconds_per_step=elapsed / steps,
-        batch_size=batch_size,
-        steps=steps,
-        image_size=int(image_size),
-        device=device.type,
-        precision=precision,
-    )
-
-
-def train_throughput(model: nn.Module, **kwargs) -> Throughput:
-    """:func:`measure_throughput` with ``mode='train'`` (forward + backward + AdamW step)."""
-    return measure_throughput(model, mode="train", **kwargs)
-
-
-def inference_throughput(model: nn.Module, **kwargs) -> Throughput:
-    """:func:`measure_throughput` with ``mode='inference'`` (forward only, no gradients)."""
-    return measure_throughput(model, mode="inference", **kwargs)

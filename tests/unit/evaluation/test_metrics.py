@@ -1,4 +1,4 @@
-"""crate_edu.evaluation.metrics: predictions, confusion matrix, per-class accuracy, throughput."""
+"""crate_edu.evaluation.metrics: predictions, accuracy, confusion matrix, per-class accuracy."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from crate_edu.evaluation.metrics import (
     Predictions,
     accuracy,
     confusion_matrix,
-    inference_throughput,
-    measure_throughput,
     per_class_accuracy,
     predict,
-    train_throughput,
 )
 
 
@@ -83,32 +80,3 @@ def test_predict_rejects_bad_input():
         predict(model, [1, 2, 3])
     with pytest.raises(ValueError, match="differ in length"):
         predict(model, (torch.randn(3, 3, 32, 32), torch.zeros(2, dtype=torch.int64)))
-
-
-def test_train_throughput_leaves_the_model_untouched():
-    model = _tiny()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    tp = train_throughput(model, batch_size=4, steps=2, warmup=1)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert tp.mode == "train" and tp.batch_size == 4 and tp.steps == 2 and tp.image_size == 32
-    assert tp.images_per_second > 0
-    assert tp.images_per_second == pytest.approx(tp.batch_size / tp.seconds_per_step)
-    assert "images/s" in tp.describe() and "fp32" in tp.describe()
-
-
-def test_inference_throughput_bf16_restores_mode():
-    model = _tiny().train()
-    tp = inference_throughput(model, batch_size=2, steps=1, warmup=0, precision="bf16")
-    assert tp.mode == "inference" and tp.precision == "bf16" and model.training
-
-
-def test_throughput_errors():
-    model = _tiny()
-    with pytest.raises(ValueError, match="unknown mode"):
-        measure_throughput(model, mode="eval")
-    with pytest.raises(ValueError, match="fp16 autocast needs a GPU"):
-        measure_throughput(model, precision="fp16", device="cpu")
-    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
-        measure_throughput(model, steps=0)
-    with pytest.raises(ValueError, match="unknown precision"):
-        measure_throughput(model, precision="fp8")
