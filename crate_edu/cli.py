@@ -30,6 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from crate_edu.device import PRECISIONS
+from crate_edu.errors import one_line
+
 PROG = "crate-edu"
 
 
@@ -44,16 +47,12 @@ class _UsageError(Exception):
     """Bad command-line input detected by the CLI itself (printed as one line)."""
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
 def _os_error_line(exc: OSError) -> str:
     """One line for an operating-system error that no command turned into a message of its own."""
-    from crate_edu.train.checkpoint import os_error_fix
+    from crate_edu.weights.files import os_error_fix
 
     where = f" ({exc.filename})" if exc.filename else ""
-    what = exc.strerror or _one_line(exc) or type(exc).__name__
+    what = exc.strerror or one_line(exc) or type(exc).__name__
     return f"{what}{where}; {os_error_fix(exc)}"
 
 
@@ -121,7 +120,13 @@ def _add_train(sub: Any) -> None:
         "Run `crate-edu list recipes` for the recipes and their sources.",
         argument_default=argparse.SUPPRESS,  # only the flags the user gives reach the namespace
     )
-    g = p.add_argument_group("run")
+    _add_run_flags(p.add_argument_group("run"))
+    _add_data_flags(p.add_argument_group("data"))
+    _add_optimisation_flags(p.add_argument_group("optimisation"))
+    _add_model_flags(p.add_argument_group("model"))
+
+
+def _add_run_flags(g: Any) -> None:
     g.add_argument("--recipe", help="named preset of defaults (default: digits-quick)")
     g.add_argument("--out", help="run folder (default: runs/<recipe>-<date>-<time>)")
     g.add_argument(
@@ -149,7 +154,8 @@ def _add_train(sub: Any) -> None:
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)"
     )
 
-    g = p.add_argument_group("data")
+
+def _add_data_flags(g: Any) -> None:
     g.add_argument("--dataset", help="dataset name (crate-edu list datasets)")
     g.add_argument("--data-dir", help="root folder of the datasets")
     g.add_argument(
@@ -174,7 +180,8 @@ def _add_train(sub: Any) -> None:
         "--limit-test", type=int, metavar="N", help="evaluate on a fixed random subset of N images"
     )
 
-    g = p.add_argument_group("optimisation")
+
+def _add_optimisation_flags(g: Any) -> None:
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="global batch size (summed over processes)")
     g.add_argument("--grad-accum", type=int, help="forward passes per optimiser step (default 1)")
@@ -189,7 +196,8 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--grad-clip", type=_grad_clip, help="max global gradient norm (0: no clipping)")
     g.add_argument("--threads", type=int, help="CPU threads of torch per process")
 
-    g = p.add_argument_group("model")
+
+def _add_model_flags(g: Any) -> None:
     g.add_argument("--model", help="model name (crate-edu list models)")
     g.add_argument("--depth", type=int)
     g.add_argument("--dim", type=int)
@@ -216,7 +224,7 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--model", help="model name, for official weights files")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--precision", default="auto", choices=("auto", "no", "fp16", "bf16"))
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--num-workers", type=int)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate on a fixed random subset of N images")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -300,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_main_process() -> bool:
-    from crate_edu.train.loop import distributed_state
+    from crate_edu.device import distributed_state
 
     return distributed_state().is_main_process
 
@@ -317,7 +325,7 @@ def _broadcast_str(value: str) -> str:
     """``value`` of the main process, on every process (run folders named by the clock)."""
     from accelerate.utils import broadcast_object_list
 
-    from crate_edu.train.loop import distributed_state
+    from crate_edu.device import distributed_state
 
     if distributed_state().num_processes == 1:
         return value
@@ -368,83 +376,113 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_exported(path: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Model and data settings of a weights file written by `crate-edu export` (it says which)."""
+    from crate_edu.train.config import TrainConfig
+    from crate_edu.weights import load_weights
+
+    model, info = load_weights(path)
+    saved = info.metadata.get("train_config")
+    cfg = TrainConfig.from_dict(saved) if isinstance(saved, dict) else None
+    if args.model is not None and args.model != info.model_name:
+        raise _UsageError(f"{path} holds a {info.model_name!r} model, not {args.model!r}")
+    if args.dataset is None and cfg is None:
+        raise _UsageError(f"{path} does not record the dataset it was trained on; pass --dataset NAME")
+    return model, dict(
+        model_name=info.model_name,
+        dataset=args.dataset or cfg.dataset,  # type: ignore[union-attr]
+        image_size=getattr(model.config, "image_size", None),
+        augment=cfg.augment if cfg is not None else None,
+        normalize=cfg.normalize if cfg is not None else None,
+        data_dir=args.data_dir if args.data_dir is not None or cfg is None else cfg.data_dir,
+    )
+
+
+def _from_checkpoint(path: Path, args: argparse.Namespace, obj: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Model and data settings of a checkpoint of `crate-edu train` (its configuration says which)."""
+    from crate_edu.models import create_model
+    from crate_edu.train.config import TrainConfig, image_size_of, model_kwargs
+
+    cfg = TrainConfig.from_dict(obj["config"])
+    if args.model is not None and args.model != cfg.model:
+        raise _UsageError(f"{path} holds a {cfg.model!r} model, not {args.model!r}")
+    model = create_model(cfg.model, **model_kwargs(cfg))
+    model.load_state_dict(obj["model"])
+    return model, dict(
+        model_name=cfg.model,
+        dataset=args.dataset or cfg.dataset,
+        image_size=image_size_of(cfg),
+        augment=cfg.augment,
+        normalize=cfg.normalize,
+        data_dir=args.data_dir if args.data_dir is not None else cfg.data_dir,
+    )
+
+
+def _from_official(path: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Model and data settings of official weights (``--model`` and ``--dataset`` say which)."""
+    from crate_edu.train.config import TrainConfig, check_config
+    from crate_edu.weights import load_official
+
+    if args.model is None or args.dataset is None:
+        raise _UsageError(
+            f"{path} is not a crate-edu checkpoint (a plain state dict or other weights); to "
+            "evaluate official weights pass --model NAME and --dataset NAME"
+        )
+    check_config(TrainConfig(model=args.model, dataset=args.dataset))
+    try:
+        model = load_official(args.model, path)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise _UsageError(f"{path}: {one_line(e)}") from None
+    return model, dict(
+        model_name=args.model,
+        dataset=args.dataset,
+        image_size=getattr(model.config, "image_size", None),
+        augment=None,
+        normalize="imagenet",  # the published weights were trained on ImageNet-normalised images
+        data_dir=args.data_dir,
+    )
+
+
 def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model, test dataset, description) for ``crate-edu eval``."""
-    import crate_edu
     from crate_edu.data import build_dataset, dataset_info
+    from crate_edu.errors import ConfigError
+    from crate_edu.train.build import limit_dataset
     from crate_edu.train.checkpoint import CHECKPOINT_NAME, is_checkpoint, read_checkpoint
-    from crate_edu.train.config import ConfigError, TrainConfig, check_config, image_size_of, model_kwargs
-    from crate_edu.train.loop import _limit
-    from crate_edu.weights.tutorial import is_weights_file, load_weights
+    from crate_edu.train.config import TrainConfig, check_config
+    from crate_edu.weights import is_weights_file
 
     path = Path(args.checkpoint).expanduser()
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise _UsageError(f"no checkpoint at {path}")
-    if is_weights_file(path):  # written by `crate-edu export`: it says which model and data
-        model, info = load_weights(path)
-        saved = info.metadata.get("train_config")
-        cfg = TrainConfig.from_dict(saved) if isinstance(saved, dict) else None
-        if args.model is not None and args.model != info.model_name:
-            raise _UsageError(f"{path} holds a {info.model_name!r} model, not {args.model!r}")
-        if args.dataset is None and cfg is None:
-            raise _UsageError(f"{path} does not record the dataset it was trained on; pass --dataset NAME")
-        dataset = args.dataset or cfg.dataset  # type: ignore[union-attr]
-        image_size = getattr(model.config, "image_size", None)
-        augment = cfg.augment if cfg is not None else None
-        normalize = cfg.normalize if cfg is not None else None
-        data_dir = args.data_dir if args.data_dir is not None or cfg is None else cfg.data_dir
-        model_name = info.model_name
+    if is_weights_file(path):
+        model, data = _from_exported(path, args)
     else:
         obj = read_checkpoint(path, mmap=True)  # nothing in the file runs; one line if unreadable
-        if is_checkpoint(obj):
-            cfg = TrainConfig.from_dict(obj["config"])
-            if args.model is not None and args.model != cfg.model:
-                raise _UsageError(f"{path} holds a {cfg.model!r} model, not {args.model!r}")
-            model = crate_edu.create_model(cfg.model, **model_kwargs(cfg))
-            model.load_state_dict(obj["model"])
-            dataset = args.dataset or cfg.dataset
-            image_size = image_size_of(cfg)
-            augment, normalize = cfg.augment, cfg.normalize
-            data_dir = args.data_dir if args.data_dir is not None else cfg.data_dir
-            model_name = cfg.model
-        else:
-            if args.model is None or args.dataset is None:
-                raise _UsageError(
-                    f"{path} is not a crate-edu checkpoint (a plain state dict or other weights); to "
-                    "evaluate official weights pass --model NAME and --dataset NAME"
-                )
-            check_config(TrainConfig(model=args.model, dataset=args.dataset))
-            try:
-                model = crate_edu.load_official(args.model, path)
-            except (ValueError, RuntimeError, OSError) as e:
-                raise _UsageError(f"{path}: {_one_line(e)}") from None
-            dataset, model_name = args.dataset, args.model
-            image_size = getattr(model.config, "image_size", None)
-            augment, data_dir = None, args.data_dir
-            normalize = "imagenet"  # the published weights were trained on ImageNet-normalised images
+        model, data = _from_checkpoint(path, args, obj) if is_checkpoint(obj) else _from_official(path, args)
         del obj
-    check_config(TrainConfig(model=model_name, dataset=dataset, image_size=image_size))
+    dataset, image_size = data["dataset"], data["image_size"]
+    check_config(TrainConfig(model=data["model_name"], dataset=dataset, image_size=image_size))
     n_model = getattr(model.config, "num_classes", None)
     n_data = dataset_info(dataset).num_classes
     if n_model is not None and n_model != n_data:
         raise ConfigError(
             f"the model predicts {n_model} classes but {dataset} has {n_data}; choose a matching --dataset"
         )
-    if args.split == "train":
-        augment = "none"
+    augment = "none" if args.split == "train" else data["augment"]
     ds = build_dataset(
         dataset,
         args.split,
-        data_dir=data_dir,
+        data_dir=data["data_dir"],
         image_size=image_size,
         augment=augment,
-        normalize=normalize,
+        normalize=data["normalize"],
         download=args.download,
     )
     if args.limit is not None:
-        ds = _limit(ds, args.limit)
+        ds = limit_dataset(ds, args.limit)
     return model, ds, f"{dataset} {args.split}"
 
 
@@ -524,7 +562,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"{out} already exists; choose another file name, or pass --force to replace it"
         ) from None
     except (FileNotFoundError, ValueError) as exc:
-        raise _UsageError(_one_line(exc)) from None
+        raise _UsageError(one_line(exc)) from None
     print(f"wrote {path}")
     return 0
 
@@ -704,9 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Bad input is printed as one line on stderr (status 2); genuine bugs still raise.
     """
     from crate_edu.data import DatasetUnavailableError
+    from crate_edu.errors import ConfigError, TrainingDivergedError
     from crate_edu.train.checkpoint import FileWriteError
-    from crate_edu.train.config import ConfigError
-    from crate_edu.train.loop import TrainingDivergedError
     from crate_edu.weights.official import CheckpointError, WeightsUnavailableError
     from crate_edu.weights.tutorial import WeightsFileError
 
@@ -723,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileWriteError,
         TrainingDivergedError,
     ) as e:
-        print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of our output went away (e.g. `crate-edu list ... | head`)
         import os

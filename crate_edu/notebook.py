@@ -1,7 +1,7 @@
-"""Small helpers the notebooks share: quick mode, devices, and checks that print what they verify.
+"""Small helpers the notebooks share: quick mode, checks that print what they verify, run times.
 
-Training notebooks also use :func:`setup_device` (CUDA, TPU, Apple MPS or CPU, with the matching
-precision, printed) and :func:`warn_if_long_on_cpu` (a warning with the estimated time).
+Training notebooks also use :func:`warn_if_long_on_cpu` (a warning with the estimated time); the
+device and its precision come from :func:`crate_edu.device.setup_device`.
 
 ``CRATE_EDU_QUICK=1`` (set by the test configuration) shrinks every notebook to a CPU run of
 seconds. The variable is read once, when this module is imported, into ``QUICK``; ``choose`` and
@@ -18,24 +18,20 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 
+from crate_edu.device import DeviceChoice
+
 __all__ = [
     "QUICK",
     "LONG_RUN_SECONDS",
-    "DeviceChoice",
     "quick_mode",
     "read_quick_env",
     "choose",
     "check_close",
     "check",
-    "pick_device",
-    "precision_for",
-    "detect_device",
-    "setup_device",
     "format_duration",
     "estimate_run_seconds",
     "warn_if_long_on_cpu",
@@ -89,122 +85,12 @@ def check(what: str, condition: bool, detail: str = "") -> None:
     print(f"✓ {what}" + (f" ({detail})" if detail else ""))
 
 
-def pick_device(verbose: bool = True) -> torch.device:
-    """CUDA if available, else Apple MPS, else CPU; prints which."""
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        device = torch.device("mps")
-    else:
-        device = torch.device("cpu")
-    if verbose:
-        print(f"device: {device}")
-    return device
-
-
 # --------------------------------------------------------------------------------------------
-# Device and precision for training notebooks (05, 06): what the trainer will use, said out loud.
+# Run time on a CPU, said out loud before a long run (training notebooks 05, 06).
 # --------------------------------------------------------------------------------------------
 
 #: Run estimates above this many seconds on a CPU trigger :func:`warn_if_long_on_cpu`.
 LONG_RUN_SECONDS = 600.0
-
-_PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
-
-
-@dataclass(frozen=True)
-class DeviceChoice:
-    """The accelerator a notebook (and :func:`crate_edu.train.train`) will run on.
-
-    Attributes:
-        device: the ``torch.device`` to put models and tensors on.
-        kind: ``'cuda'``, ``'xla'`` (a TPU through torch_xla), ``'mps'`` (Apple GPU) or ``'cpu'``.
-        name: a human-readable name (the GPU model, ``'TPU (torch_xla)'``, ...).
-        precision: the matching Accelerate ``mixed_precision`` value: ``'bf16'``, ``'fp16'`` or
-            ``'no'`` (float32), as :func:`precision_for` picks it.
-    """
-
-    device: torch.device
-    kind: str
-    name: str
-    precision: str
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The autocast dtype of :attr:`precision` (``torch.float32`` for ``'no'``)."""
-        return _PRECISION_DTYPES[self.precision]
-
-    @property
-    def is_cpu(self) -> bool:
-        return self.kind == "cpu"
-
-    def describe(self) -> str:
-        """One line: device, name, precision, e.g. ``device: cpu (no GPU or TPU found), precision: fp32``."""
-        prec = {"no": "fp32", "bf16": "bf16 mixed precision", "fp16": "fp16 mixed precision + loss scaling"}
-        return f"device: {self.kind} ({self.name}), precision: {prec[self.precision]}"
-
-
-def precision_for(kind: str, *, bf16_supported: bool | None = None) -> str:
-    """The mixed-precision setting that suits a device kind (the trainer's ``--precision auto``).
-
-    bf16 where the hardware has it natively (Ampere-or-newer CUDA GPUs, TPUs): it keeps float32's
-    exponent range, so no loss scaling is needed. fp16 on older CUDA GPUs (with a gradient scaler).
-    float32 (``'no'``) on CPU and Apple MPS, where autocast gains little or is incomplete.
-
-    Args:
-        kind: ``'cuda'``, ``'xla'``, ``'mps'`` or ``'cpu'``.
-        bf16_supported: for ``'cuda'``, whether the GPU supports bf16 natively (None: ask torch).
-
-    Raises:
-        ValueError: an unknown kind.
-    """
-    from crate_edu.train.loop import auto_precision
-
-    if kind not in ("cuda", "xla", "mps", "cpu"):
-        raise ValueError(f"unknown device kind {kind!r}; choose one of: cuda, xla, mps, cpu")
-    if kind == "cuda" and bf16_supported is not None:
-        return "bf16" if bf16_supported else "fp16"
-    return auto_precision(kind)
-
-
-def _xla_device() -> torch.device | None:
-    """The TPU's torch device when torch_xla is installed and finds one, else None."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch_xla") is None:
-        return None
-    try:
-        import torch_xla.core.xla_model as xm
-
-        return torch.device(xm.xla_device())
-    except Exception:  # installed but no TPU attached (or a broken runtime): not usable
-        return None
-
-
-def detect_device() -> DeviceChoice:
-    """CUDA, else a TPU (torch_xla), else Apple MPS, else the CPU; with the precision to match.
-
-    ``ACCELERATE_USE_CPU=1`` (what ``accelerate launch --cpu`` sets, and what the tests set) forces
-    the CPU, as it does in the trainer. Prints nothing; :func:`setup_device` prints.
-    """
-    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in {"1", "true", "yes", "on"}
-    if not forced_cpu and torch.cuda.is_available():
-        return DeviceChoice(torch.device("cuda"), "cuda", torch.cuda.get_device_name(), precision_for("cuda"))
-    xla = None if forced_cpu else _xla_device()
-    if xla is not None:
-        return DeviceChoice(xla, "xla", "TPU (torch_xla)", "bf16")
-    mps = getattr(torch.backends, "mps", None)
-    if not forced_cpu and mps is not None and mps.is_available():
-        return DeviceChoice(torch.device("mps"), "mps", "Apple GPU (MPS)", "no")
-    return DeviceChoice(torch.device("cpu"), "cpu", "no GPU or TPU found", "no")
-
-
-def setup_device(verbose: bool = True) -> DeviceChoice:
-    """:func:`detect_device`, printing one line saying which device and precision were picked."""
-    choice = detect_device()
-    if verbose:
-        print(choice.describe())
-    return choice
 
 
 def format_duration(seconds: float) -> str:
@@ -230,7 +116,7 @@ def estimate_run_seconds(n_images: int, epochs: float, images_per_second: float)
     if not images_per_second > 0:
         raise ValueError(
             f"images_per_second must be positive, got {images_per_second!r}; measure it with "
-            "crate_edu.evaluation.metrics.train_throughput"
+            "crate_edu.evaluation.train_throughput"
         )
     return n_images * epochs / images_per_second
 

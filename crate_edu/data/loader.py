@@ -54,11 +54,18 @@ __all__ = [
     "crop_padding",
     "device_source",
     "draw_augmentation",
+    "epoch_generator",
     "normalize_batch",
 ]
 
 #: Augmentation policies the device loader implements (see :mod:`crate_edu.data.transforms`).
 DEVICE_POLICIES: tuple[str, ...] = ("none", "cifar", "shift")
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator seeded by ``(seed, epoch)`` alone: the source of an epoch's order (and, in
+    the MAE pre-training, of its masks), whatever happened to the global generators."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**63)
 
 
 class EpochSampler(Sampler[int]):
@@ -83,16 +90,13 @@ class EpochSampler(Sampler[int]):
 
     def permutation(self) -> torch.Tensor:
         """The order of the current epoch: the first ``length`` entries of a permutation of ``range(n)``."""
-        g = torch.Generator()
-        g.manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
-        return torch.randperm(self.n, generator=g)[: self.length]
+        return torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch))[: self.length]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.permutation().tolist())
 
     def __len__(self) -> int:
         return self.length
-
 
 
 def augmentation_seed(seed: int, epoch: int, process_index: int) -> int:

@@ -1,4 +1,4 @@
-"""Training CRATE (and the ViT baselines): recipes, the Accelerate loop, crash-safe checkpoints.
+"""Training CRATE (and the ViT baselines): recipes, the one training loop, crash-safe checkpoints.
 
 Quick start (a small CRATE on the offline digits, a few minutes on a laptop CPU)::
 
@@ -8,8 +8,19 @@ Quick start (a small CRATE on the offline digits, a few minutes on a laptop CPU)
 
 The same from a shell: ``crate-edu train`` (or ``crate-edu train --recipe cifar10-scratch``,
 ``accelerate launch -m crate_edu train --recipe imagenet --data-dir /data/imagenet``).
+
+- ``config``, ``recipes``: :class:`TrainConfig`, its checks, and the named presets;
+- ``loop``: the loop (:func:`train`, :func:`fit`, :func:`run_epochs`), read top to bottom;
+- ``objectives``: what a run minimises and how it is scored (:class:`Classification`);
+- ``mae``: CRATE-MAE pre-training (:func:`pretrain_mae`), the same loop with :class:`MaskedPatches`;
+- ``build``, ``optim``: datasets, model, loaders; optimisers and the learning-rate schedule;
+- ``checkpoint``: atomic checkpoints and ``metrics.jsonl``; ``live``: curves drawn as a run goes.
 """
 
+from crate_edu.data.loader import EpochSampler
+from crate_edu.device import PRECISIONS, resolve_precision
+from crate_edu.errors import ConfigError, TrainingDivergedError
+from crate_edu.train.build import build_datasets, build_model, limit_dataset
 from crate_edu.train.checkpoint import (
     CHECKPOINT_NAME,
     METRICS_NAME,
@@ -18,20 +29,19 @@ from crate_edu.train.checkpoint import (
     read_jsonl,
     save_checkpoint,
 )
-from crate_edu.train.config import OPTIMIZERS, PRECISIONS, ConfigError, TrainConfig, check_config
-from crate_edu.train.loop import (
-    EpochSampler,
-    RunResult,
-    TrainingDivergedError,
-    build_datasets,
-    build_model,
-    build_optimizer,
-    evaluate,
-    fit,
-    resolve_precision,
-    train,
-    warmup_cosine,
+from crate_edu.train.config import OPTIMIZERS, TrainConfig, check_config, choice_error, model_kwargs
+from crate_edu.train.live import LiveCurves, quiet
+from crate_edu.train.loop import OneDevice, RunResult, fit, run_epochs, train
+from crate_edu.train.mae import (
+    MAERunResult,
+    MAETrainConfig,
+    MaskedPatches,
+    build_mae_model,
+    load_mae_run,
+    pretrain_mae,
 )
+from crate_edu.train.objectives import Classification, EpochStats, Objective, Run, evaluate
+from crate_edu.train.optim import build_optimizer, lr_schedule, warmup_cosine
 from crate_edu.train.recipes import DEFAULT_RECIPE, RECIPES, Recipe, get_recipe, list_recipes
 
 __all__ = [
@@ -41,24 +51,42 @@ __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
     "RECIPES",
+    "Classification",
     "ConfigError",
     "EpochSampler",
+    "EpochStats",
     "FileWriteError",
+    "LiveCurves",
+    "MAERunResult",
+    "MAETrainConfig",
+    "MaskedPatches",
+    "Objective",
+    "OneDevice",
     "Recipe",
+    "Run",
     "RunResult",
     "TrainConfig",
     "TrainingDivergedError",
     "build_datasets",
+    "build_mae_model",
     "build_model",
     "build_optimizer",
     "check_config",
+    "choice_error",
     "evaluate",
     "fit",
     "get_recipe",
+    "limit_dataset",
     "list_recipes",
     "load_checkpoint",
+    "load_mae_run",
+    "lr_schedule",
+    "model_kwargs",
+    "pretrain_mae",
+    "quiet",
     "read_jsonl",
     "resolve_precision",
+    "run_epochs",
     "save_checkpoint",
     "train",
     "warmup_cosine",

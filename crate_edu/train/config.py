@@ -14,12 +14,26 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from crate_edu.device import PRECISIONS
+from crate_edu.errors import ConfigError
+
+__all__ = [
+    "DATA_ON_DEVICE",
+    "NORMALIZATIONS",
+    "OPTIMIZERS",
+    "RESUMABLE_OVERRIDES",
+    "TrainConfig",
+    "check_config",
+    "choice_error",
+    "classifier_models",
+    "finite_number",
+    "image_size_of",
+    "model_kwargs",
+]
+
 #: Optimisers by name: ``lion`` (lion-pytorch, the official ImageNet recipe), ``adamw`` (the official
 #: fine-tuning recipe) and ``sgd`` (with momentum).
 OPTIMIZERS: tuple[str, ...] = ("lion", "adamw", "sgd")
-#: Mixed-precision settings: ``auto`` picks bf16 where the accelerator supports it, else fp16 on CUDA,
-#: else no mixed precision (CPU).
-PRECISIONS: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
 #: Input normalisations: the dataset's own statistics, or ImageNet's.
 NORMALIZATIONS: tuple[str, ...] = ("dataset", "imagenet")
 #: Where the training data lives: ``auto`` keeps small in-memory image datasets on a CUDA device and
@@ -38,10 +52,6 @@ RESUMABLE_OVERRIDES: tuple[str, ...] = (
     "compile",  # the same arithmetic, compiled or not
     "epochs",
 )
-
-
-class ConfigError(ValueError):
-    """A bad value in a run configuration; ``str(err)`` is one line naming the valid choices."""
 
 
 def choice_error(value: str, valid: list[str] | tuple[str, ...], what: str) -> ConfigError:
@@ -88,7 +98,7 @@ class TrainConfig:
         pretrained: initial weights: an official checkpoint file (read with ``load_official``), a
             checkpoint of this trainer, or the key of published weights (downloaded). The classifier
             head is replaced when the number of classes differs.
-        precision: one of :data:`PRECISIONS`.
+        precision: one of :data:`crate_edu.device.PRECISIONS`.
         seed: seeds Python, NumPy and torch; the order of the training images is a function of
             (seed, epoch) alone.
         data_dir: root folder of the datasets (None: ``crate_edu.data.default_data_dir()``).
@@ -186,24 +196,39 @@ def finite_number(name: str, value: Any, hint: str = "") -> None:
 
 def classifier_models() -> list[str]:
     """Model names the trainer accepts: every registered classifier (the MAE models are excluded)."""
-    import crate_edu
+    from crate_edu.models import list_models
 
-    return [m for m in crate_edu.list_models() if "_mae" not in m]
+    return [m for m in list_models() if "_mae" not in m]
 
 
 def check_config(cfg: TrainConfig) -> TrainConfig:
     """Check every field that can be checked without loading data; return ``cfg``.
 
+    Names first, then counts, then the other numbers, then the model's options.
+
     Raises:
         ConfigError: the first bad value, with the valid choices.
     """
-    import crate_edu
-    from crate_edu.data import POLICIES, list_datasets
+    from crate_edu.models import model_config
 
-    all_models = crate_edu.list_models()
+    _check_names(cfg)
+    _check_counts(cfg)
+    _check_numbers(cfg)
+    try:
+        model_config(cfg.model, **model_kwargs(cfg))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model {cfg.model!r}: {e}") from None
+    return cfg
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    """Model, dataset, optimiser, precision, augmentation, normalisation, data placement, compiler."""
+    from crate_edu.data import POLICIES, list_datasets
+    from crate_edu.models import list_models
+
     models = classifier_models()
     if cfg.model not in models:
-        if cfg.model in all_models:
+        if cfg.model in list_models():
             raise ConfigError(
                 f"model {cfg.model!r} is a masked autoencoder; the trainer trains classifiers for now. "
                 f"Choose one of: {', '.join(models)}"
@@ -226,27 +251,32 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
             f"compile must name a torch.compile backend such as 'inductor', got {cfg.compile!r}"
         )
 
-    def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
 
-    positive_int("epochs", cfg.epochs)
-    positive_int("batch_size", cfg.batch_size)
-    positive_int("grad_accum", cfg.grad_accum)
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+def _check_counts(cfg: TrainConfig) -> None:
+    """Epochs, batch sizes, gradient accumulation, subset sizes, image size, threads, workers."""
+    _positive_int("epochs", cfg.epochs)
+    _positive_int("batch_size", cfg.batch_size)
+    _positive_int("grad_accum", cfg.grad_accum)
     if cfg.batch_size % cfg.grad_accum:
         raise ConfigError(
             f"batch-size {cfg.batch_size} must be a multiple of grad-accum {cfg.grad_accum} (each of the "
             f"{cfg.grad_accum} forward passes takes batch-size / grad-accum images)"
         )
-    positive_int("eval_batch_size", cfg.eval_batch_size, allow_none=True)
-    positive_int("limit_train", cfg.limit_train, allow_none=True)
-    positive_int("limit_test", cfg.limit_test, allow_none=True)
-    positive_int("image_size", cfg.image_size, allow_none=True)
-    positive_int("threads", cfg.threads, allow_none=True)
+    for name in ("eval_batch_size", "limit_train", "limit_test", "image_size", "threads"):
+        _positive_int(name, getattr(cfg, name), allow_none=True)
     if cfg.num_workers is not None and (not isinstance(cfg.num_workers, int) or cfg.num_workers < 0):
         raise ConfigError(f"num-workers must be 0 or more, got {cfg.num_workers!r}")
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    """Learning rate and schedule, weight decay, momentum, betas, smoothing, clipping, seed."""
     for name in ("lr", "weight_decay", "momentum", "warmup_epochs", "min_lr_ratio", "label_smoothing"):
         finite_number(name, getattr(cfg, name))
     if cfg.grad_clip is not None:
@@ -275,11 +305,6 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed must be an integer from 0 to 2**32 - 1 (NumPy's range), got {cfg.seed!r}")
-    try:
-        crate_edu.model_config(cfg.model, **model_kwargs(cfg))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model {cfg.model!r}: {e}") from None
-    return cfg
 
 
 def image_size_of(cfg: TrainConfig) -> int:

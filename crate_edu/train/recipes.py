@@ -102,16 +102,16 @@ class Recipe:
 _RECIPES: list[Recipe] = [
     Recipe(
         name="digits-quick",
-        summary="small CRATE on the offline digits, on a laptop CPU (97.5 % in ~30 s, measured)",
+        summary="small CRATE on the offline digits, on a laptop CPU (results: the README's recipe table)",
         doc=(
             "A small CRATE on scikit-learn's digits (offline), on a laptop CPU in a few minutes. "
             "crate_nano_cifar (dim 128, 4 heads) shortened to 4 layers and patch 8 (16 tokens of "
             "8x8 px, each 2x2 source pixels), so a step costs little; AdamW at 2e-3 with a 1-epoch "
             "warm-up and cosine decay, label smoothing 0.1, small random shifts (no flips: a flipped "
             "2 is not a 2), one CPU thread (this model's small matrix products gain nothing from "
-            "more, and on a busy machine extra threads made each step about 10x slower). Measured "
-            "by benchmarks/digits_quick.py (benchmarks/results/digits_quick.json): 97.2-97.8 % test "
-            "accuracy (seeds 0-2, mean 97.5 %) in 25-32 s of wall time on 2 shared CPU cores."
+            "more, and on a busy machine extra threads make each step several times slower). Measured "
+            "by benchmarks/digits_quick.py: test accuracy and wall time over three seeds in "
+            "benchmarks/results/digits_quick.json and the README's recipe table."
         ),
         model="crate_nano_cifar",
         dataset="digits",
@@ -129,7 +129,7 @@ _RECIPES: list[Recipe] = [
     ),
     Recipe(
         name="cluttered-digits",
-        summary="CRATE on digits in clutter, with masks, for the segmentation notebooks (91.5 %, CPU)",
+        summary="CRATE on digits in clutter, with masks, for the segmentation notebooks (CPU)",
         doc=(
             "CRATE on cluttered-digits (digits at random scale, position and colour on textured "
             "backgrounds with distractor fragments, with foreground masks), trained well enough "
@@ -139,18 +139,14 @@ _RECIPES: list[Recipe] = [
             "1.5e-3 wd 0.05, 1 warm-up epoch, cosine, label smoothing 0.1, clipping 1.0, no "
             "augmentation, one CPU thread, 6 epochs over the default 32 composites per digit "
             "(4,314 steps, each composite seen 6 times). Tuned together with the data defaults on "
-            "2 shared CPU cores: more distinct composites beat augmentation (at 1,795 steps: 4 "
-            "composites + random shifts 71 %, 16 composites without shifts 77 %; shifts on 16 "
-            "composites 81 % against 86 % without, with the digit box at 70-90 % of the side, which "
-            "also helps: 60-88 % gave 77 %); lr 7.5e-4 / 3e-3, no label smoothing, mean pooling, "
-            "8 heads, depth 3 or 6, batch 32 and a shorter warm-up did not beat this. Measured by "
-            "benchmarks/cluttered_digits.py (benchmarks/results/cluttered_digits.json): 91.5 % test "
-            "accuracy (train 94.8 %; 51.9 / 76.4 / 84.9 / 87.8 / 90.6 / 91.5 % after epochs 1-6) in "
-            "683 s of training on 2 shared CPU cores, seed 0. vit_nano_cifar (the same width, depth 4, "
-            "heads and patch, with a 4x MLP: 0.81 M parameters against 0.22 M) under the same recipe: "
-            "93.3 % test accuracy (train 98.6 %; 73.1 / 82.0 / 88.3 / 90.7 / 93.0 / 93.3 %), each step "
-            "2.7x the time of a CRATE step on this CPU (on the command line: --model vit_nano_cifar "
-            "--depth 4; a new --model alone drops the recipe's depth)."
+            "2 shared CPU cores: more distinct composites beat augmentation, random shifts hurt, and "
+            "a digit box of 70-90 % of the side beat 60-88 %; lr 7.5e-4 / 3e-3, no label smoothing, "
+            "mean pooling, 8 heads, depth 3 or 6, batch 32 and a shorter warm-up did not beat this. "
+            "Measured by benchmarks/cluttered_digits.py: test accuracy after every epoch and the "
+            "training time in benchmarks/results/cluttered_digits.json and the README's recipe "
+            "table, also for vit_nano_cifar under the same recipe (the same width, depth 4, heads "
+            "and patch, with a 4x MLP: 0.81 M parameters against 0.22 M; on the command line: "
+            "--model vit_nano_cifar --depth 4; a new --model alone drops the recipe's depth)."
         ),
         model="crate_nano_cifar",
         dataset="cluttered-digits",

@@ -1,5 +1,6 @@
-"""crate_edu.notebook: quick mode, checks, and the device / precision / run-time helpers of the
-training notebooks (05, 06)."""
+"""crate_edu.notebook: quick mode, checks, and the run-time helpers of the training notebooks (05, 06).
+
+The device and precision helpers they use live in crate_edu.device (tests/unit/test_device.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from crate_edu import notebook as nb
-from crate_edu.train.loop import resolve_precision
+from crate_edu.device import DeviceChoice
 
 
 @pytest.mark.parametrize(
@@ -61,68 +62,6 @@ def test_check_close_and_check_raise_on_failure(capsys):
         nb.check("false", False, "why")
 
 
-def test_pick_device_unchanged(capsys):
-    device = nb.pick_device()
-    assert isinstance(device, torch.device)
-    assert capsys.readouterr().out.strip() == f"device: {device}"
-
-
-@pytest.mark.parametrize(
-    ("kind", "bf16", "expected"),
-    [
-        ("cuda", True, "bf16"),
-        ("cuda", False, "fp16"),
-        ("xla", None, "bf16"),
-        ("mps", None, "no"),
-        ("cpu", None, "no"),
-    ],
-)
-def test_precision_for(kind, bf16, expected):
-    assert nb.precision_for(kind, bf16_supported=bf16) == expected
-
-
-@pytest.mark.parametrize("kind", ["xla", "mps", "cpu"])
-def test_precision_for_matches_the_trainers_auto(kind, monkeypatch):
-    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    assert nb.precision_for(kind) == resolve_precision("auto", kind)
-
-
-def test_precision_for_rejects_unknown_kind():
-    with pytest.raises(ValueError, match="unknown device kind 'tpu'"):
-        nb.precision_for("tpu")
-
-
-def test_detect_device_forced_cpu(monkeypatch, capsys):
-    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
-    choice = nb.setup_device()
-    assert choice.kind == "cpu" and choice.device == torch.device("cpu")
-    assert choice.precision == "no" and choice.dtype == torch.float32 and choice.is_cpu
-    assert capsys.readouterr().out.strip() == "device: cpu (no GPU or TPU found), precision: fp32"
-
-
-def test_detect_device_prefers_cuda(monkeypatch):
-    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
-    monkeypatch.setattr(nb, "precision_for", lambda kind, **kw: "fp16")
-    choice = nb.detect_device()
-    assert (choice.kind, choice.name, choice.precision, choice.dtype) == (
-        "cuda",
-        "Fake GPU",
-        "fp16",
-        torch.float16,
-    )
-    assert "fp16 mixed precision + loss scaling" in choice.describe()
-
-
-def test_detect_device_tpu_before_mps(monkeypatch):
-    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(nb, "_xla_device", lambda: torch.device("cpu"))  # stands in for xla:0
-    choice = nb.detect_device()
-    assert choice.kind == "xla" and choice.precision == "bf16" and choice.dtype == torch.bfloat16
-
-
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [(0, "0 s"), (45.4, "45 s"), (600, "10 min"), (5400, "1.5 h"), (3 * 86400, "3.0 days")],
@@ -151,5 +90,5 @@ def test_warn_if_long_on_cpu():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning at all below
         assert nb.warn_if_long_on_cpu("cpu", 60) is None
-        cuda_choice = nb.DeviceChoice(torch.device("cuda"), "cuda", "GPU", "bf16")
+        cuda_choice = DeviceChoice(torch.device("cuda"), "cuda", "GPU", "bf16")
         assert nb.warn_if_long_on_cpu(cuda_choice, 1e9) is None
