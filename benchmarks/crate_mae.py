@@ -5,7 +5,7 @@
 encoder has the width, heads, depth and patch of the supervised ``cluttered-digits-crate``; 3
 epochs, batch 64, AdamW 1.5e-3, betas (0.9, 0.95), wd 0.05, 200 warm-up steps then cosine, mask
 ratio 0.75, clipping 1.0, seed 0, one CPU thread), then writes the weights with
-:func:`crate_edu.weights.tutorial.save_weights`. Without ``--train`` it evaluates the file at ``--out``.
+:func:`crate_edu.weights.save_weights`. Without ``--train`` it evaluates the file at ``--out``.
 
 Measured either way and written to ``benchmarks/results/crate_mae.json`` (and into the weights
 file's metadata after ``--train``):
@@ -40,7 +40,7 @@ from crate_edu.data import build_dataset
 from crate_edu.evaluation.probe import extract_layer_features, linear_probe
 from crate_edu.evaluation.reconstruction import evaluate_reconstruction
 from crate_edu.train.mae import MAETrainConfig, build_mae_model, load_mae_run, pretrain_mae
-from crate_edu.weights.tutorial import load_tutorial_model, load_weights, save_weights
+from crate_edu.weights import load_tutorial_model, load_weights, save_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crate_mae.json"
 SHIPPED = Path("crate_edu/resources/checkpoints/cluttered-digits-crate-mae.safetensors")

@@ -45,7 +45,7 @@ import crate_edu
 from crate_edu.data import synthetic
 from crate_edu.data.transforms import normalize_uint8
 from crate_edu.evaluation import segmentation as seg
-from crate_edu.weights.tutorial import export_run, load_tutorial_model, load_weights
+from crate_edu.weights import export_run, load_tutorial_model, load_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "segmentation.json"
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from crate_edu.models import fast
+from crate_edu.renamed import check_renamed
 
 __all__ = [
     "pair",
@@ -171,24 +171,14 @@ def check_ista(eta: object, lambd: object) -> None:
     check_float("lambd", lambd, 0.0, math.inf)
 
 
-def check_renamed(owner: str, names: Iterable[str]) -> None:
-    """A one-line ``TypeError`` if ``names`` (arguments or attributes given to ``owner``) hold
-    ``literal``, the name of the ``reference`` switch before crate_edu 0.2."""
-    if "literal" in names:
-        raise TypeError(
-            f"literal= was renamed reference= in crate_edu 0.2; use reference= with {owner}, "
-            "or set_reference(model, True) for a whole model"
-        )
-
-
 # ------------------------------------------------------------------------------ blocks and layers
 class Block(nn.Module):
     """Base of the blocks and layers that take the ``reference`` switch (``reference=True``: the
     official arithmetic, written out; ``False``, the default: :mod:`crate_edu.models.fast`).
 
-    It adds one thing to ``nn.Module``: the switch's name before crate_edu 0.2, ``literal``, is a
-    one-line ``TypeError`` naming ``reference``, as an argument or as an attribute (where setting
-    it would otherwise be silently ignored).
+    It adds one thing to ``nn.Module``: the switch's name before crate_edu 0.2 is a one-line
+    ``TypeError`` naming ``reference`` (:func:`crate_edu.renamed.check_renamed`), as an argument or
+    as an attribute (where setting it would otherwise be silently ignored).
     """
 
     def __new__(cls, *args, **kwargs):

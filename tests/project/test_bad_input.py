@@ -34,7 +34,7 @@ import pytest
 import torch
 
 import crate_edu
-import crate_edu.train.checkpoint as ckpt_module
+import crate_edu.weights.files as files_module
 from crate_edu.cli import main
 from crate_edu.data import DatasetUnavailableError, build_dataset, fetch_dataset
 from crate_edu.train import RECIPES, evaluate, fit, load_checkpoint, train
@@ -656,7 +656,7 @@ def _fail_writes(monkeypatch, code: int, after: int = 0) -> list[int]:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
         return real_unlink(self, missing_ok=missing_ok)
 
-    monkeypatch.setattr(ckpt_module, "open", fake_open, raising=False)
+    monkeypatch.setattr(files_module, "open", fake_open, raising=False)
     monkeypatch.setattr(Path, "unlink", fake_unlink)
     return calls
 
@@ -970,7 +970,8 @@ def test_weights_unavailable_is_one_line(tmp_path) -> None:
 
 
 def test_load_weights_checks_the_checksum(ws) -> None:
-    from crate_edu.weights.tutorial import CHECKSUM_KEY, WeightsFileError, load_weights, read_weights_info
+    from crate_edu.weights import WeightsFileError, load_weights, read_weights_info
+    from crate_edu.weights.files import CHECKSUM_KEY
 
     model, info = load_weights(ws / "good.safetensors")
     assert len(info.metadata) > 0
@@ -1011,14 +1012,8 @@ def test_weights_without_a_checksum_still_load(tmp_path) -> None:
     """Files written before the checksum existed (the shipped tutorial files among them) load."""
     from safetensors.torch import save
 
-    from crate_edu.weights.official import sha256sum
-    from crate_edu.weights.tutorial import (
-        CHECKSUM_KEY,
-        FORMAT,
-        TUTORIAL_CHECKPOINTS,
-        load_tutorial_model,
-        load_weights,
-    )
+    from crate_edu.weights import TUTORIAL_CHECKPOINTS, load_tutorial_model, load_weights, sha256sum
+    from crate_edu.weights.files import CHECKSUM_KEY, FORMAT
 
     model = crate_edu.create_model("crate_nano_cifar", depth=1, dim=16, heads=2)
     header = {
@@ -1042,7 +1037,8 @@ def test_weights_without_a_checksum_still_load(tmp_path) -> None:
 def test_damaged_weights_header_is_one_line(tmp_path) -> None:
     from safetensors.torch import save
 
-    from crate_edu.weights.tutorial import FORMAT, WeightsFileError, load_weights
+    from crate_edu.weights import WeightsFileError, load_weights
+    from crate_edu.weights.files import FORMAT
 
     model = crate_edu.create_model("crate_nano_cifar", depth=1, dim=16, heads=2)
     cases = {
