@@ -50,7 +50,9 @@ def test_precision_for_rejects_unknown_kind():
 def test_resolve_precision(monkeypatch):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     assert device.resolve_precision("auto", "cpu") == "no"
+    assert device.resolve_precision("no", "cpu") == "no"
     assert device.resolve_precision("bf16", "cpu") == "bf16"
+    assert device.resolve_precision("bf16", "xla") == "bf16"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch` sets
     assert device.resolve_precision("auto", "cpu") == "bf16"
     with pytest.raises(ConfigError, match="fp16 needs a GPU, but this process runs on cpu"):

@@ -33,6 +33,19 @@ def _on_the_cpu(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
 
 
+def test_epoch_sampler_depends_only_on_seed_and_epoch() -> None:
+    a, b = EpochSampler(50, seed=3), EpochSampler(50, seed=3)
+    torch.manual_seed(123)  # the global generator must not matter
+    a.set_epoch(2)
+    torch.manual_seed(456)
+    b.set_epoch(2)
+    assert list(a) == list(b)
+    assert sorted(a) == list(range(50))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+    assert list(EpochSampler(50, seed=4)) != list(EpochSampler(50, seed=3))
+
+
 def _stats() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(CIFAR_MEAN).view(3, 1, 1), torch.tensor(CIFAR_STD).view(3, 1, 1)
 
@@ -369,3 +382,13 @@ def test_a_checkpoint_from_before_the_setting_resumes_with_dataloaders(tmp_path:
     with pytest.warns(UserWarning, match="stretched"):
         resumed = train(tiny_config(epochs=2), tmp_path / "old", resume=True, explicit=["epochs"])
     assert resumed.config.data_on_device == "no" and len(resumed.history) == 2
+
+
+def test_epoch_generator_is_the_samplers_source() -> None:
+    from crate_edu.data.loader import epoch_generator
+
+    a, b = epoch_generator(3, 2), epoch_generator(3, 2)
+    assert torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))
+    sampler = EpochSampler(40, seed=3, length=30)
+    sampler.set_epoch(2)
+    assert torch.equal(sampler.permutation(), torch.randperm(40, generator=epoch_generator(3, 2))[:30])
