@@ -51,11 +51,9 @@ __all__ = [
     "DeviceSource",
     "augment_batch",
     "augmentation_seed",
-    "crop_padding",
     "device_source",
     "draw_augmentation",
     "epoch_generator",
-    "normalize_batch",
 ]
 
 #: Augmentation policies the device loader implements (see :mod:`crate_edu.data.transforms`).

@@ -1,6 +1,7 @@
 """The training loop: one code path for a laptop CPU, one GPU, several GPUs and a TPU.
 
-Read it top to bottom, as nanoGPT's ``train.py``::
+A run, as nanoGPT's ``train.py`` has it: set-up, the step, evaluation, checkpoint. The calls
+(this file defines them from the inside out: the step first, the entry point last)::
 
     train(cfg, out_dir)                       the entry point: a fresh run, or resume one
       fit(model, train_set, test_set, cfg)    set_up, then run_epochs
@@ -20,7 +21,8 @@ Hugging Face Accelerate does the distributed work (process groups, DDP, device p
 precision, the gradient scaler, sharding batches across processes); this module adds what a
 reproducible research run needs on top:
 
-* a data order that is a function of ``(seed, epoch)`` alone (:class:`EpochSampler`), split across
+* a data order that is a function of ``(seed, epoch)`` alone
+  (:class:`~crate_edu.data.loader.EpochSampler`), split across
   processes so that N processes with a global batch B see exactly the batches one process would;
 * the optimisers of the official recipes (Lion, AdamW, SGD), linear warm-up + cosine decay
   updated every step (:mod:`crate_edu.train.optim`), label smoothing, gradient clipping;
@@ -52,7 +54,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from crate_edu.data.loader import EpochSampler
 from crate_edu.device import distributed_state, resolve_precision, sum_dtype
 from crate_edu.errors import ConfigError
 from crate_edu.train.build import build_datasets, build_model, data_loaders, make_accelerator
@@ -72,7 +73,6 @@ from crate_edu.train.objectives import Classification, EpochStats, Objective, Ru
 from crate_edu.train.optim import build_optimizer, lr_schedule
 
 __all__ = [
-    "EpochSampler",
     "OneDevice",
     "RunResult",
     "fit",
