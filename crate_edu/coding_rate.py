@@ -21,19 +21,25 @@ Map of the module:
 =================================  ==============================================================
 eq. 7                              :func:`coding_rate` R(Z; ε), with the d×d or the N×N Gram
 eq. 8                              :func:`compression_rate` R^c(Z; U_[K])
-R − R^c                            :func:`rate_reduction` ΔR
+R − R^c                            :func:`rate_reduction` ΔR, :func:`rate_reduction_bound` its
+                                   maximum over complete splits
 eq. 1                              :func:`sparse_rate_reduction` R − R^c − λ‖Z‖
 eq. 9                              :func:`grad_compression_rate` ∇_Z R^c in closed form
 App. A.2                           :func:`grad_compression_rate_neumann` (I + γA)^{-1} ≈ I − γA
 eq. 9 step                         :func:`gram_step` Z − κ ∇_Z R^c
 eqs. 10–11                         :func:`ssa` subspace self-attention
-eq. 12                             :func:`mssa`, :func:`mssa_step` (1 − κγ) Z + κγ MSSA(Z)
+eq. 12                             :func:`mssa`, :func:`mssa_step` (1 − κγ) Z + κγ MSSA(Z), with
+                                   a temperature τ and a residual coefficient as knobs
+eq. 11's softmax                   :func:`softmax_membership`, :func:`membership_entropy`
+a step against −∇R^c               :func:`cosine`
 eqs. 16–17                         :func:`lasso_objective`, :func:`soft_threshold_nonneg`,
                                    :func:`ista_step`, :func:`ista_solve`, :func:`max_step_size`
-sparsity                           :func:`fraction_nonzero`, :func:`l1_norm`
+sparse codes, measured             :func:`fraction_nonzero`, :func:`l1_norm`,
+                                   :func:`reconstruction_error`
 layer-wise figure                  :func:`measure_coding_rate`, :func:`measure_sparsity`,
-                                   :func:`measure_nonzero` (as the official ``vis_utils``)
-toy data                           :func:`union_of_subspaces`
+                                   :func:`measure_nonzero` (as the official ``vis_utils``),
+                                   :func:`measure_coding_rate_range`
+toy data                           :func:`union_of_subspaces`, :func:`random_complete_split`
 =================================  ==============================================================
 """
 
@@ -48,6 +54,7 @@ __all__ = [
     "coding_rate",
     "compression_rate",
     "rate_reduction",
+    "rate_reduction_bound",
     "sparse_rate_reduction",
     "grad_compression_rate",
     "grad_compression_rate_neumann",
@@ -55,6 +62,9 @@ __all__ = [
     "ssa",
     "mssa",
     "mssa_step",
+    "softmax_membership",
+    "membership_entropy",
+    "cosine",
     "lasso_objective",
     "soft_threshold_nonneg",
     "ista_step",
@@ -62,10 +72,13 @@ __all__ = [
     "max_step_size",
     "fraction_nonzero",
     "l1_norm",
+    "reconstruction_error",
     "measure_coding_rate",
+    "measure_coding_rate_range",
     "measure_sparsity",
     "measure_nonzero",
     "union_of_subspaces",
+    "random_complete_split",
 ]
 
 _FORMS = ("auto", "d", "n")
@@ -237,6 +250,31 @@ def rate_reduction(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5) -> torch.
     return coding_rate(Z, eps) - compression_rate(Z, U, eps)
 
 
+def rate_reduction_bound(Z: torch.Tensor, p: int, eps: float = 0.5) -> torch.Tensor:
+    """The largest ΔR(Z; U_[K]) over complete splits: K orthogonal p-dim subspaces with K·p = d.
+
+    R^c only sees the K diagonal blocks of the d×d Gram Z^T Z written in the basis [U_1 … U_K];
+    keeping the diagonal blocks makes the eigenvalues more even, and Σ_i log(1 + cλ_i) is concave,
+    so R^c ≥ ½ Σ_i log(1 + p λ_i/(N ε²)) over the eigenvalues λ_i of Z^T Z. Hence
+
+        ΔR ≤ ΔR* = ½ Σ_i log((1 + d λ_i/(N ε²)) / (1 + p λ_i/(N ε²))) ≥ 0,
+
+    with equality when the Gram is block-diagonal in the U basis: noiseless tokens on orthogonal
+    subspaces, coded with the true U (notebook 01, §3).
+
+    Args:
+        Z: (..., N, d) tokens as rows. p: subspace dimension. eps: ε > 0.
+
+    Returns:
+        (...) in nats.
+    """
+    _check_tokens(Z)
+    _check_eps(eps)
+    N, d = Z.shape[-2], Z.shape[-1]
+    lam = torch.linalg.eigvalsh(Z.transpose(-2, -1) @ Z).clamp_min(0)  # (..., d) eigenvalues of the Gram
+    return 0.5 * torch.log((1 + d * lam / (N * eps**2)) / (1 + p * lam / (N * eps**2))).sum(-1)
+
+
 def sparse_rate_reduction(
     Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, lam: float = 0.1, norm: str = "l1"
 ) -> torch.Tensor:
@@ -345,11 +383,11 @@ def gram_step(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, kappa: float =
 # ---------------------------------------------------------------------------------------------
 
 
-def _membership(W: torch.Tensor, membership: str) -> torch.Tensor:
-    """The N×N matrix that mixes tokens: softmax_rows(W W^T) (eq. 11) or the raw Gram W W^T."""
+def _membership(W: torch.Tensor, membership: str, tau: float = 1.0) -> torch.Tensor:
+    """The N×N matrix that mixes tokens: softmax_rows(τ W W^T) (eq. 11: τ = 1) or the Gram W W^T."""
     G = W @ W.transpose(-2, -1)  # (..., N, N)
     if membership == "softmax":
-        return torch.softmax(G, dim=-1)  # each row sums to 1
+        return torch.softmax(tau * G, dim=-1)  # each row sums to 1
     if membership == "gram":
         return G
     raise ValueError(
@@ -387,7 +425,9 @@ def ssa(Z: torch.Tensor, U_k: torch.Tensor, *, membership: str = "softmax") -> t
     return _membership(W, membership) @ W  # (..., N, N) @ (..., N, p) -> (..., N, p)
 
 
-def mssa(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, *, membership: str = "softmax") -> torch.Tensor:
+def mssa(
+    Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, *, membership: str = "softmax", tau: float = 1.0
+) -> torch.Tensor:
     """Multi-head subspace self-attention MSSA(Z | U_[K]), eq. 12, rows form.
 
     Paper: MSSA = γ [U_1 … U_K] [SSA(Z|U_1); …; SSA(Z|U_K)], γ = p/(N ε²). In rows:
@@ -396,6 +436,8 @@ def mssa(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, *, membership: str 
 
     Args:
         Z: (..., N, d). U: (K, d, p). eps: ε > 0. membership: "softmax" (eq. 11) or "gram".
+        tau: temperature τ of the softmax, softmax(τ W_k W_k^T): 1 in the derivation, 1/√p in the
+            official code.
 
     Returns:
         (..., N, d).
@@ -405,12 +447,19 @@ def mssa(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, *, membership: str 
     N, p = Z.shape[-2], U.shape[-1]
     gamma = p / (N * eps**2)
     W = _project(Z, U)  # (..., K, N, p)  one head per subspace
-    A = _membership(W, membership)  # (..., K, N, N)
+    A = _membership(W, membership, tau)  # (..., K, N, N)
     return gamma * _lift(A @ W, U)  # (..., N, d)
 
 
 def mssa_step(
-    Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, kappa: float = 0.1, *, membership: str = "softmax"
+    Z: torch.Tensor,
+    U: torch.Tensor,
+    eps: float = 0.5,
+    kappa: float = 0.1,
+    *,
+    membership: str = "softmax",
+    tau: float = 1.0,
+    residual: float | None = None,
 ) -> torch.Tensor:
     """The derived attention step Z^{ℓ+½} = (1 − κγ) Z + κγ MSSA(Z | U_[K]) (App. A.2, eq. 12).
 
@@ -418,19 +467,63 @@ def mssa_step(
     (:func:`grad_compression_rate_neumann`), Σ_k U_k U_k^T ≈ I, and the Gram W_k W_k^T replaced by
     a softmax "membership" matrix. With ``membership="gram"`` and Σ_k U_k U_k^T = I it equals the
     Neumann step Z − κ ∇R^c_neumann exactly. γ = p/(N ε²). The official model instead uses
-    Z + MSSA_learned(LN(Z)).
+    Z + MSSA_learned(LN(Z)); two of its departures are knobs here, to measure them: the softmax
+    temperature ``tau`` (official 1/√p) and the ``residual`` coefficient c of c Z + κγ MSSA(Z)
+    (official 1).
 
     Args:
         Z: (..., N, d). U: (K, d, p). eps: ε > 0. kappa: step size κ (κγ < 1 keeps the step a
             contraction towards the attended tokens). membership: "softmax" or "gram".
+        tau: temperature τ of the softmax (1: the derivation).
+        residual: coefficient c of Z; None: the derived 1 − κγ.
 
     Returns:
         (..., N, d).
     """
-    M = mssa(Z, U, eps, membership=membership)  # (..., N, d); validates the inputs
+    M = mssa(Z, U, eps, membership=membership, tau=tau)  # (..., N, d); validates the inputs
     N, p = Z.shape[-2], U.shape[-1]
     gamma = p / (N * eps**2)
-    return (1.0 - kappa * gamma) * Z + kappa * gamma * M
+    c = 1.0 - kappa * gamma if residual is None else residual
+    return c * Z + kappa * gamma * M
+
+
+def softmax_membership(Z: torch.Tensor, U: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """The softmax membership of every head, softmax_rows(τ W_k W_k^T) with W_k = Z U_k (eq. 11).
+
+    Row i of head k is token i's distribution over the tokens it averages in that head; τ = 1 in
+    the derivation, 1/√p in the official code.
+
+    Args:
+        Z: (..., N, d). U: (K, d, p). tau: temperature τ.
+
+    Returns:
+        (..., K, N, N), every row summing to 1.
+    """
+    _check_subspaces(Z, U)
+    return _membership(_project(Z, U), "softmax", tau)  # (..., K, N, N)
+
+
+def membership_entropy(A: torch.Tensor) -> torch.Tensor:
+    """Mean row entropy of row-stochastic matrices A (..., N, N), in nats: log N = uniform, 0 = one-hot.
+
+    Returns:
+        0-dim tensor, the mean over every row of every matrix.
+    """
+    return -torch.special.xlogy(A, A).sum(-1).mean()  # 0 log 0 = 0
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine of the angle between two tensors of one shape, each read as one vector.
+
+    For example the direction of an update against the descent direction −∇_Z R^c: +1 descends
+    fastest, 0 does not move R^c to first order, −1 climbs.
+
+    Returns:
+        0-dim tensor in [−1, 1].
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"cosine needs two tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return (a * b).sum() / (a.norm() * b.norm())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,7 +654,7 @@ def ista_solve(
 
 
 # ---------------------------------------------------------------------------------------------
-# sparsity measures
+# sparse codes, measured
 # ---------------------------------------------------------------------------------------------
 
 
@@ -577,6 +670,21 @@ def fraction_nonzero(
 def l1_norm(Z: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
     """ℓ1 norm Σ|z| over ``dim`` (all entries if None)."""
     return Z.abs().sum() if dim is None else Z.abs().sum(dim)
+
+
+def reconstruction_error(X: torch.Tensor, Z: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """Relative reconstruction error ‖X − D Z‖_F / ‖X‖_F of codes Z, rows form ‖X − Z D^T‖ / ‖X‖.
+
+    Args:
+        X: (..., N, d) signals. Z: (..., N, m) codes. D: (d, m) dictionary.
+
+    Returns:
+        (...) relative error: 0 for a perfect fit, 1 for the zero code.
+    """
+    _check_lasso(Z, X, D)
+    D = D.to(dtype=Z.dtype, device=Z.device)
+    R = X - Z @ D.transpose(-2, -1)  # (..., N, d) residual
+    return torch.linalg.vector_norm(R, dim=(-2, -1)) / torch.linalg.vector_norm(X, dim=(-2, -1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,6 +720,24 @@ def measure_coding_rate(proj: torch.Tensor, eps: float = 0.01) -> tuple[torch.Te
     X = proj / proj.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(proj.dtype).tiny)  # (b, h, n, p)
     R = _half_logdet_gram(X, p / (n * eps), "auto").sum(-1)  # (b, h) -> (b,)
     return R.mean(), R.std()
+
+
+def measure_coding_rate_range(n: int, p: int, heads: int, eps: float = 0.01) -> tuple[float, float]:
+    """(min, max) of :func:`measure_coding_rate` for ``heads`` heads of n unit tokens in R^p.
+
+    The n×n Gram of unit tokens has trace n and rank at most m = min(n, p), and Σ_i log(1 + cλ_i)
+    is concave in the eigenvalues: smallest when one eigenvalue takes everything (all tokens of a
+    head along one direction, maximally compressed), largest when m eigenvalues are equal (tokens
+    spread over m orthogonal directions)::
+
+        K/2 · log(1 + p/eps)  ≤  R^c  ≤  K·m/2 · log(1 + p/(m·eps))
+
+    Returns:
+        (min, max) in nats.
+    """
+    _check_eps(eps)
+    m = min(n, p)
+    return heads / 2 * math.log(1 + p / eps), heads * m / 2 * math.log(1 + p / (m * eps))
 
 
 def _per_sample_zero_fraction(z: torch.Tensor) -> torch.Tensor:
@@ -701,3 +827,25 @@ def union_of_subspaces(
     Z = Z + noise * randn(K * n_per, d) / math.sqrt(d)
     labels = torch.arange(K).repeat_interleave(n_per)  # (N,)
     return Z, labels, U
+
+
+def random_complete_split(
+    d: int, K: int, p: int, generator: torch.Generator | None = None, *, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """K mutually orthogonal p-dim subspaces with K·p = d, in a random orientation.
+
+    A "complete split" of R^d: Σ_k U_k U_k^T = I_d, the assumption of the MSSA derivation. The
+    bases are the columns of the Q factor of a Gaussian d×d matrix, in groups of p.
+
+    Args:
+        d: ambient dimension. K: number of subspaces. p: their dimension (K·p = d).
+        generator: for reproducibility. dtype: default ``torch.get_default_dtype()``.
+
+    Returns:
+        U (K, d, p) with orthonormal columns.
+    """
+    if K * p != d:
+        raise ValueError(f"a complete split needs K·p = d, got K={K}, p={p}, d={d}; choose p = d // K")
+    dtype = dtype or torch.get_default_dtype()
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=dtype))  # (d, d) orthogonal
+    return Q.reshape(d, K, p).permute(1, 0, 2)  # (K, d, p): Σ_k U_k U_k^T = Q Q^T = I

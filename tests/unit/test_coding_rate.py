@@ -50,6 +50,19 @@ def test_union_of_subspaces_shapes_and_membership():
 # ---------------------------------------------------------------------------------------------
 
 
+def test_random_complete_split_is_an_orthogonal_decomposition():
+    U = cr.random_complete_split(12, 3, 4, torch.Generator().manual_seed(5), dtype=F64)
+    assert U.shape == (3, 12, 4) and U.dtype == F64
+    torch.testing.assert_close(
+        torch.einsum("kdp,kep->de", U, U), torch.eye(12, dtype=F64), rtol=0, atol=1e-12
+    )
+    again = cr.random_complete_split(12, 3, 4, torch.Generator().manual_seed(5), dtype=F64)
+    other = cr.random_complete_split(12, 3, 4, torch.Generator().manual_seed(6), dtype=F64)
+    assert torch.equal(U, again) and not torch.allclose(U, other)
+    with pytest.raises(ValueError, match=r"K·p = d, got K=3, p=5, d=12"):
+        cr.random_complete_split(12, 3, 5)
+
+
 def test_coding_rate_matches_definition_and_both_grams_agree():
     Z, _, U = _data()
     N, d = Z.shape
@@ -109,6 +122,29 @@ def test_rate_reduction_is_positive_and_largest_for_the_true_subspaces():
     # ΔR ≥ 0 is not a law: two copies of the full space give R^c = 2R, so ΔR = −R
     eye2 = torch.eye(d, dtype=F64).expand(2, d, d)
     torch.testing.assert_close(cr.rate_reduction(Z, eye2), -cr.coding_rate(Z), rtol=1e-12, atol=0)
+
+
+def test_rate_reduction_bound_caps_every_complete_split_and_the_true_U_reaches_it():
+    """ΔR ≤ ΔR* for every complete split; equality for noiseless tokens on orthogonal subspaces
+    coded with the true U; a random split of the same data stays clearly below."""
+    Z0, _, U = _data(noise=0.0)  # K·p = d = 12
+    eps = 0.5
+    bound = cr.rate_reduction_bound(Z0, 4, eps)
+    torch.testing.assert_close(cr.rate_reduction(Z0, U, eps), bound, rtol=1e-10, atol=0)
+    Z, _, _ = _data(noise=0.3)
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        for ZZ in (Z0, Z):
+            Ur = cr.random_complete_split(12, 3, 4, g, dtype=F64)
+            assert cr.rate_reduction(ZZ, Ur, eps) <= cr.rate_reduction_bound(ZZ, 4, eps) + 1e-12
+    assert cr.rate_reduction(Z0, Ur, eps) < bound - 0.1  # measured 3.957 vs 4.131
+    # the formula itself: ½ Σ log((1 + dλ/(Nε²)) / (1 + pλ/(Nε²))) over the eigenvalues of Z^T Z
+    lam = torch.linalg.eigvalsh(Z.T @ Z)
+    c = 1 / (Z.shape[0] * eps**2)
+    expected = 0.5 * (torch.log1p(12 * c * lam) - torch.log1p(4 * c * lam)).sum()
+    torch.testing.assert_close(cr.rate_reduction_bound(Z, 4, eps), expected, rtol=1e-12, atol=0)
+    batched = cr.rate_reduction_bound(torch.stack([Z0, Z]), 4, eps)
+    torch.testing.assert_close(batched, torch.stack([bound, cr.rate_reduction_bound(Z, 4, eps)]))
 
 
 def test_sparse_rate_reduction_normalisation():
@@ -233,6 +269,68 @@ def test_mssa_step_with_gram_membership_is_the_neumann_step():
         )
 
 
+@pytest.mark.parametrize("tau,residual", [(1.0, None), (0.5, None), (1.0, 1.0), (0.25, 0.7)])
+def test_mssa_step_knobs_are_the_temperature_and_the_residual_coefficient(tau, residual):
+    """c Z + κγ · γ Σ_k softmax(τ W_k W_k^T) W_k U_k^T, with c = 1 − κγ unless given."""
+    Z, _, U = _data()
+    eps, kappa = 0.5, 0.4
+    gamma = U.shape[-1] / (Z.shape[0] * eps**2)
+    attended = 0
+    for U_k in U:
+        W = Z @ U_k  # (N, p)
+        attended = attended + torch.softmax(tau * (W @ W.T), dim=-1) @ W @ U_k.T
+    c = 1 - kappa * gamma if residual is None else residual
+    expected = c * Z + kappa * gamma * gamma * attended
+    step = cr.mssa_step(Z, U, eps, kappa, tau=tau, residual=residual)
+    torch.testing.assert_close(step, expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(cr.mssa(Z, U, eps, tau=tau), gamma * attended, rtol=1e-12, atol=1e-14)
+    if tau == 1.0 and residual is None:  # the defaults are the derived step
+        assert torch.equal(step, cr.mssa_step(Z, U, eps, kappa))
+    else:
+        assert (step - cr.mssa_step(Z, U, eps, kappa)).abs().max() > 1e-3
+
+
+def test_softmax_membership_is_each_heads_attention():
+    Z, _, U = _data()
+    for tau in (1.0, 0.3):
+        A = cr.softmax_membership(Z, U, tau)  # (K, N, N)
+        assert A.shape == (3, 60, 60)
+        torch.testing.assert_close(A.sum(-1), torch.ones(3, 60, dtype=F64), rtol=0, atol=1e-12)
+        for k, U_k in enumerate(U):
+            W = Z @ U_k
+            torch.testing.assert_close(A[k], torch.softmax(tau * W @ W.T, dim=-1), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(cr.softmax_membership(Z, U)[1] @ (Z @ U[1]), cr.ssa(Z, U[1]))  # eq. 11
+    batched = cr.softmax_membership(torch.stack([Z, 2 * Z]), U)  # (2, K, N, N)
+    torch.testing.assert_close(batched[1], cr.softmax_membership(2 * Z, U))
+    # a larger scale of the tokens sharpens the membership, as a larger τ does
+    assert cr.membership_entropy(cr.softmax_membership(3 * Z, U)) < cr.membership_entropy(
+        cr.softmax_membership(Z, U)
+    )
+
+
+def test_membership_entropy_from_uniform_to_one_hot():
+    n = 7
+    uniform = torch.full((2, n, n), 1 / n, dtype=F64)
+    assert cr.membership_entropy(uniform).item() == pytest.approx(math.log(n), rel=1e-12)
+    assert cr.membership_entropy(torch.eye(n)).item() == 0.0  # 0 log 0 = 0, also in float32
+    two = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]], dtype=F64)  # rows: log 2 and 0
+    assert cr.membership_entropy(two).item() == pytest.approx(math.log(2) / 2, rel=1e-12)
+
+
+def test_cosine_of_two_updates():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(10, 4, generator=g, dtype=F64)
+    b = torch.randn(10, 4, generator=g, dtype=F64)
+    assert cr.cosine(a, 3 * a).item() == pytest.approx(1.0, abs=1e-12)
+    assert cr.cosine(a, -a).item() == pytest.approx(-1.0, abs=1e-12)
+    b_perp = b - (a * b).sum() / (a * a).sum() * a  # b without its component along a
+    assert abs(cr.cosine(a, b_perp).item()) < 1e-12
+    expected = (a.flatten() @ b.flatten()) / (a.flatten().norm() * b.flatten().norm())
+    torch.testing.assert_close(cr.cosine(a, b), expected, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match=r"one shape, got \(10, 4\) and \(4, 10\)"):
+        cr.cosine(a, b.T)
+
+
 def test_gradient_step_and_mssa_step_both_lower_Rc_for_small_kappa():
     """Exact gradient step: a descent direction at any ε. The MSSA step, on this data, too.
 
@@ -355,6 +453,21 @@ def test_fraction_nonzero_and_l1_norm():
     torch.testing.assert_close(cr.l1_norm(Z, dim=-1), torch.tensor([3.0, 1e-9]))
 
 
+def test_reconstruction_error_is_relative_to_the_signal():
+    X, D, g = _lasso_problem(m=20)  # X (2, 30, 12), D (12, 20)
+    Z = torch.rand(2, 30, 20, generator=g, dtype=F64)
+    err = cr.reconstruction_error(X, Z, D)  # (2,)
+    for b in range(2):
+        expected = torch.linalg.norm(X[b].T - D @ Z[b].T) / torch.linalg.norm(X[b].T)  # paper layout
+        torch.testing.assert_close(err[b], expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(cr.reconstruction_error(X, torch.zeros_like(Z), D), torch.ones(2, dtype=F64))
+    A = torch.rand(30, 20, generator=g, dtype=F64)
+    assert cr.reconstruction_error(A @ D.T, A, D).item() < 1e-14  # an exact code
+    torch.testing.assert_close(cr.reconstruction_error(3 * X, 3 * Z, D), err)  # scale-free
+    with pytest.raises(ValueError, match="codes Z have width 12 but D has m=20"):
+        cr.reconstruction_error(X, X, D)
+
+
 def test_measure_coding_rate_matches_official_fixture():
     fx = torch.load(FIXTURE, weights_only=True)
     X = fx["X"]  # (3, 4, 17, 16): (b, h, n, p)
@@ -366,6 +479,25 @@ def test_measure_coding_rate_matches_official_fixture():
     Xn = X.double() / X.double().norm(dim=-1, keepdim=True)
     per_head = cr.coding_rate(Xn, eps=math.sqrt(fx["eps_sq"]))  # d = p inside eq. 7 for one head
     torch.testing.assert_close(mean.double(), per_head.sum(-1).mean(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("n,p", [(17, 32), (5, 8), (24, 8)])
+def test_measure_coding_rate_range_is_attained_at_both_ends(n, p):
+    """Minimum: all tokens of a head along one direction; maximum: spread over m = min(n, p)
+    orthogonal directions (n ≤ p: orthonormal tokens; n = c·p: c copies of an orthonormal basis)."""
+    K = 3
+    lo, hi = cr.measure_coding_rate_range(n, p, K)
+    assert lo == pytest.approx(K / 2 * math.log(1 + p / 0.01))
+    g = torch.Generator().manual_seed(n)
+    same = torch.randn(1, K, 1, p, generator=g, dtype=F64) * torch.rand(1, K, n, 1, generator=g, dtype=F64)
+    Q = torch.linalg.qr(torch.randn(1, K, p, p, generator=g, dtype=F64))[0]  # (1, K, p, p) orthonormal
+    spread = Q[..., :n].transpose(-1, -2) if n <= p else Q.repeat(1, 1, n // p, 1)
+    rand = torch.randn(16, K, n, p, generator=g, dtype=F64)
+    for proj, expected in ((same, lo), (spread, hi)):
+        mean, _ = cr.measure_coding_rate(proj.expand(2, -1, -1, -1))  # two equal images
+        assert mean.item() == pytest.approx(expected, abs=1e-9)
+    per_image = cr.coding_rate(rand / rand.norm(dim=-1, keepdim=True), math.sqrt(0.01)).sum(-1)  # (16,)
+    assert ((per_image > lo) & (per_image < hi)).all()
 
 
 def test_measure_sparsity_and_nonzero():
