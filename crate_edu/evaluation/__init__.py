@@ -17,6 +17,7 @@ from crate_edu.evaluation import (
     flops,
     layerwise,
     metrics,
+    parameters,
     probe,
     reconstruction,
     segmentation,
@@ -26,6 +27,7 @@ from crate_edu.evaluation.batches import iter_batches
 from crate_edu.evaluation.flops import forward_flops, forward_macs, layer_macs
 from crate_edu.evaluation.layerwise import LayerwiseMeasurements, layerwise_measurements
 from crate_edu.evaluation.metrics import Predictions, accuracy, confusion_matrix, per_class_accuracy, predict
+from crate_edu.evaluation.parameters import parameters_by_component, parameters_by_formula
 from crate_edu.evaluation.probe import (
     ProbeResult,
     extract_features,
@@ -81,6 +83,7 @@ __all__ = [
     "flops",
     "layerwise",
     "metrics",
+    "parameters",
     "probe",
     "reconstruction",
     "segmentation",
@@ -100,6 +103,9 @@ __all__ = [
     "confusion_matrix",
     "per_class_accuracy",
     "predict",
+    # parameters
+    "parameters_by_component",
+    "parameters_by_formula",
     # probe
     "ProbeResult",
     "extract_features",
