@@ -42,8 +42,7 @@ import numpy as np
 import torch
 from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 
-from crate_edu.data import synthetic
-from crate_edu.data.transforms import build_transform
+from crate_edu.data import build_transform, synthetic
 from crate_edu.train import RECIPES, build_model, fit, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cluttered_digits.json"

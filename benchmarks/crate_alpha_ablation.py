@@ -26,7 +26,7 @@ from pathlib import Path
 
 from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 
-from crate_edu.experiments.crate_alpha_ablation import ABLATION, ablation_config, run_ablation, summarize
+from crate_edu.experiments import ABLATION, ablation_config, run_ablation, summarize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crate_alpha_ablation.json"
 

@@ -11,9 +11,9 @@ Measured either way and written to ``benchmarks/results/crate_mae.json`` (and in
 file's metadata after ``--train``):
 
 * the masked-patch reconstruction loss on the whole test split (mask ratio 0.75, masks fixed by
-  ``crate_edu.evaluation.reconstruction.evaluate_reconstruction(seed=0)``), and for scale the loss of predicting every
+  ``crate_edu.evaluation.evaluate_reconstruction(seed=0)``), and for scale the loss of predicting every
   pixel as the dataset mean (normalised scale: the per-pixel variance, about 1);
-* linear probes (``crate_edu.evaluation.probe.linear_probe``, deterministic) on frozen features of the first
+* linear probes (``crate_edu.evaluation.linear_probe``, deterministic) on frozen features of the first
   10,000 train images (``--probe-train``), scored on the whole test split, for the output of every
   layer: the MAE encoder (mean of the patch tokens, and the [CLS] token), the same encoder at
   initialisation (what pre-training adds), and the supervised ``cluttered-digits-crate`` of the
@@ -37,9 +37,8 @@ import torch
 from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 
 from crate_edu.data import build_dataset
-from crate_edu.evaluation.probe import extract_layer_features, linear_probe
-from crate_edu.evaluation.reconstruction import evaluate_reconstruction
-from crate_edu.train.mae import MAETrainConfig, build_mae_model, load_mae_run, pretrain_mae
+from crate_edu.evaluation import evaluate_reconstruction, extract_layer_features, linear_probe
+from crate_edu.train import MAETrainConfig, build_mae_model, load_mae_run, pretrain_mae
 from crate_edu.weights import load_tutorial_model, load_weights, save_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crate_mae.json"

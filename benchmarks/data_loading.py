@@ -31,10 +31,7 @@ import torch
 from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 from torch.utils.data import DataLoader
 
-from crate_edu.data import build_transform
-from crate_edu.data.base import TensorImageDataset
-from crate_edu.data.loader import DeviceImageLoader
-from crate_edu.train import EpochSampler
+from crate_edu.data import DeviceImageLoader, EpochSampler, TensorImageDataset, build_transform
 
 RESULTS = Path(__file__).parent / "results"
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -21,8 +21,7 @@ from pathlib import Path
 from _machine import machine_info  # benchmarks/ is on sys.path when a script here runs
 
 import crate_edu
-from crate_edu.train import RECIPES, train
-from crate_edu.train.config import model_kwargs
+from crate_edu.train import RECIPES, model_kwargs, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "digits_quick.json"
 

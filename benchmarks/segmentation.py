@@ -42,8 +42,7 @@ from pathlib import Path
 import torch
 
 import crate_edu
-from crate_edu.data import synthetic
-from crate_edu.data.transforms import normalize_uint8
+from crate_edu.data import normalize_uint8, synthetic
 from crate_edu.evaluation import segmentation as seg
 from crate_edu.weights import export_run, load_tutorial_model, load_weights
 

@@ -1,51 +1,88 @@
 """crate_edu: tested reference code for CRATE, the white-box transformer of sparse rate reduction.
 
-The notebooks in ``notebooks/`` import everything they show from here::
+The notebooks in ``notebooks/`` import everything they show from here and from the folders'
+public faces::
 
     import crate_edu
     model = crate_edu.create_model("crate_tiny")          # official CRATE-T config, 224 px
     crate_edu.list_models()                               # every registered name
     model = crate_edu.load_official("crate_small", "CRATE_small.pth")  # published weights
 
-Submodules: ``coding_rate`` (R, R^c, ΔR and their gradients), ``blocks`` (MSSA, ISTA, ...),
-``models`` (CRATE, CRATE-α, CRATE-MAE, ViT and the registry), ``weights`` (official checkpoints).
+The folders, by job (docs/design.md draws the whole design):
+
+- ``coding_rate``: the derivation: R, R^c, ΔR, their gradients, the MSSA and ISTA steps;
+- ``models``: CRATE, CRATE-α, CRATE-MAE and a ViT baseline, one readable file each, with the fast
+  kernels apart in ``models/fast.py`` and the registry of named presets;
+- ``data``: datasets by name and the offline ones that ship with installed packages;
+- ``train``: recipes, configs and the one training loop;
+- ``evaluation``: metrics, FLOPs, throughput, probes, segmentation, layer-wise measurements,
+  reconstructions;
+- ``weights``: official checkpoints, the tutorial checkpoints that ship with the package, and the
+  one safe reader of weights files;
+- ``device``: which device and precision to use; ``notebook``: the notebooks' conveniences;
+- ``plotting`` and ``experiments`` (imported on their own: they pull in matplotlib).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 #: Where crate_edu lives. The README, the notebooks' Colab badges and install cells, and
-#: pyproject.toml's project URL all name this address (tests/project/test_repository.py checks that they agree).
+#: pyproject.toml's project URL all name this address (tests/project/test_repository.py checks it).
 REPOSITORY = "https://github.com/crate-edu/crate_edu"
 
-# Public names resolved lazily, so that ``import crate_edu`` stays cheap and one broken optional
-# submodule never hides the others.
-_LAZY = {
-    "create_model": "crate_edu.models.registry",
-    "list_models": "crate_edu.models.registry",
-    "model_config": "crate_edu.models.registry",
-    "load_official": "crate_edu.weights.official",
-    "download_official": "crate_edu.weights.official",
-    "list_official": "crate_edu.weights.official",
-    "verify_checkpoint": "crate_edu.weights.official",
-    "CheckpointError": "crate_edu.weights.official",
-    "WeightsUnavailableError": "crate_edu.weights.official",
-    "load_weights": "crate_edu.weights.tutorial",
-    "load_tutorial_model": "crate_edu.weights.tutorial",
-}
+from crate_edu import renamed  # noqa: E402  (first: old import paths get a one-line answer)
 
-__all__ = ["__version__", "REPOSITORY", *_LAZY]
+renamed.install()
 
+from crate_edu import (  # noqa: E402
+    coding_rate,
+    data,
+    device,
+    evaluation,
+    models,
+    notebook,
+    train,
+    weights,
+)
+from crate_edu.models import (  # noqa: E402
+    create_model,
+    list_models,
+    model_config,
+    set_reference,
+)
+from crate_edu.weights import (  # noqa: E402
+    CheckpointError,
+    WeightsUnavailableError,
+    download_official,
+    list_official,
+    load_official,
+    load_tutorial_model,
+    load_weights,
+    verify_checkpoint,
+)
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'crate_edu' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__all__ = [
+    "REPOSITORY",
+    "CheckpointError",
+    "WeightsUnavailableError",
+    "__version__",
+    "coding_rate",
+    "create_model",
+    "data",
+    "device",
+    "download_official",
+    "evaluation",
+    "list_models",
+    "list_official",
+    "load_official",
+    "load_tutorial_model",
+    "load_weights",
+    "model_config",
+    "models",
+    "notebook",
+    "set_reference",
+    "train",
+    "verify_checkpoint",
+    "weights",
+]

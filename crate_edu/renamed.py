@@ -34,6 +34,22 @@ MOVED_MODULES: dict[str, str] = {
 }
 
 
+#: Old public name -> its new one, for names that were renamed in a module that still exists.
+RENAMED_NAMES: dict[str, str] = {
+    "crate_edu.models.set_literal": "crate_edu.models.set_reference",
+}
+
+
+def renamed_name(module: str, name: str) -> None:
+    """For a module's ``__getattr__``: a one-line ``ImportError`` naming the new name of
+    ``module.name`` if it was renamed (an ``ImportError``, so that ``from module import name`` shows
+    it), else the usual ``AttributeError``."""
+    new = RENAMED_NAMES.get(f"{module}.{name}")
+    if new is not None:
+        raise ImportError(f"{module}.{name} was renamed {new} in crate_edu 0.2 (see the CHANGELOG)")
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
 class _MovedModuleFinder(importlib.abc.MetaPathFinder):
     """Answers an import of a moved module with a one-line ``ModuleNotFoundError``."""
 

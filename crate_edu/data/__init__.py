@@ -9,7 +9,16 @@ See :mod:`crate_edu.data.datasets` for layouts and sources, :mod:`crate_edu.data
 the augmentation policies, :mod:`crate_edu.data.synthetic` for the offline datasets.
 """
 
-from crate_edu.data.base import DatasetFileError, DatasetInfo, DatasetUnavailableError, default_data_dir
+from crate_edu.data import synthetic
+from crate_edu.data.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetFileError,
+    DatasetInfo,
+    DatasetUnavailableError,
+    TensorImageDataset,
+    default_data_dir,
+)
 from crate_edu.data.datasets import (
     build_dataset,
     dataset_info,
@@ -17,20 +26,31 @@ from crate_edu.data.datasets import (
     imagenet100_classes,
     list_datasets,
 )
+from crate_edu.data.loader import DeviceImageLoader, EpochSampler, device_source, epoch_generator
 from crate_edu.data.synthetic import ClutteredDigits
-from crate_edu.data.transforms import POLICIES, build_transform
+from crate_edu.data.transforms import POLICIES, build_transform, normalize_batch, normalize_uint8
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "POLICIES",
     "ClutteredDigits",
     "DatasetFileError",
     "DatasetInfo",
     "DatasetUnavailableError",
+    "DeviceImageLoader",
+    "EpochSampler",
+    "TensorImageDataset",
     "build_dataset",
     "build_transform",
     "dataset_info",
     "default_data_dir",
+    "device_source",
+    "epoch_generator",
     "fetch_dataset",
     "imagenet100_classes",
     "list_datasets",
+    "normalize_batch",
+    "normalize_uint8",
+    "synthetic",
 ]

@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torchvision.transforms import v2
 
 POLICIES: tuple[str, ...] = ("none", "cifar", "shift", "randaugment", "imagenet")
 
@@ -78,6 +77,8 @@ def build_transform(
     """
     check_policy(policy)
     S = int(image_size)
+    from torchvision.transforms import v2  # here, not at import: torchvision takes seconds to load
+
     steps: list[Callable] = [v2.ToImage()]  # PIL or tensor -> tv_tensors.Image (uint8)
     needs_resize = native_size is None or native_size != S
     square_resize = [v2.Resize((S, S), antialias=True)] if needs_resize else []

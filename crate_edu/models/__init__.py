@@ -47,6 +47,7 @@ from crate_edu.models.registry import (
     register_model,
 )
 from crate_edu.models.vit import Attention, FeedForward, ViT, ViTConfig, ViTLayer
+from crate_edu.renamed import renamed_name
 
 __all__ = [
     # models and their configs
@@ -99,3 +100,8 @@ __all__ = [
     "model_spec",
     "register_model",
 ]
+
+
+def __getattr__(name: str):
+    """Names of crate_edu 0.1 that were renamed answer with their new name (crate_edu.renamed)."""
+    renamed_name(__name__, name)
