@@ -49,7 +49,7 @@ class _UsageError(Exception):
 
 def _os_error_line(exc: OSError) -> str:
     """One line for an operating-system error that no command turned into a message of its own."""
-    from crate_edu.weights.files import os_error_fix
+    from crate_edu.weights.atomic import os_error_fix
 
     where = f" ({exc.filename})" if exc.filename else ""
     what = exc.strerror or one_line(exc) or type(exc).__name__

@@ -3,13 +3,13 @@
 The command line (:mod:`crate_edu.cli`) prints each of these as ``crate-edu CMD: error: ...`` and
 exits with status 2; in Python they are ordinary exceptions whose ``str`` is that line. Errors that
 belong to one subsystem live beside it (``crate_edu.data.DatasetUnavailableError``,
-``crate_edu.weights.files.CheckpointError``, ...); the two here are shared by the trainer, the
+``crate_edu.weights.CheckpointError``, ...); the two here are shared by the trainer, the
 device and precision choice (:mod:`crate_edu.device`) and the command line.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "TrainingDivergedError", "one_line"]
+__all__ = ["ConfigError", "TrainingDivergedError", "first_line", "one_line"]
 
 
 class ConfigError(ValueError):
@@ -28,3 +28,10 @@ class TrainingDivergedError(RuntimeError):
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (runs of whitespace, newlines included, become one space)."""
     return " ".join(str(exc).split())
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its class name: for
+    messages from other libraries whose later lines are a traceback or a dump."""
+    text = str(exc).strip()
+    return " ".join(text.splitlines()[0].split())[:200] if text else type(exc).__name__

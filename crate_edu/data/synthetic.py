@@ -26,8 +26,8 @@
 
     The mask is ``alpha >= 0.5``: the pixels where the digit contributes at least half the colour
     (its size at the default is measured in ``benchmarks/results/cluttered_digits.json``). All
-    randomness comes from one ``numpy.random.Generator(PCG64)`` seeded by ``(seed, split)`` and is drawn before any
-    pixel is composited, so a seed always gives the same images; the train split uses the 1,438
+    randomness comes from one ``numpy.random.Generator(PCG64)`` seeded by ``(seed, split)`` and is
+    drawn before any pixel is composited, so a seed always gives the same images; the train split uses the 1,438
     train digits, the test split the 359 test digits (``samples_per_digit`` composites of each,
     default 32: 46,016 / 11,488 images). Compositing runs in chunks of
     :data:`GENERATION_CHUNK` images, so that the float buffers stay in cache.
@@ -111,7 +111,8 @@ TEXTURE_SOURCES: tuple[str, ...] = (
 TEXTURE_SCALES: tuple[int, ...] = (1, 2, 4)
 
 #: Per-channel mean/std of the default ``cluttered-digits`` train split (seed 0, 32 px), [0, 1] scale.
-#: Checked by ``tests/unit/data/test_datasets.py``; other settings keep these (normalisation need not be exact).
+#: Checked by ``tests/unit/data/test_datasets.py``; other settings keep these (normalisation need
+#: not be exact).
 CLUTTERED_MEAN: tuple[float, float, float] = (0.4194, 0.3815, 0.3602)
 CLUTTERED_STD: tuple[float, float, float] = (0.2229, 0.1955, 0.1977)
 

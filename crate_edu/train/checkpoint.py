@@ -6,18 +6,18 @@ dicts, nothing that runs code when loaded. Everything a resumed run needs travel
 optimiser, scheduler and gradient-scaler states, the random number generators of every process,
 the metrics so far and the run configuration).
 
-Writes are atomic (``crate_edu.weights.files.atomic_write_bytes``): the bytes go to a temporary
+Writes are atomic (``crate_edu.weights.atomic.atomic_write_bytes``): the bytes go to a temporary
 file in the same folder, are flushed and ``fsync``-ed, and only then ``os.replace`` swaps the new
 file in. A crash at any moment (power loss, out of disk, Ctrl-C) leaves either the previous
 checkpoint or the new one, never a torn file; the temporary file of a killed writer is removed by
 the next write. A write that fails (disk full, read-only folder, ...) raises
-:class:`~crate_edu.weights.files.FileWriteError`, one line naming the file, the cause and the fix.
-Every reader goes through ``crate_edu.weights.files.read_checkpoint_file``: zip and legacy
+:class:`~crate_edu.weights.atomic.FileWriteError`, one line naming the file, the cause and the fix.
+Every reader goes through ``crate_edu.weights.reader.read_checkpoint_file``: zip and legacy
 ``torch.save`` formats, one-line errors for truncated, foreign or unsafe files. ``metrics.jsonl``
 is standard JSON (a NaN or infinity would be written as ``null``).
 
 The file helpers the run folder needs (``atomic_write_bytes``, ``make_folder``, ``FileWriteError``)
-live in ``crate_edu.weights.files``; they are imported here so that the training loop finds all of
+live in ``crate_edu.weights.atomic``; they are imported here so that the training loop finds all of
 its file I/O in one module.
 """
 
@@ -33,14 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from crate_edu.weights.files import (
-    CheckpointError,
-    FileWriteError,
-    atomic_write_bytes,
-    make_folder,
-    read_checkpoint_file,
-    write_error,
-)
+from crate_edu.weights.atomic import FileWriteError, atomic_write_bytes, make_folder, write_error
+from crate_edu.weights.reader import CheckpointError, read_checkpoint_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -98,7 +92,7 @@ UNREADABLE_HINT = (
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> Any:
-    """Read any checkpoint-like file safely (``crate_edu.weights.files.read_checkpoint_file``).
+    """Read any checkpoint-like file safely (``crate_edu.weights.reader.read_checkpoint_file``).
 
     Returns what it holds: a training checkpoint (:func:`is_checkpoint`), or e.g. an official state
     dict. ``path`` may be a run folder (its :data:`CHECKPOINT_NAME` is read).

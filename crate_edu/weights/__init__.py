@@ -1,24 +1,22 @@
 """Weights and checkpoints: reading, checking, downloading and writing them.
 
-- ``files``: the one safe reader of checkpoint files, crate_edu's safetensors weights format, atomic writes;
+- ``reader``: the one safe reader of checkpoint files;
+- ``files``: crate_edu's safetensors weights files (the model's name and overrides in the header);
+- ``atomic``: writes that never leave a torn file;
 - ``download``: the one cache folder (``$CRATE_EDU_CACHE``) and the one verified download path;
 - ``structure``: which family a state dict belongs to and how it differs from a model;
 - ``official``: the published CRATE, CRATE-α and CRATE-MAE checkpoints (``load_official``, ...);
 - ``tutorial``: training runs exported as weights files, and the small models shipped with the package.
 """
 
+from crate_edu.weights.atomic import FileWriteError
 from crate_edu.weights.download import WeightsUnavailableError, default_cache_dir
 from crate_edu.weights.files import (
-    CheckpointError,
-    FileWriteError,
     WeightsFileError,
     WeightsInfo,
     is_weights_file,
-    read_checkpoint_file,
-    read_state_dict,
     read_weights_info,
     save_weights,
-    sha256sum,
 )
 from crate_edu.weights.official import (
     OFFICIAL_WEIGHTS,
@@ -30,6 +28,7 @@ from crate_edu.weights.official import (
     load_official,
     verify_checkpoint,
 )
+from crate_edu.weights.reader import CheckpointError, read_checkpoint_file, read_state_dict, sha256sum
 from crate_edu.weights.structure import (
     StructureReport,
     compare_structure,

@@ -21,7 +21,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from crate_edu.weights.files import first_line, write_error
+from crate_edu.errors import first_line
+from crate_edu.weights.atomic import write_error
 
 __all__ = [
     "CACHE_ENV",

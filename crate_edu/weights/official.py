@@ -49,7 +49,7 @@ from crate_edu.weights.download import (
     fetch_from_drive,
     fetch_from_hub,
 )
-from crate_edu.weights.files import CheckpointError, read_state_dict, sha256sum
+from crate_edu.weights.reader import CheckpointError, read_state_dict, sha256sum
 from crate_edu.weights.structure import (
     StructureReport,
     check_structure,

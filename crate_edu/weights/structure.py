@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from crate_edu.models import create_model, list_models, model_config
-from crate_edu.weights.files import CheckpointError
+from crate_edu.weights.reader import CheckpointError
 
 __all__ = [
     "StructureReport",

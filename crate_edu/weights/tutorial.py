@@ -35,8 +35,8 @@ from crate_edu.weights.files import (
     read_weights_info,
     read_weights_tensors,
     save_weights,
-    sha256sum,
 )
+from crate_edu.weights.reader import sha256sum
 
 __all__ = [
     "TUTORIAL_CHECKPOINTS",

@@ -34,7 +34,7 @@ import pytest
 import torch
 
 import crate_edu
-import crate_edu.weights.files as files_module
+import crate_edu.weights.atomic as atomic_module
 from crate_edu.cli import main
 from crate_edu.data import DatasetUnavailableError, build_dataset, fetch_dataset
 from crate_edu.train import RECIPES, evaluate, fit, load_checkpoint, train
@@ -656,7 +656,7 @@ def _fail_writes(monkeypatch, code: int, after: int = 0) -> list[int]:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
         return real_unlink(self, missing_ok=missing_ok)
 
-    monkeypatch.setattr(files_module, "open", fake_open, raising=False)
+    monkeypatch.setattr(atomic_module, "open", fake_open, raising=False)
     monkeypatch.setattr(Path, "unlink", fake_unlink)
     return calls
 
