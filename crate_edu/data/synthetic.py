@@ -27,9 +27,9 @@
     The mask is ``alpha >= 0.5``: the pixels where the digit contributes at least half the colour
     (its size at the default is measured in ``benchmarks/results/cluttered_digits.json``). All
     randomness comes from one ``numpy.random.Generator(PCG64)`` seeded by ``(seed, split)`` and is
-    drawn before any pixel is composited, so a seed always gives the same images; the train split uses the 1,438
-    train digits, the test split the 359 test digits (``samples_per_digit`` composites of each,
-    default 32: 46,016 / 11,488 images). Compositing runs in chunks of
+    drawn before any pixel is composited, so a seed always gives the same images; the train split
+    uses the 1,438 train digits, the test split the 359 test digits (``samples_per_digit``
+    composites of each, default 32: 46,016 / 11,488 images). Compositing runs in chunks of
     :data:`GENERATION_CHUNK` images, so that the float buffers stay in cache.
 
     Difficulty: ``clutter`` in [0, 1] (default 0.5) sets all four knobs (see

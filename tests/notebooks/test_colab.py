@@ -55,7 +55,8 @@ def _first_code_cell(path: Path) -> str:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_every_notebook_starts_with_the_install_cell(path):
     assert _first_code_cell(path) == install_cell(), (
-        f"{path.name}: its first code cell must be the install cell of tests/notebooks/test_colab.py, word for word"
+        f"{path.name}: its first code cell must be the install cell of "
+        "tests/notebooks/test_colab.py, word for word"
     )
 
 

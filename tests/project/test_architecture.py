@@ -177,7 +177,7 @@ def test_notebooks_and_benchmarks_use_the_public_api(path: Path):
         where = f"{path.name}:{line}"
         if imported is None:  # import crate_edu... as ...
             if module not in FACES:
-                offenders.append(f"{where}: import {module} (not a public module; use one of {sorted(FACES)})")
+                offenders.append(f"{where}: import {module} (not a public module: use {sorted(FACES)})")
             continue
         if f"{module}.{imported}" in FACES:  # from crate_edu import coding_rate
             continue

@@ -1,7 +1,8 @@
 """One address for the project: every link to it agrees with ``crate_edu.REPOSITORY``.
 
-The README's clone command, the notebooks' Colab badges and install cells (tests/notebooks/test_colab.py checks
-the cells word for word) and pyproject.toml's project URL all name the repository; moving it means
+The README's clone command, the notebooks' Colab badges and install cells
+(tests/notebooks/test_colab.py checks the cells word for word) and pyproject.toml's project URL all
+name the repository; moving it means
 changing ``crate_edu.REPOSITORY`` and whatever this test then reports.
 """
 
