@@ -435,8 +435,7 @@ def test_every_number_in_the_prose_is_accounted_for(ipynb):
     assert not missing, (
         f"{ipynb.name}: numbers in the prose that no output, code, named results file or reviewed "
         "list accounts for (print them from a cell, or source them in "
-        "tests/notebooks/test_notebook_prose.py):\n"
-        + "\n".join(f"  {w!r} in: …{c}…" for w, c in missing)
+        "tests/notebooks/test_notebook_prose.py):\n" + "\n".join(f"  {w!r} in: …{c}…" for w, c in missing)
     )
 
 

@@ -91,7 +91,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if node.startswith(nxt + "."):  # a module importing its own package's face
                 continue
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()

@@ -129,7 +129,6 @@ def test_layers_fast_equal_reference_and_trace_matches(make):
     torch.testing.assert_close(trace.z_out, out)
 
 
-
 @pytest.mark.parametrize("name", ["crate_nano_cifar", "crate_alpha_nano_cifar", "vit_nano_cifar"])
 def test_intermediates_without_hooks(name):
     torch.manual_seed(0)
