@@ -316,23 +316,13 @@ print(f"R = {R_pkg.item():.4f}, R^c(true U) = {Rc.item():.4f}, ΔR(true U) = {dR
 
 
 # %%
-def random_complete_split(d: int, K: int, p: int, seed: int) -> torch.Tensor:
+def random_split(seed: int) -> torch.Tensor:
     """K mutually orthogonal p-dim subspaces with K·p = d, in a random orientation: (K, d, p)."""
-    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=F64))
-    return Q.reshape(d, K, p).permute(1, 0, 2)  # Σ_k U_k U_k^T = Q Q^T = I
+    return cr.random_complete_split(d, K, p, torch.Generator().manual_seed(seed), dtype=F64)
 
 
-def delta_r_bound(Z: torch.Tensor, p: int, eps: float) -> torch.Tensor:
-    """ΔR* = ½ Σ_i log((1 + dλ_i/(Nε²)) / (1 + pλ_i/(Nε²))), λ_i the eigenvalues of the d×d Gram."""
-    N, d = Z.shape
-    lam = torch.linalg.eigvalsh(Z.T @ Z).clamp_min(0)  # (d,)
-    return 0.5 * torch.log((1 + d * lam / (N * eps**2)) / (1 + p * lam / (N * eps**2))).sum()
-
-
-bound = delta_r_bound(Z, p, EPS)
-dR_rand = torch.stack(
-    [cr.rate_reduction(Z, random_complete_split(d, K, p, 100 + s), EPS) for s in range(SEEDS)]
-)
+bound = cr.rate_reduction_bound(Z, p, EPS)  # ΔR*: ½ Σ_i log((1 + dλ_i/(Nε²)) / (1 + pλ_i/(Nε²)))
+dR_rand = torch.stack([cr.rate_reduction(Z, random_split(100 + s), EPS) for s in range(SEEDS)])
 eye = torch.eye(d, dtype=F64)
 dR_one = cr.rate_reduction(Z, eye[None], EPS)  # K = 1, U_1 = I_d
 dR_two = cr.rate_reduction(Z, torch.stack([eye, eye]), EPS)  # two copies of the whole space
@@ -388,8 +378,7 @@ Z_uneven = Z * scale / (Z * scale).pow(2).sum(1).mean().sqrt()  # mean token ene
 gap_even = dR_true - dR_rand
 gap_uneven = torch.stack(
     [
-        cr.rate_reduction(Z_uneven, U, EPS)
-        - cr.rate_reduction(Z_uneven, random_complete_split(d, K, p, 100 + s), EPS)
+        cr.rate_reduction(Z_uneven, U, EPS) - cr.rate_reduction(Z_uneven, random_split(100 + s), EPS)
         for s in range(SEEDS)
     ]
 )
@@ -564,7 +553,7 @@ def rates_vs_noise(sigmas: list[float], eps: float, seeds: int) -> torch.Tensor:
                 n_per, K, d, p, noise=sigma, generator=torch.Generator().manual_seed(s), dtype=F64
             )
             R_, Rc_ = cr.coding_rate(Zn, eps), cr.compression_rate(Zn, Un, eps)
-            dR_r = cr.rate_reduction(Zn, random_complete_split(d, K, p, 100 + s), eps)
+            dR_r = cr.rate_reduction(Zn, random_split(100 + s), eps)
             vals.append(torch.stack([R_, Rc_, R_ - Rc_, dR_r]))
         out.append(torch.stack(vals).mean(0))
     return torch.stack(out)

@@ -80,8 +80,7 @@ from einops import rearrange
 from matplotlib.colors import LogNorm
 
 from crate_edu import coding_rate as cr
-from crate_edu.models.blocks import MSSA, shared_qkv_attention
-from crate_edu.models.vit import Attention
+from crate_edu.models import MSSA, Attention, shared_qkv_attention
 from crate_edu.notebook import QUICK, check, check_close, choose
 
 F64 = torch.float64  # exactness is the point of this notebook
@@ -437,27 +436,16 @@ check_close(
 
 
 # %%
-def membership(Z: torch.Tensor, U: torch.Tensor, tau: float) -> torch.Tensor:
-    """softmax_rows(tau * W_k W_k^T) for every head: (N, d), (K, d, p) -> (K, N, N)."""
-    W = Z.unsqueeze(0) @ U  # (K, N, p)
-    return torch.softmax(tau * W @ W.transpose(-1, -2), dim=-1)
-
-
-def entropy(A: torch.Tensor) -> float:
-    """Mean row entropy in nats (log N = uniform, 0 = one-hot)."""
-    return -(A * A.clamp_min(1e-300).log()).sum(-1).mean().item()
-
-
 Z_ln = math.sqrt(d) * Z  # tokens at the scale LayerNorm produces (norm sqrt(d))
-settings = {
-    "as derived: unit-norm tokens, τ = 1": membership(Z, U, 1.0),
-    "as in CRATE: norm √d tokens, τ = 1/√p": membership(Z_ln, U, p**-0.5),
+settings = {  # softmax_rows(tau * W_k W_k^T) for every head: (K, N, N)
+    "as derived: unit-norm tokens, τ = 1": cr.softmax_membership(Z, U, 1.0),
+    "as in CRATE: norm √d tokens, τ = 1/√p": cr.softmax_membership(Z_ln, U, p**-0.5),
 }
 for name, A in settings.items():
     own = [A[k][labels == k][:, labels == k].sum(-1).mean().item() for k in range(K)]
     self_w = [A[k].diagonal()[labels == k].mean().item() for k in range(K)]
     print(
-        f"{name}: mean row entropy {entropy(A):.3f} nats (uniform: {math.log(N):.3f}); "
+        f"{name}: mean row entropy {cr.membership_entropy(A):.3f} nats (uniform: {math.log(N):.3f}); "
         f"class-k rows of head k put {min(own):.3f}–{max(own):.3f} of their mass on class k, "
         f"{min(self_w):.3f}–{max(self_w):.3f} on the token itself"
     )
@@ -477,7 +465,7 @@ check(
 )
 check(
     "as derived (unit norm, no temperature) the membership is nearly uniform",
-    entropy(settings["as derived: unit-norm tokens, τ = 1"]) > math.log(N) - 0.01,
+    cr.membership_entropy(settings["as derived: unit-norm tokens, τ = 1"]) > math.log(N) - 0.01,
 )
 
 # %%
@@ -513,10 +501,10 @@ plt.show()
 # is a multi-head attention with **one** projection per head (the stacked $U_k^\top$) where a ViT
 # head has three ($W_q, W_k, W_v$), followed by the output map $\gamma[U_1\cdots U_K]$.
 #
-# `crate_edu.models.blocks.MSSA` is the official realisation: `qkv` is a bias-free `Linear(d, K·p)` (the
+# `crate_edu.models.MSSA` is the official realisation: `qkv` is a bias-free `Linear(d, K·p)` (the
 # stacked $U_k^\top$), `to_out` a `Linear(K·p, d)`, and a temperature `scale`. Load it with the
 # derivation's values — `qkv` = stacked $U^\top$, `to_out` = $\gamma[U_1\cdots U_K]$ with zero bias,
-# `scale` = 1 — and it must compute eq. 12 exactly. A ViT head (`crate_edu.models.vit.Attention`,
+# `scale` = 1 — and it must compute eq. 12 exactly. A ViT head (`crate_edu.models.Attention`,
 # separate $q, k, v$) with $W_q = W_k = W_v = U^\top$ must too. **Checks** below, plus the same
 # attention through `torch.nn.functional.scaled_dot_product_attention(w, w, w)`.
 
@@ -538,11 +526,11 @@ vit_head.scale = 1.0
 
 with torch.no_grad():
     x = Z.unsqueeze(0)  # (1, N, d): a batch of one
-    w = block.project(x)  # (1, K, N, p) = U_k^T z for every token and head
+    w = block.forward_parts(x).proj  # (1, K, N, p) = U_k^T z for every token and head
     sdpa = F.scaled_dot_product_attention(w, w, w, scale=1.0)  # q = k = v = w
     out_block = block(x)[0]
-    block.literal = True  # the explicit N x N softmax, as the official code computes it
-    out_block_literal = block(x)[0]
+    block.reference = True  # the explicit N x N softmax, as the official code computes it
+    out_block_reference = block(x)[0]
     out_vit = vit_head(x)[0]
 
 check_close(
@@ -552,12 +540,12 @@ check_close(
     atol=1e-12,
 )
 check_close(
-    "blocks.MSSA (qkv = U^T, to_out = gamma [U], scale 1) == eq. 12",
+    "models.MSSA (qkv = U^T, to_out = gamma [U], scale 1) == eq. 12",
     out_block,
     cr.mssa(Z, U, eps),
     atol=1e-12,
 )
-check_close("the same block, literal path == eq. 12", out_block_literal, cr.mssa(Z, U, eps), atol=1e-12)
+check_close("the same block, reference path == eq. 12", out_block_reference, cr.mssa(Z, U, eps), atol=1e-12)
 check_close("ViT head with W_q = W_k = W_v = U^T == MSSA", out_vit, out_block, atol=1e-12)
 
 # %% [markdown]
@@ -619,7 +607,7 @@ check("MSSA saves exactly 2 K p d parameters per layer", n_params(v) - n_params(
 # backward (a flash-style kernel, which does not store $P$, also recomputes $QK^\top$: seven).
 # With one input it takes five: $WW^\top$ and $PW$ forward, $P^\top G$, $GW^\top$ and
 # $(dS + dS^\top)W$ backward — the two products $dS\,K$ and $dS^\top Q$ become one.
-# `crate_edu.models.blocks.shared_qkv_attention` computes exactly this, and MSSA's fast path uses it on CPU.
+# `crate_edu.models.shared_qkv_attention` computes exactly this, and MSSA's fast path uses it on CPU.
 # **Checks**: the formula against autograd, the package's kernel against autograd, and its cost
 # counted by PyTorch's FLOP counter, against the same attention with three separate inputs.
 
@@ -678,23 +666,13 @@ check(
 # The official CRATE layer computes
 # $Z^{\ell+1/2} = Z^\ell + \texttt{to\_out}\big(\mathrm{SSA}_\tau(\mathrm{LN}(Z^\ell))\big)$
 # (official `model/crate.py`). Against the derivation that is three changes; we measure each on our data
-# ($\varepsilon = 0.5$, $\kappa\gamma = 0.16$, starting $R^c$ printed in §1). One helper computes the
-# derived step with a temperature $\tau$ and a residual coefficient $c$ as knobs; with $\tau = 1$,
-# $c = 1 - \kappa\gamma$ it is `mssa_step` (checked).
+# ($\varepsilon = 0.5$, $\kappa\gamma = 0.16$, starting $R^c$ printed in §1). The derived step
+# `mssa_step` takes two of them as knobs, a temperature $\tau$ (`tau`) and a residual coefficient $c$
+# (`residual`): $c\,Z + \kappa\gamma\,\mathrm{MSSA}_\tau(Z)$; its defaults, $\tau = 1$ and
+# $c = 1 - \kappa\gamma$, are the derivation (checked).
 
 
 # %%
-def mssa_step_variant(Z, U, eps, kappa, *, tau=1.0, residual=None):
-    """c Z + kappa gamma MSSA_tau(Z), with c = 1 - kappa gamma (derived) unless given."""
-    N, p = Z.shape[-2], U.shape[-1]
-    gamma = p / (N * eps**2)
-    W = Z.unsqueeze(0) @ U  # (K, N, p)
-    attn = torch.softmax(tau * W @ W.transpose(-1, -2), dim=-1)  # (K, N, N)
-    mssa_tau = gamma * torch.einsum("knp,kdp->nd", attn @ W, U)  # (N, d)
-    c = 1 - kappa * gamma if residual is None else residual
-    return c * Z + kappa * gamma * mssa_tau
-
-
 def dRc(Z_new: torch.Tensor) -> float:
     """Change of R^c (nats) from the original tokens Z."""
     return cr.compression_rate(Z_new, U, eps).item() - R0
@@ -702,7 +680,7 @@ def dRc(Z_new: torch.Tensor) -> float:
 
 check_close(
     "variant(tau = 1, c = 1 - kappa gamma) == mssa_step",
-    mssa_step_variant(Z, U, eps, kappa),
+    cr.mssa_step(Z, U, eps, kappa, tau=1.0, residual=1 - kappa * gamma),
     cr.mssa_step(Z, U, eps, kappa),
     atol=1e-12,
 )
@@ -723,10 +701,6 @@ print(f"R^c change after one step of pure shrinkage (1 - kappa gamma) Z: {dRc(sh
 
 
 # %%
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a * b).sum() / (a.norm() * b.norm())).item()
-
-
 descent = -g_exact  # (N, d)
 ssa_cat = rearrange(sdpa, "1 h n p -> n (h p)")  # (N, K p): [SSA_1, ..., SSA_K] in rows, from §7
 tied = ssa_cat @ (gamma * U_cat).T  # (N, d) = MSSA(Z)
@@ -738,16 +712,16 @@ cos_random = []
 for _ in range(choose(quick=20, full=200)):
     W_out = (2 * torch.rand(d, K * p, generator=gen, dtype=F64) - 1) * bound
     b_out = (2 * torch.rand(d, generator=gen, dtype=F64) - 1) * bound
-    cos_random.append(cosine(ssa_cat @ W_out.T + b_out, descent))
+    cos_random.append(cr.cosine(ssa_cat @ W_out.T + b_out, descent).item())
 cos_random = np.array(cos_random)
 print(
-    f"cos(update, -grad R^c): tied +gamma[U] {cosine(tied, descent):+.3f}, "
-    f"tied -gamma[U] {cosine(-tied, descent):+.3f}, "
+    f"cos(update, -grad R^c): tied +gamma[U] {cr.cosine(tied, descent):+.3f}, "
+    f"tied -gamma[U] {cr.cosine(-tied, descent):+.3f}, "
     f"untrained to_out {cos_random.mean():+.3f} ± {cos_random.std():.3f} "
     f"(|max| {np.abs(cos_random).max():.3f})"
 )
-print(f"for reference, shrinkage -Z: {cosine(-Z, descent):+.3f}")
-check("the tied attention term points uphill on R^c", cosine(tied, descent) < 0)
+print(f"for reference, shrinkage -Z: {cr.cosine(-Z, descent):+.3f}")
+check("the tied attention term points uphill on R^c", cr.cosine(tied, descent) < 0)
 check("an untrained to_out is blind to R^c", np.abs(cos_random).max() < 0.1, "|cosine| < 0.1 for every draw")
 
 # %% [markdown]
@@ -774,8 +748,8 @@ for scale_name, ZZ in (("unit norm", Z), ("norm sqrt(d)", Z_ln)):
     R_start = cr.compression_rate(ZZ, U, eps).item()
     R_shrunk = cr.compression_rate((1 - kappa * gamma) * ZZ, U, eps).item()
     for tau_name, tau in (("1", 1.0), ("1/sqrt(p)", p**-0.5)):
-        H = entropy(membership(ZZ, U, tau))
-        R_step = cr.compression_rate(mssa_step_variant(ZZ, U, eps, kappa, tau=tau), U, eps).item()
+        H = cr.membership_entropy(cr.softmax_membership(ZZ, U, tau)).item()
+        R_step = cr.compression_rate(cr.mssa_step(ZZ, U, eps, kappa, tau=tau), U, eps).item()
         rows[scale_name, tau_name] = (H, R_step - R_start, R_step - R_shrunk)
         print(f"{scale_name:<14}{tau_name:<9}{H:>15.3f}{R_step - R_start:>+12.3f}{R_step - R_shrunk:>+17.3f}")
 check(
@@ -804,8 +778,8 @@ check(
 # adds the attention output. Measured with the tied output map:
 
 # %%
-R_derived = dRc(mssa_step_variant(Z, U, eps, kappa))
-R_official = dRc(mssa_step_variant(Z, U, eps, kappa, residual=1.0))
+R_derived = dRc(cr.mssa_step(Z, U, eps, kappa))
+R_official = dRc(cr.mssa_step(Z, U, eps, kappa, residual=1.0))
 print(
     f"R^c change after one step: derived (1 - kappa gamma) Z + ...: {R_derived:+.3f} nats; "
     f"residual coefficient 1, Z + ...: {R_official:+.3f} nats"
@@ -813,8 +787,8 @@ print(
 for kg in (0.05, 0.16, 0.5, 1.0):
     k_ = kg / gamma
     print(
-        f"  kappa gamma = {kg:<5} derived {dRc(mssa_step_variant(Z, U, eps, k_)):+.3f}   "
-        f"coefficient 1 {dRc(mssa_step_variant(Z, U, eps, k_, residual=1.0)):+.3f} nats"
+        f"  kappa gamma = {kg:<5} derived {dRc(cr.mssa_step(Z, U, eps, k_)):+.3f}   "
+        f"coefficient 1 {dRc(cr.mssa_step(Z, U, eps, k_, residual=1.0)):+.3f} nats"
     )
 check("derived coefficient compresses, coefficient 1 decompresses", R_derived < 0 < R_official)
 
@@ -858,7 +832,7 @@ updates = {
     "exact gradient step (eq. 9)": lambda X: cr.gram_step(X, U, eps, kappa),
     "derived MSSA step": lambda X: cr.mssa_step(X, U, eps, kappa),
     "pure shrinkage (1 − κγ)Z": lambda X: (1 - kappa * gamma) * X,
-    "residual coefficient 1 (tied map)": lambda X: mssa_step_variant(X, U, eps, kappa, residual=1.0),
+    "residual coefficient 1 (tied map)": lambda X: cr.mssa_step(X, U, eps, kappa, residual=1.0),
 }
 traj, traj_unit = {}, {}
 for name, f in updates.items():
@@ -947,9 +921,9 @@ check("the shrink term carries the descent; the attention term pushes back", dRc
 #   $(1-\kappa\gamma)Z + \kappa\gamma\,\gamma[U]\,[W_k W_k^\top W_k]$
 #   exactly; swapping the Gram for a softmax membership gives MSSA (eqs. 10–12).
 # - MSSA is multi-head self-attention with $q = k = v = U_k^\top Z$: one input projection where ViT has
-#   three; `blocks.MSSA` and a ViT head with $W_q = W_k = W_v = U^\top$ reproduce eq. 12 exactly.
+#   three; `models.MSSA` and a ViT head with $W_q = W_k = W_v = U^\top$ reproduce eq. 12 exactly.
 #   The tying also gives a shorter backward pass, $\partial L/\partial W = P^\top G + s(dS + dS^\top)W$:
-#   five products for forward and backward (`blocks.shared_qkv_attention`) where three separate
+#   five products for forward and backward (`models.shared_qkv_attention`) where three separate
 #   inputs take six, checked against autograd and counted.
 # - Official departures, measured: a learned `to_out` (+$Kpd+d$ parameters; untrained it is
 #   orthogonal to descent); the $1/\sqrt p$

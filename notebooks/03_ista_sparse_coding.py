@@ -84,17 +84,12 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 import crate_edu.coding_rate as cr
-from crate_edu.models.blocks import ISTA, OvercompleteISTA, PreNorm
+from crate_edu.models import ISTA, OvercompleteISTA, PreNorm, fast
 from crate_edu.notebook import QUICK, check, check_close, choose
 
 F64 = torch.float64
 torch.set_num_threads(1)  # every tensor here is tiny: one thread beats the cost of a thread pool
 print("quick mode:", QUICK)
-
-
-def rel_error(X, Z, D):
-    """Relative reconstruction error ‖X − D Z‖_F / ‖X‖_F (rows: X − Z D^T)."""
-    return ((X - Z @ D.T).norm() / X.norm()).item()
 
 
 def nonzeros_per_token(Z):
@@ -377,11 +372,12 @@ plt.show()
 #   guarantee of section 4 only starts from the first iterate; the first step is as much a
 #   projection onto Z ≥ 0 as it is descent.
 # - The official code computes the three products $Dx$, $D^\top(Dx)$ and $D^\top x$ for every
-#   token (`ISTA.step_literal`; `literal=True` runs it). Since $D^\top x - D^\top D x = D^\top (x - Dx)$,
-#   two suffice (`ISTA.step_two_matmuls`). And the step before the ReLU is *affine* in x, so it
+#   token: the reference path, `ISTA(..., reference=True)`. Since $D^\top x - D^\top D x = D^\top (x - Dx)$,
+#   two suffice (`fast.ista_two_matmuls`). And the step before the ReLU is *affine* in x, so it
 #   folds into one matrix, $x + \eta D^\top(x - Dx) = (I + \eta D^\top - \eta D^\top D)\,x$: one
-#   product per token, plus $O(d^3)$ once per batch to form the matrix (`ISTA.step_folded`).
-#   The fast path (the default) folds whenever the batch has at least $2d$ tokens.
+#   product per token, plus $O(d^3)$ once per batch to form the matrix (`fast.ista_folded`).
+#   The fast path (the default, `crate_edu.models.fast.ista_step`) folds whenever the batch has at
+#   least $2d$ tokens.
 #
 # Checks: the block equals `ista_step(x, x, D)` (the warm start), equals the inline formula, and
 # the three forms agree (float64: to 1e-12; float32: to 1e-5).
@@ -402,47 +398,50 @@ check_close(
 inline = F.relu(x + 0.1 * (x - x @ D_blk.T) @ D_blk - 0.1 * 0.1)  # ReLU(x + η D^T(x − Dx) − ηλ)
 check_close("ISTA block == ReLU(x + ηD^T(x − Dx) − ηλ)", out, inline, atol=1e-12)
 
-literal = ISTA(d, eta=0.1, lambd=0.1, literal=True).double()
-literal.load_state_dict(block.state_dict())
+reference = ISTA(d, eta=0.1, lambd=0.1, reference=True).double()  # the official arithmetic
+reference.load_state_dict(block.state_dict())
 with torch.no_grad():
-    official = literal(x)  # three matmuls per token
-    check_close("folded (1 matmul) == official, float64", block.step_folded(x), official, atol=1e-12)
-    check_close("two matmuls == official, float64", block.step_two_matmuls(x), official, atol=1e-12)
-    block32, literal32 = block.float(), literal.float()
-    check_close("fast == literal, float32", block32(x.float()), literal32(x.float()), atol=1e-5)
+    official = reference(x)  # three matmuls per token
+    folded = fast.ista_folded(x, block.weight, block.eta, block.lambd)  # one matmul per token
+    two_matmuls = fast.ista_two_matmuls(x, block.weight, block.eta, block.lambd)
+    check_close("folded (1 matmul) == official, float64", folded, official, atol=1e-12)
+    check_close("two matmuls == official, float64", two_matmuls, official, atol=1e-12)
+    block32, reference32 = block.float(), reference.float()
+    check_close("fast == reference, float32", block32(x.float()), reference32(x.float()), atol=1e-5)
 block = block.double()
 
 # %% [markdown]
 # One detail of the fold matters in float32. The matrix $I + \eta D^\top - \eta D^\top D$ has
 # entries near 1 on its diagonal, so storing it rounds the small update $\eta(D^\top - D^\top D)$
 # at the scale of 1. The package keeps $I$ out: it forms $A = \eta(D^\top - D^\top D)$ and
-# computes $x + xA^\top$ in one fused `addmm` (`ISTA.folded_matrix`). Measured against float64,
+# computes $x + xA^\top$ in one fused `addmm` (`fast.folded_ista_matrix`). Measured against float64,
 # on LayerNorm-like tokens at CRATE-T's width:
 
 # %%
 torch.manual_seed(0)
 d_t = 384
-blk = ISTA(d_t, eta=0.1, lambd=0.0)
+blk = ISTA(d_t, eta=0.1, lambd=0.0, reference=True)  # the reference path: three matmuls per token
 x_t = F.layer_norm(torch.randn(2 * d_t, d_t), (d_t,))  # 2d tokens: the fast path folds
 with torch.no_grad():
-    exact = blk.double().step_literal(x_t.double())
+    exact = blk.double()(x_t.double())
     blk.float()
     D_t = blk.weight
     forms = {
-        "literal (3 matmuls)": blk.step_literal(x_t),
-        "folded, I kept apart (package)": blk.step_folded(x_t),
+        "reference (3 matmuls)": blk(x_t),
+        "folded, I kept apart (package)": fast.ista_folded(x_t, D_t, blk.eta, blk.lambd),
         "folded with I in the matrix": F.relu(x_t @ (torch.eye(d_t) + 0.1 * D_t.T - 0.1 * D_t.T @ D_t).T),
     }
     rel_err = {k: ((v.double() - exact).abs().mean() / exact.abs().mean()).item() for k, v in forms.items()}
-lit_err = rel_err["literal (3 matmuls)"]
+ref_err = rel_err["reference (3 matmuls)"]
 for form_name, form_err in rel_err.items():
-    print(f"{form_name:32s} mean error {form_err / lit_err:.1f}× the literal path's")
+    print(f"{form_name:32s} mean error {form_err / ref_err:.1f}× the reference path's")
 check(
-    "keeping I apart rounds like the literal path", rel_err["folded, I kept apart (package)"] < 1.4 * lit_err
+    "keeping I apart rounds like the reference path",
+    rel_err["folded, I kept apart (package)"] < 1.4 * ref_err,
 )
 check(
     "I inside the matrix costs more than 1.7× the error",
-    rel_err["folded with I in the matrix"] > 1.7 * lit_err,
+    rel_err["folded with I in the matrix"] > 1.7 * ref_err,
 )
 
 # %% [markdown]
@@ -495,7 +494,7 @@ for (init, eta_r), name in runs.items():
         Zt = cr.ista_solve(X, D_true, eta_r, lam, steps=s - done, init=Zt)
         done = s
         nnz.append(cr.fraction_nonzero(Zt).item())
-        err.append(rel_error(X, Zt, D_true))
+        err.append(cr.reconstruction_error(X, Zt, D_true).item())
         code_err.append(code_error(Zt))
     curves[name] = (nnz, err, code_err)
 
@@ -503,11 +502,11 @@ head = f"{'run':26s} {'nnz 1 step':>10s} {'err 1 step':>10s} {'nnz last':>9s} {'
 print(f"{head} {'‖Z−A*‖/‖A*‖':>12s}")
 for name, (nnz, err, code_err) in curves.items():
     print(f"{name:26s} {nnz[1]:10.3f} {err[1]:10.3f} {nnz[-1]:9.3f} {err[-1]:9.3f} {code_err[-1]:12.3f}")
-nnz_star, err_star = cr.fraction_nonzero(Z_star).item(), rel_error(X, Z_star, D_true)
+nnz_star, err_star = cr.fraction_nonzero(Z_star).item(), cr.reconstruction_error(X, Z_star, D_true).item()
 print(f"{'solution Z*':48s} {nnz_star:9.3f} {err_star:9.3f} {code_error(Z_star):12.3f}")
 
 crate_1 = cr.ista_step(X, X, D_true, 0.1, lam)  # the CRATE block on this problem
-nnz_1, err_1 = cr.fraction_nonzero(crate_1).item(), rel_error(X, crate_1, D_true)
+nnz_1, err_1 = cr.fraction_nonzero(crate_1).item(), cr.reconstruction_error(X, crate_1, D_true).item()
 check(
     "one CRATE step is far from the LASSO solution",
     nnz_1 > 3 * nnz_star and err_1 > 5 * err_star,
@@ -568,9 +567,11 @@ for lam_i in lams:
     Z1 = cr.ista_step(X, X, D_true, 0.1, lam_i)
     Zc = cr.ista_solve(X, D_true, 1 / L_D, lam_i, steps=steps_conv)
     sweep_lam["one CRATE step (Z₀ = X, η = 0.1)"].append(
-        (cr.fraction_nonzero(Z1).item(), rel_error(X, Z1, D_true))
+        (cr.fraction_nonzero(Z1).item(), cr.reconstruction_error(X, Z1, D_true).item())
     )
-    sweep_lam["converged (η = 1/L)"].append((cr.fraction_nonzero(Zc).item(), rel_error(X, Zc, D_true)))
+    sweep_lam["converged (η = 1/L)"].append(
+        (cr.fraction_nonzero(Zc).item(), cr.reconstruction_error(X, Zc, D_true).item())
+    )
     l1_conv.append(cr.l1_norm(Zc).item())
     fit_conv.append((X - Zc @ D_true.T).norm().item())
 
@@ -579,7 +580,7 @@ sweep_eta = {1: [], 10: [], 100: []}
 for c in etas_over_L:
     for s in sweep_eta:
         Zs = cr.ista_solve(X, D_true, c / L_D, 0.1, steps=s, init="x")
-        sweep_eta[s].append((cr.fraction_nonzero(Zs).item(), rel_error(X, Zs, D_true)))
+        sweep_eta[s].append((cr.fraction_nonzero(Zs).item(), cr.reconstruction_error(X, Zs, D_true).item()))
 
 # The LASSO path: as λ grows, ‖Z*‖₁ can only fall and the fit ‖X − DZ*‖ can only grow.
 check("converged ‖Z‖₁ is non-increasing in λ", all(b <= a + 1e-6 for a, b in zip(l1_conv, l1_conv[1:])))
@@ -652,7 +653,7 @@ def explore(lam=0.1, eta_over_L=1.0, steps=100):
     ):
         ax.imshow(Zshow[:20].T, aspect="auto", cmap="magma", vmin=0, vmax=vmax)
         nz = cr.fraction_nonzero(Zshow).item()
-        err_s = rel_error(X, Zshow, D_true)
+        err_s = cr.reconstruction_error(X, Zshow, D_true).item()
         ax.set(title=f"{name}\nnon-zeros {nz:.2f}, error {err_s:.2f}", xlabel="token", ylabel="atom")
     plt.tight_layout()
     plt.show()
@@ -742,7 +743,7 @@ for name, Dd in dicts.items():
     pts = []
     for lam_i in lams_p:
         Zp_ = cr.ista_solve(Xp, Dd, cr.max_step_size(Dd).item(), lam_i, steps=steps_p)
-        pts.append((nonzeros_per_token(Zp_), rel_error(Xp, Zp_, Dd)))
+        pts.append((nonzeros_per_token(Zp_), cr.reconstruction_error(Xp, Zp_, Dd).item()))
     pareto[name] = pts
     for lam_i, (nz, err_i) in zip(lams_p, pts):
         print(f"{name:19s} λ = {lam_i:.3f}: {nz:5.2f} active atoms per patch, error {err_i:.3f}")
@@ -794,7 +795,7 @@ plt.show()
 #    dictionary and *added* to the stream.
 #
 # Checks: the block's codes are two `ista_step`s from zero, its output is D₁A₂, the first step is
-# the inline formula, and the fast and literal (official einsum) paths agree.
+# the inline formula, and the fast and reference (official einsum) paths agree.
 
 # %%
 torch.manual_seed(0)
@@ -802,16 +803,16 @@ oc = OvercompleteISTA(dp, overcomplete_ratio=4, eta=0.1, lambd=0.1).double()
 D_oc, D1_oc = oc.D.detach(), oc.D1.detach()
 xa = Xp[None, :200]  # (1, N, d): the official einsums expect a batch dimension
 with torch.no_grad():
-    A2_block, out_block = oc.codes(xa), oc(xa)
+    A2_block, out_block = oc.forward_parts(xa)  # the codes A2 and the output D1 A2
 A1 = cr.ista_step(torch.zeros(xa.shape[0], 4 * dp, dtype=F64), xa, D_oc, 0.1, 0.1)
 A2 = cr.ista_step(A1, xa, D_oc, 0.1, 0.1)
 check_close("A1 = ista_step(0) == ReLU(ηD^T X − ηλ)", A1, F.relu(0.1 * xa @ D_oc - 0.1 * 0.1), atol=1e-12)
-check_close("OvercompleteISTA.codes == two ista_steps from 0", A2_block, A2, atol=1e-12)
+check_close("OvercompleteISTA's codes == two ista_steps from 0", A2_block, A2, atol=1e-12)
 check_close("OvercompleteISTA(x) == D1 A2", out_block, A2 @ D1_oc.T, atol=1e-12)
-oc_lit = OvercompleteISTA(dp, overcomplete_ratio=4, literal=True).double()
-oc_lit.load_state_dict(oc.state_dict())
+oc_ref = OvercompleteISTA(dp, overcomplete_ratio=4, reference=True).double()
+oc_ref.load_state_dict(oc.state_dict())
 with torch.no_grad():
-    check_close("fast == literal (official einsums)", oc(xa), oc_lit(xa), atol=1e-12)
+    check_close("fast == reference (official einsums)", oc(xa), oc_ref(xa), atol=1e-12)
 eta_max_oc = cr.max_step_size(D_oc).item()
 check("η = 0.1 ≤ 1/‖D‖₂² for the initial D (d×4d)", 0.1 <= eta_max_oc, f"1/‖D‖₂² = {eta_max_oc:.3f}")
 
@@ -827,7 +828,7 @@ for name in ("complete, d×d", "overcomplete, d×4d"):
     for n_steps in (2, steps_p):
         eta_s = 0.1 if n_steps == 2 else cr.max_step_size(Dd).item()  # CRATE-α's η, or 1/L to converge
         Zs = cr.ista_solve(Xp, Dd, eta_s, 0.1, steps=n_steps)
-        errors[name, n_steps] = rel_error(Xp, Zs, Dd)
+        errors[name, n_steps] = cr.reconstruction_error(Xp, Zs, Dd).item()
         nz, frac_nz = nonzeros_per_token(Zs), cr.fraction_nonzero(Zs).item()
         print(f"{name:19s} {n_steps:6d} {nz:16.2f} {frac_nz:9.3f} {errors[name, n_steps]:7.3f}")
 check(
@@ -1014,7 +1015,7 @@ plt.show()
 #         Dl = torch.linalg.solve(Zl.T @ Zl + 1e-3 * torch.eye(m_atoms, dtype=F64), Zl.T @ Xp).T
 #         Dl = Dl / Dl.norm(dim=0, keepdim=True).clamp_min(1e-8)
 #     Zl = cr.ista_solve(Xp, Dl, cr.max_step_size(Dl).item(), 0.1, steps=500)
-#     print(m_atoms, nonzeros_per_token(Zl), rel_error(Xp, Zl, Dl))
+#     print(m_atoms, nonzeros_per_token(Zl), cr.reconstruction_error(Xp, Zl, Dl).item())
 # ```
 # In quick mode we measured, at λ = 0.1, about 10 active atoms per patch and error 0.19 for the
 # learned complete dictionary (random: 0.74) and about 13 active atoms and error 0.07 for the
@@ -1022,7 +1023,7 @@ plt.show()
 # overcomplete one stays ahead.
 # </details>
 #
-# 5. Repeat the depth experiment of section 10 with full layers (`crate_edu.models.blocks.CRATELayer`
+# 5. Repeat the depth experiment of section 10 with full layers (`crate_edu.models.CRATELayer`
 #    and `CRATEAlphaLayer`, which add MSSA in front) on tokens shaped (1, N, 64). Does the MSSA
 #    residual rescue CRATE?
 #
@@ -1034,7 +1035,7 @@ plt.show()
 # costs both stacks a little).
 #
 # ```python
-# from crate_edu.models.blocks import CRATEAlphaLayer, CRATELayer
+# from crate_edu.models import CRATEAlphaLayer, CRATELayer
 # torch.manual_seed(0)
 # zc = za = X_img[None]  # (1, N, 64): one "image" of N tokens
 # for _ in range(8):

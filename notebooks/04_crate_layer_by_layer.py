@@ -85,9 +85,9 @@ from einops import rearrange
 
 import crate_edu
 from crate_edu import coding_rate as cr
-from crate_edu.evaluation.layerwise import layerwise_measurements
-from crate_edu.models.blocks import ISTA, MSSA, CRATELayer, PreNorm
 from crate_edu.data import build_dataset, dataset_info
+from crate_edu.evaluation import layerwise_measurements, parameters_by_component, parameters_by_formula
+from crate_edu.models import ISTA, MSSA, CRATELayer, PreNorm
 from crate_edu.notebook import QUICK, check, check_close, choose
 from crate_edu.train import RECIPES, build_model, load_checkpoint, train
 
@@ -296,7 +296,7 @@ with torch.no_grad():
     z_in, worst = Z1, {"proj": 0.0, "z_half": 0.0, "z_out": 0.0, "attn rows sum to 1": 0.0}
     for f, t in zip(layers, traces):
         X = f[0].norm(z_in)
-        worst["proj"] = max(worst["proj"], (t.proj - f.mssa.project(X)).abs().max().item())
+        worst["proj"] = max(worst["proj"], (t.proj - f.mssa.forward_parts(X).proj).abs().max().item())
         worst["z_half"] = max(worst["z_half"], (t.z_half - (z_in + f.mssa(X))).abs().max().item())
         worst["z_out"] = max(worst["z_out"], (t.z_out - f.ista(f[1].norm(t.z_half))).abs().max().item())
         worst["attn rows sum to 1"] = max(
@@ -339,56 +339,16 @@ for what, diff in worst.items():
 # (LN–Linear–LN on $P = 3\cdot16^2$ inputs), [CLS], positions and head are the same in both
 # (the package's ViT baseline shares CRATE's embedding and head, so only the layer differs).
 # We compare `crate_tiny` (CRATE-T: d = 384, 12 layers, 6 heads) with `vit_small` (ViT-S: d = 384,
-# 12 layers, 6 heads), counting each component from the modules *and* from the formulas above.
+# 12 layers, 6 heads), counting each component from the modules *and* from the formulas above
+# (`crate_edu.evaluation.parameters_by_component` and `parameters_by_formula`).
 # (Models are built on PyTorch's `meta` device: shapes only, no memory, no time.)
 
 
 # %%
-def count_by_component(model: torch.nn.Module) -> dict[str, int]:
-    """Parameters grouped by component, from the (official) parameter names."""
-    groups = dict.fromkeys(["embedding", "attention", "MLP / ISTA", "LayerNorms in layers", "head"], 0)
-    for name, prm in model.named_parameters():
-        parts = name.split(".")  # transformer.layers.{i}.{0 attention | 1 MLP/ISTA}.{norm | fn}...
-        if parts[0] == "transformer":
-            key = (
-                "LayerNorms in layers"
-                if parts[4] == "norm"
-                else ("attention" if parts[3] == "0" else "MLP / ISTA")
-            )
-        elif parts[0] == "mlp_head":
-            key = "head"
-        else:
-            key = "embedding"  # to_patch_embedding.*, pos_embedding, cls_token
-        groups[key] += prm.numel()
-    return groups
-
-
-def count_by_formula(cfg, kind: str) -> dict[str, int]:
-    """The same groups from the formulas of the table above (kind 'crate' or 'vit')."""
-    d, L, Kp, C = cfg.dim, cfg.depth, cfg.heads * cfg.head_dim, cfg.num_classes
-    P = cfg.channels * cfg.patch_size**2
-    # LN(P), Linear(P, d), LN(d), positions, [CLS]
-    embedding = 2 * P + (P * d + d) + 2 * d + (cfg.num_patches + 1) * d + d
-    if kind == "crate":
-        attention = L * (d * Kp + (Kp * d + d))  # one projection U^T, to_out with bias
-        mlp = L * d * d  # the dictionary D
-    else:
-        attention = L * (3 * d * Kp + (Kp * d + d))  # W_q, W_k, W_v, to_out with bias
-        h = cfg.hidden_dim
-        mlp = L * ((d * h + h) + (h * d + d))  # Linear(d, 4d), Linear(4d, d)
-    return {
-        "embedding": embedding,
-        "attention": attention,
-        "MLP / ISTA": mlp,
-        "LayerNorms in layers": L * 2 * 2 * d,
-        "head": 2 * d + d * C + C,
-    }
-
-
 with torch.device("meta"):
     crate_t = crate_edu.create_model("crate_tiny")
     vit_s = crate_edu.create_model("vit_small")
-counts = {"CRATE-T": count_by_component(crate_t), "ViT-S": count_by_component(vit_s)}
+counts = {"CRATE-T": parameters_by_component(crate_t), "ViT-S": parameters_by_component(vit_s)}
 totals = {"CRATE-T": crate_t.num_params(), "ViT-S": vit_s.num_params()}
 print(f"{'component':22s} {'CRATE-T':>12s} {'ViT-S':>12s}   ratio")
 for key in counts["CRATE-T"]:
@@ -404,17 +364,17 @@ print(
 )
 
 # %%
-for label, model, kind in (("CRATE-T", crate_t, "crate"), ("ViT-S", vit_s, "vit")):
+for label, model in (("CRATE-T", crate_t), ("ViT-S", vit_s)):
     check(
         f"{label}: every component's count = its formula",
-        counts[label] == count_by_formula(model.config, kind),
+        counts[label] == parameters_by_formula(model.config),
     )
     check(f"{label}: the components add up to num_params()", sum(counts[label].values()) == totals[label])
 official = {"crate_tiny": 6.09, "crate_small": 13.12, "crate_base": 22.80, "crate_large": 77.64}
 for name, millions in official.items():
     with torch.device("meta"):
         m = crate_edu.create_model(name)
-    n = sum(count_by_formula(m.config, "crate").values())
+    n = sum(parameters_by_formula(m.config).values())
     check(
         f"{name}: formula total = num_params() = the published {millions:.2f}M",
         n == m.num_params() and round(n / 1e6, 2) == millions,
@@ -489,12 +449,6 @@ plt.show()
 
 
 # %%
-def rc_bounds(N: int, p: int, K: int, eps: float = 0.01) -> tuple[float, float]:
-    """(min, max) of the official R^c measurement for K heads of N unit tokens in R^p."""
-    m = min(N, p)
-    return K / 2 * math.log(1 + p / eps), K * m / 2 * math.log(1 + p / (m * eps))
-
-
 def rc_per_image(proj: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
     """The official R^c of every image, inline, in float64: proj (B, K, N, p) -> (B,)."""
     W = proj.double()
@@ -505,7 +459,7 @@ def rc_per_image(proj: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
     return R.sum(-1)  # (B,) summed over heads
 
 
-lo, hi = rc_bounds(N, p, K)
+lo, hi = cr.measure_coding_rate_range(N, p, K)  # the two ends above, eps = 0.01
 g = torch.Generator().manual_seed(1)
 direction = torch.randn(1, K, 1, p, generator=g, dtype=F64)  # one direction per head
 same_dir = direction * torch.rand(1, K, N, 1, generator=g, dtype=F64)  # (1, K, N, p), N positive multiples
@@ -558,7 +512,7 @@ def check_one_layer_by_hand(lm, traces, ell: int, label: str) -> None:
 
 
 check_one_layer_by_hand(lm_init, traces_init, 1, "random init")
-lo_digits, hi_digits = rc_bounds(mc.num_patches + 1, mc.head_dim, mc.heads)
+lo_digits, hi_digits = cr.measure_coding_rate_range(mc.num_patches + 1, mc.head_dim, mc.heads)
 check(
     "every image and layer lies inside the range of the measurement",
     all(lo_digits <= r.item() <= hi_digits for t in traces_init for r in rc_per_image(t.proj)),
@@ -722,7 +676,7 @@ def own_subspace_rates(model: torch.nn.Module, images: torch.Tensor) -> list[dic
         for f, t in zip(model.transformer.layers, traces):
             rows.append(
                 {
-                    key: rc_per_image(f.mssa.project(f[0].norm(z)))
+                    key: rc_per_image(f.mssa.forward_parts(f[0].norm(z)).proj)
                     for key, z in (("in", z_in), ("half", t.z_half), ("out", t.z_out))
                 }
             )
@@ -882,7 +836,7 @@ print(f"trained vs init: R^c lower at {lower_rc} of {DEPTH} layers; non-zeros lo
 # Drive link (file id `1hYgDJl4EKHYfKprwhEjmWmWHuxnK6_h8`) is reported dead since April 2025
 # (official repository, issue #30), so nothing is downloaded here: if you have a copy, point the
 # environment variable `CRATE_EDU_CRATE_S` at it, or put it at
-# `crate_edu.weights.official.cache_path("crate_small_in1k")`. `crate_edu.load_official` reads the official
+# `crate_edu.weights.cache_path("crate_small_in1k")`. `crate_edu.load_official` reads the official
 # format (the `state_dict` wrapper, a `module.` prefix) and checks every key and shape.
 #
 # Without ImageNet on disk we feed 32 random 224×224 crops of the six photos that ship with
@@ -891,8 +845,8 @@ print(f"trained vs init: R^c lower at {lower_rc} of {DEPTH} layers; non-zeros lo
 # to compare. The range of this measurement for CRATE-S is $[50.9, 1329.2]$ nats.
 
 # %%
-from crate_edu.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from crate_edu.weights.official import cache_path  # noqa: E402
+from crate_edu.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from crate_edu.weights import cache_path  # noqa: E402
 
 
 def photo_crops(n: int = 32, size: int = 224, seed: int = 0) -> torch.Tensor:
@@ -937,7 +891,8 @@ else:
     x_s = photo_crops()
     lm_s = layerwise_measurements(crate_s, x_s)
     dec_s = decompose(own_subspace_rates(crate_s, x_s))
-    hi_s = rc_bounds(crate_s.config.num_patches + 1, crate_s.config.head_dim, crate_s.config.heads)[1]
+    cfg_s = crate_s.config
+    hi_s = cr.measure_coding_rate_range(cfg_s.num_patches + 1, cfg_s.head_dim, cfg_s.heads)[1]
     with torch.no_grad():
         base_s = relu_baseline(crate_s, crate_s.forward_intermediates(x_s)[1])
     plot_layerwise(
@@ -983,9 +938,10 @@ else:
 # <details><summary>Solution</summary>
 #
 # With $m = \min(N, p) = p$ in both: CRATE-S, $[6\log(1 + 4800),\ 12\cdot24\log(1 + 100)] = [50.9, 1329.2]$
-# nats; CRATE-T, $[3\log(1 + 6400),\ 6\cdot32\log(101)] = [26.3, 886.1]$ nats. `rc_bounds(197, 48, 12)`
-# and `rc_bounds(197, 64, 6)` give the same. Since p < N, a head can hold at most p directions: its
-# 197 tokens can never all be orthogonal, so the maximum is set by p, not by N.
+# nats; CRATE-T, $[3\log(1 + 6400),\ 6\cdot32\log(101)] = [26.3, 886.1]$ nats.
+# `cr.measure_coding_rate_range(197, 48, 12)` and `cr.measure_coding_rate_range(197, 64, 6)` give
+# the same. Since p < N, a head can hold at most p directions: its 197 tokens can never all be
+# orthogonal, so the maximum is set by p, not by N.
 #
 # </details>
 #

@@ -82,7 +82,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import crate_edu
-from crate_edu.experiments.crate_alpha_ablation import (
+from crate_edu.experiments import (
     ABLATION,
     code_sparsity,
     crate_alpha_macs,
@@ -91,9 +91,9 @@ from crate_edu.experiments.crate_alpha_ablation import (
     run_ablation,
     summarize,
 )
-from crate_edu.models.blocks import CRATEAlphaLayer
+from crate_edu.models import CRATEAlphaLayer
 from crate_edu.notebook import QUICK, check, check_close, choose
-from crate_edu.plotting.crate_alpha import plot_ablation, plot_scaling
+from crate_edu.plotting import plot_ablation, plot_scaling
 
 torch.set_num_threads(1)  # small matrices: one thread is the fastest, and results do not depend on it
 F64 = torch.float64
@@ -546,8 +546,8 @@ if recorded is not None:
 # (ImageNet normalisation), and measures the sparsity of its codes per layer.
 
 # %%
-from crate_edu.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from crate_edu.weights.official import cache_path  # noqa: E402
+from crate_edu.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from crate_edu.weights import cache_path  # noqa: E402
 
 env_path = os.environ.get("CRATE_EDU_CRATE_ALPHA_B16")
 path_b16 = Path(env_path).expanduser() if env_path else cache_path("crate_alpha_b16_in1k")

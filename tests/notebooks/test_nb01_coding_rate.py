@@ -24,14 +24,7 @@ def _union(seed: int = 0, n_per: int = 50, K: int = 4, d: int = 16, p: int = 4, 
 
 
 def _random_complete_split(d: int, K: int, p: int, seed: int) -> torch.Tensor:
-    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=F64))
-    return Q.reshape(d, K, p).permute(1, 0, 2)  # (K, d, p), Σ_k U_k U_k^T = I
-
-
-def _delta_r_bound(Z: torch.Tensor, p: int, eps: float) -> torch.Tensor:
-    N, d = Z.shape
-    lam = torch.linalg.eigvalsh(Z.T @ Z).clamp_min(0)
-    return 0.5 * torch.log((1 + d * lam / (N * eps**2)) / (1 + p * lam / (N * eps**2))).sum()
+    return cr.random_complete_split(d, K, p, torch.Generator().manual_seed(seed), dtype=F64)  # (K, d, p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,7 +79,7 @@ def test_ideal_case_true_U_attains_the_upper_bound_of_every_complete_split(seed)
     R = Σ_k R_d(U_k^T Z) and ΔR(true U) = ΔR*; pinching + concavity give ΔR ≤ ΔR* for any split."""
     d, K, p, eps = 16, 4, 4, 0.5
     Z, _, U = _union(seed)
-    bound = _delta_r_bound(Z, p, eps)
+    bound = cr.rate_reduction_bound(Z, p, eps)
     W = Z @ U  # (K, N, p)
     R_blocks = sum(cr.coding_rate(W[k], eps * math.sqrt(p / d)) for k in range(K))
     torch.testing.assert_close(cr.coding_rate(Z, eps), R_blocks, rtol=1e-10, atol=0)
@@ -99,7 +92,7 @@ def test_ideal_case_true_U_attains_the_upper_bound_of_every_complete_split(seed)
     Zn, _, _ = _union(seed, noise=0.5)
     for s in range(6):
         Ur = _random_complete_split(d, K, p, 200 + s)
-        assert cr.rate_reduction(Zn, Ur, eps) <= _delta_r_bound(Zn, p, eps) + 1e-12
+        assert cr.rate_reduction(Zn, Ur, eps) <= cr.rate_reduction_bound(Zn, p, eps) + 1e-12
 
 
 def test_sign_of_delta_r_one_subspace_and_straddling_tokens():

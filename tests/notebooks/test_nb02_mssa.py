@@ -1,5 +1,5 @@
 """The steps notebook 02 (MSSA from gradients) shows that tests/unit/test_coding_rate.py and
-tests/unit/models/test_blocks.py do not already cover, on the notebook's own data.
+tests/unit/models/ do not already cover, on the notebook's own data.
 
 Data: 4 orthogonal 8-dim subspaces of R^32, 25 tokens each, 10 % noise, tokens rescaled to unit
 norm; ε = 0.5 (γ = p/(Nε²) = 0.32), κγ = 0.16. Measured values are quoted in the docstrings.
@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from crate_edu import coding_rate as cr
-from crate_edu.models import MSSA
-from crate_edu.models.vit import Attention
+from crate_edu.models import MSSA, Attention
 
 F64 = torch.float64
 K, D, P, N_PER = 4, 32, 8, 25
@@ -33,29 +32,6 @@ def data():
 
 def _gamma(N: int, eps: float = EPS) -> float:
     return P / (N * eps**2)
-
-
-def _step_variant(Z, U, eps, kappa, tau=1.0, residual=None):
-    """c Z + κγ MSSA_τ(Z): the notebook's knobs for the temperature and the residual coefficient."""
-    gamma = _gamma(Z.shape[0], eps)
-    W = Z.unsqueeze(0) @ U  # (K, N, p)
-    attn = torch.softmax(tau * W @ W.transpose(-1, -2), dim=-1)
-    m = gamma * torch.einsum("knp,kdp->nd", attn @ W, U)
-    c = 1 - kappa * gamma if residual is None else residual
-    return c * Z + kappa * gamma * m
-
-
-def _membership(Z, U, tau):
-    W = Z.unsqueeze(0) @ U
-    return torch.softmax(tau * W @ W.transpose(-1, -2), dim=-1)  # (K, N, N)
-
-
-def _entropy(A):
-    return -(A * A.clamp_min(1e-300).log()).sum(-1).mean().item()
-
-
-def _cos(a, b):
-    return ((a * b).sum() / (a.norm() * b.norm())).item()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,10 +96,10 @@ def test_membership_block_structure_depends_on_scale(data):
     τ = 1/√p: entropy 3.512, own-class mass 0.999, self-weight 0.92–0.97."""
     Z, labels, U = data
     N = Z.shape[0]
-    A_unit = _membership(Z, U, 1.0)
-    A_ln = _membership(math.sqrt(D) * Z, U, P**-0.5)
+    A_unit = cr.softmax_membership(Z, U, 1.0)
+    A_ln = cr.softmax_membership(math.sqrt(D) * Z, U, P**-0.5)
     torch.testing.assert_close(A_ln.sum(-1), torch.ones(K, N, dtype=F64), rtol=0, atol=1e-12)
-    assert _entropy(A_unit) > math.log(N) - 0.01
+    assert cr.membership_entropy(A_unit) > math.log(N) - 0.01
     for k in range(K):
         rows = labels == k
         assert A_ln[k][rows][:, rows].sum(-1).mean() > 0.99
@@ -194,8 +170,8 @@ def test_output_map_direction_against_descent(data):
     Z, _, U = data
     g = _gamma(Z.shape[0])
     descent = -cr.grad_compression_rate(Z, U, EPS)
-    assert _cos(cr.mssa(Z, U, EPS), descent) < -0.3
-    assert _cos(-Z, descent) > 0.9
+    assert cr.cosine(cr.mssa(Z, U, EPS), descent) < -0.3
+    assert cr.cosine(-Z, descent) > 0.9
     ssa_cat = torch.cat([cr.ssa(Z, U_k) for U_k in U], dim=-1)
     torch.testing.assert_close(
         ssa_cat @ (g * U.permute(1, 0, 2).reshape(D, K * P)).T, cr.mssa(Z, U, EPS), rtol=0, atol=1e-12
@@ -205,7 +181,7 @@ def test_output_map_direction_against_descent(data):
     for _ in range(20):
         W_out = (2 * torch.rand(D, K * P, generator=gen, dtype=F64) - 1) * bound
         b_out = (2 * torch.rand(D, generator=gen, dtype=F64) - 1) * bound
-        assert abs(_cos(ssa_cat @ W_out.T + b_out, descent)) < 0.1
+        assert abs(cr.cosine(ssa_cat @ W_out.T + b_out, descent)) < 0.1
 
 
 def test_temperature_flattens_and_attention_pushes_rc_up(data):
@@ -214,19 +190,17 @@ def test_temperature_flattens_and_attention_pushes_rc_up(data):
     Z, _, U = data
     kappa = 0.5
     g = _gamma(Z.shape[0])
-    torch.testing.assert_close(
-        _step_variant(Z, U, EPS, kappa), cr.mssa_step(Z, U, EPS, kappa), rtol=0, atol=1e-12
-    )
     for ZZ in (Z, math.sqrt(D) * Z):
         R_shrunk = cr.compression_rate((1 - kappa * g) * ZZ, U, EPS)
         share = {}
         for tau in (1.0, P**-0.5):
             share[tau] = (
-                cr.compression_rate(_step_variant(ZZ, U, EPS, kappa, tau=tau), U, EPS) - R_shrunk
+                cr.compression_rate(cr.mssa_step(ZZ, U, EPS, kappa, tau=tau), U, EPS) - R_shrunk
             ).item()
             assert share[tau] > 0
         assert share[P**-0.5] < share[1.0]
-        assert _entropy(_membership(ZZ, U, P**-0.5)) > _entropy(_membership(ZZ, U, 1.0))
+        entropy = {tau: cr.membership_entropy(cr.softmax_membership(ZZ, U, tau)) for tau in (1.0, P**-0.5)}
+        assert entropy[P**-0.5] > entropy[1.0]
 
 
 def test_residual_coefficient_one_raises_rc(data):
@@ -236,8 +210,8 @@ def test_residual_coefficient_one_raises_rc(data):
     R0 = cr.compression_rate(Z, U, EPS)
     for kg in (0.05, 0.16, 0.5, 1.0):
         kappa = kg / g
-        assert cr.compression_rate(_step_variant(Z, U, EPS, kappa), U, EPS) < R0
-        assert cr.compression_rate(_step_variant(Z, U, EPS, kappa, residual=1.0), U, EPS) > R0
+        assert cr.compression_rate(cr.mssa_step(Z, U, EPS, kappa), U, EPS) < R0
+        assert cr.compression_rate(cr.mssa_step(Z, U, EPS, kappa, residual=1.0), U, EPS) > R0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +241,7 @@ def test_iterated_steps_shrinkage_carries_the_descent(data):
         "exact": lambda X: cr.gram_step(X, U, EPS, kappa),
         "mssa": lambda X: cr.mssa_step(X, U, EPS, kappa),
         "shrink": lambda X: (1 - kappa * g) * X,
-        "res1": lambda X: _step_variant(X, U, EPS, kappa, residual=1.0),
+        "res1": lambda X: cr.mssa_step(X, U, EPS, kappa, residual=1.0),
     }
     R0 = cr.compression_rate(Z, U, EPS).item()
     traj, traj_unit = {}, {}

@@ -1,5 +1,5 @@
 """The steps notebook 03 (ISTA and sparse coding) shows that tests/unit/test_coding_rate.py and
-tests/unit/models/test_blocks.py do not already cover: the proximal map against brute force, the ½ convention,
+tests/unit/models/ do not already cover: the proximal map against brute force, the ½ convention,
 the step-size results, one step vs convergence, the LASSO path, the non-negative cone, complete vs
 overcomplete dictionaries, and the residual's effect through depth."""
 
@@ -27,10 +27,6 @@ def _ground_truth(N=300, d=32, k=3, seed=0):
     A.scatter_(1, support, 0.5 + torch.rand(N, k, generator=g, dtype=F64))
     X = A @ D.T + 0.01 * torch.randn(N, d, generator=g, dtype=F64)
     return X, D, A
-
-
-def _rel_error(X, Z, D):
-    return ((X - Z @ D.T).norm() / X.norm()).item()
 
 
 def _digit_patches(n_img=120):
@@ -131,7 +127,9 @@ def test_one_crate_step_is_far_from_the_lasso_solution():
     one = cr.ista_step(X, X, D, 0.1, 0.1)
     nnz_one, nnz_star = cr.fraction_nonzero(one).item(), cr.fraction_nonzero(Z_star).item()
     assert nnz_one > 3 * nnz_star  # measured 0.497 vs 0.095
-    assert _rel_error(X, one, D) > 5 * _rel_error(X, Z_star, D)  # measured 0.989 vs 0.102
+    assert cr.reconstruction_error(X, one, D) > 5 * cr.reconstruction_error(
+        X, Z_star, D
+    )  # measured 0.989 vs 0.102
     assert ((Z_star - A).norm() / A.norm()).item() < 0.15  # measured 0.105
     # optimality of Z*: D^T(X − DZ*) = λ on the support, ≤ λ off it
     g = (X - Z_star @ D.T) @ D
@@ -172,7 +170,7 @@ def test_overcomplete_random_dictionary_fits_digit_patches_better():
         errs = []
         for D in (complete, over):
             Z = cr.ista_solve(X, D, cr.max_step_size(D).item(), lam, steps=300)
-            errs.append(_rel_error(X, Z, D))
+            errs.append(cr.reconstruction_error(X, Z, D))
         assert errs[1] < errs[0], (lam, errs)
     assert errs[0] > 0.5  # the complete cone cannot fit most patches (measured ≈ 0.74 at λ ≤ 0.1)
 

@@ -1,13 +1,16 @@
 """Tests behind the checks of notebooks/04_crate_layer_by_layer: every step the notebook checks, on
 other sizes and seeds than the notebook's, so that a claim holding only for its example fails here.
 
-Covered elsewhere: the layer's residual structure and fast == reference (tests/unit/models/), the
-intermediates of layer 2 and the published parameter totals (tests/unit/models/test_models.py), layer 2 of
-``layerwise_measurements`` against the official ingredients (tests/unit/evaluation/test_layerwise.py), the official
-coding-rate fixture (tests/unit/test_coding_rate.py). This file adds: the layer from raw tensor
-operations, the whole forward by hand and the full trace chain, the per-component parameter
-formulas, the range of the official R^c measurement, every layer of the layer-wise figure by hand,
-and the telescoping split of each layer's change of R^c into its MSSA, ISTA and new-subspace terms.
+Covered elsewhere: the layer's residual structure and fast == reference (tests/unit/models/),
+the intermediates of layer 2 and the published parameter totals (tests/unit/models/test_models.py),
+layer 2 of ``layerwise_measurements`` against the official ingredients
+(tests/unit/evaluation/test_layerwise.py), the parameter groups and their formulas
+(tests/unit/evaluation/test_parameters.py), the official coding-rate fixture and the range of the
+measurement (tests/unit/test_coding_rate.py). This file adds, on the notebook's models: the layer
+from raw tensor operations, the whole forward by hand and the full trace chain, the parameter
+breakdown of every preset, the range of the official R^c measurement reached at both ends, every
+layer of the layer-wise figure by hand, and the telescoping split of each layer's change of R^c
+into its MSSA, ISTA and new-subspace terms.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from einops import rearrange
 
 import crate_edu
 from crate_edu import coding_rate as cr
-from crate_edu.evaluation.layerwise import layerwise_measurements
+from crate_edu.evaluation import layerwise_measurements, parameters_by_component, parameters_by_formula
 from crate_edu.models import ISTA, MSSA, CRATELayer, PreNorm
 
 F64 = torch.float64
@@ -55,52 +58,11 @@ def _layer_from_scratch(Z: torch.Tensor, layer: CRATELayer) -> tuple[torch.Tenso
     return Z_half, torch.relu(Y + eta * (Y - Y @ D.T) @ D - eta * lam)
 
 
-def _count_by_component(model) -> dict[str, int]:
-    groups = dict.fromkeys(["embedding", "attention", "MLP / ISTA", "LayerNorms in layers", "head"], 0)
-    for name, prm in model.named_parameters():
-        parts = name.split(".")
-        if parts[0] == "transformer":
-            key = (
-                "LayerNorms in layers"
-                if parts[4] == "norm"
-                else ("attention" if parts[3] == "0" else "MLP / ISTA")
-            )
-        elif parts[0] == "mlp_head":
-            key = "head"
-        else:
-            key = "embedding"
-        groups[key] += prm.numel()
-    return groups
-
-
-def _count_by_formula(cfg, kind: str) -> dict[str, int]:
-    d, L, Kp, C = cfg.dim, cfg.depth, cfg.heads * cfg.head_dim, cfg.num_classes
-    P = cfg.channels * cfg.patch_size**2
-    if kind == "crate":
-        attention, mlp = L * (d * Kp + Kp * d + d), L * d * d
-    else:
-        h = cfg.hidden_dim
-        attention, mlp = L * (3 * d * Kp + Kp * d + d), L * (d * h + h + h * d + d)
-    return {
-        "embedding": 2 * P + P * d + d + 2 * d + (cfg.num_patches + 1) * d + d,
-        "attention": attention,
-        "MLP / ISTA": mlp,
-        "LayerNorms in layers": 4 * L * d,
-        "head": 2 * d + d * C + C,
-    }
-
-
-def _rc_bounds(N: int, p: int, K: int, eps: float = 0.01) -> tuple[float, float]:
-    m = min(N, p)
-    return K / 2 * math.log(1 + p / eps), K * m / 2 * math.log(1 + p / (m * eps))
-
-
 def _rc_per_image(proj: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
+    """The official R^c of every image (B,) by another route than the notebook's written-out logdet:
+    eq. 7's coding rate of each head's unit tokens, with p in the place of d and ε² = eps, summed."""
     W = proj.double()
-    W = W / W.norm(dim=-1, keepdim=True)
-    n, p = W.shape[-2:]
-    R = 0.5 * torch.logdet(torch.eye(n, dtype=F64) + p / (n * eps) * (W @ W.transpose(-1, -2)))
-    return R.sum(-1)
+    return cr.coding_rate(W / W.norm(dim=-1, keepdim=True), math.sqrt(eps)).sum(-1)  # (B, K) -> (B,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,17 +147,17 @@ def test_forward_by_hand_and_every_link_of_the_trace_chain(depth, patch):
 
 
 @pytest.mark.parametrize(
-    "name,kind",
+    "name",
     [
-        ("crate_tiny", "crate"), ("crate_small", "crate"), ("crate_base", "crate"), ("crate_large", "crate"),
-        ("crate_nano_cifar", "crate"), ("vit_small", "vit"), ("vit_tiny", "vit"), ("vit_nano_cifar", "vit"),
+        "crate_tiny", "crate_small", "crate_base", "crate_large", "crate_nano_cifar",
+        "vit_small", "vit_tiny", "vit_nano_cifar",
     ],
 )  # fmt: skip
-def test_parameter_breakdown_matches_formulas_and_adds_up(name, kind):
+def test_parameter_breakdown_matches_formulas_and_adds_up(name):
     with torch.device("meta"):
         model = crate_edu.create_model(name)
-    counts = _count_by_component(model)
-    assert counts == _count_by_formula(model.config, kind)
+    counts = parameters_by_component(model)
+    assert counts == parameters_by_formula(model.config)
     assert sum(counts.values()) == model.num_params()
 
 
@@ -204,7 +166,7 @@ def test_crate_tiny_vs_vit_small_same_width():
         crate_t, vit_s = crate_edu.create_model("crate_tiny"), crate_edu.create_model("vit_small")
     assert crate_t.config.dim == vit_s.config.dim == 384
     assert crate_t.num_params() == 6_090_856 and vit_s.num_params() == 22_039_144
-    c, v = _count_by_component(crate_t), _count_by_component(vit_s)
+    c, v = parameters_by_component(crate_t), parameters_by_component(vit_s)
     d, L = 384, 12
     assert v["attention"] - c["attention"] == L * 2 * d * d  # two more d×d projections per layer
     assert v["MLP / ISTA"] == L * (8 * d * d + 5 * d) and c["MLP / ISTA"] == L * d * d
@@ -220,7 +182,7 @@ def test_crate_tiny_vs_vit_small_same_width():
 @pytest.mark.parametrize("N,p,K", [(17, 32, 4), (16, 8, 3), (8, 8, 2)])
 def test_official_rc_measurement_range_is_attained_at_both_ends(N, p, K):
     g = torch.Generator().manual_seed(N + p)
-    lo, hi = _rc_bounds(N, p, K)
+    lo, hi = cr.measure_coding_rate_range(N, p, K)
     same_dir = torch.randn(1, K, 1, p, generator=g, dtype=F64) * (
         0.1 + torch.rand(1, K, N, 1, generator=g, dtype=F64)
     )
@@ -249,7 +211,7 @@ def test_every_layer_of_the_layerwise_figure_by_hand(seed):
     lm = layerwise_measurements(model, x)
     with torch.no_grad():
         _, traces = model.forward_intermediates(x)
-    lo, hi = _rc_bounds(17, 32, 4)
+    lo, hi = cr.measure_coding_rate_range(17, 32, 4)
     for ell, t in enumerate(traces):
         rc = _rc_per_image(t.proj)
         nz = (t.z_out != 0).double().flatten(1).mean(1)

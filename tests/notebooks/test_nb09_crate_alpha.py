@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import crate_edu
-from crate_edu.experiments.crate_alpha_ablation import (
+from crate_edu.experiments import (
     ABLATION,
     crate_alpha_macs,
     published_crate_table,
