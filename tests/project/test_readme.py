@@ -19,6 +19,7 @@ Any other command fails the test: add a rule here when the README gains one.
 from __future__ import annotations
 
 import os
+import json
 import re
 import shlex
 import shutil
@@ -261,3 +262,55 @@ def test_shell_blocks_run_in_order(tmp_path):
     for needed in ("git clone", "pip install", "jupyter lab", "pytest", "crate-edu train", "crate-edu eval"):
         assert needed in ran, f"the README no longer shows `{needed}`"
     assert (shell.cwd / "digits.safetensors").is_file()  # what the README's export wrote
+
+
+# --------------------------------------------------------------------------------------------------
+# "Measured here": each figure equals the value in the results file its row names.
+# --------------------------------------------------------------------------------------------------
+
+
+def measured_rows(path: Path = README) -> list[tuple[str, str, str, str]]:
+    """``(measurement, value, file, key)`` of each row of the README's "Measured here" table."""
+    text = path.read_text(encoding="utf-8")
+    section = text.split("## Measured here", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        source = re.fullmatch(r"`([\w.]+\.json)`: `([\w.]+)`", cells[-1]) if len(cells) == 3 else None
+        if source:
+            rows.append((cells[0], cells[1], source.group(1), source.group(2)))
+    return rows
+
+
+def recorded(file: str, key: str) -> float:
+    value = json.loads((ROOT / "benchmarks" / "results" / file).read_text(encoding="utf-8"))
+    for part in key.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return float(value)
+
+
+def shows(value: str, number: float) -> bool:
+    """Whether the README's ``value`` ("97.5 %", "11.4 min", "1.53×", "0.1995") shows ``number``,
+    rounded as written (a percentage of a fraction, minutes of seconds)."""
+    shown = re.match(r"[\d.]+", value).group()
+    decimals = len(shown.partition(".")[2])
+    unit = value[len(shown) :].strip()
+    scale = {"%": 100.0, "min": 1 / 60}.get(unit, 1.0)
+    return f"{number * scale:.{decimals}f}" == shown
+
+
+def test_measured_figures_match_their_results_files():
+    rows = measured_rows()
+    assert len(rows) >= 8, "the README's 'Measured here' table lost its rows"
+    wrong = [
+        f"{what}: README {value}, {file} {key} = {recorded(file, key)}"
+        for what, value, file, key in rows
+        if not shows(value, recorded(file, key))
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_measured_check_can_fail():
+    assert shows("97.5 %", 0.9749) and not shows("97.6 %", 0.9749)
+    assert shows("11.4 min", 683.0) and not shows("12 min", 683.0)
+    assert shows("1.53×", 1.5321) and shows("0.1995", 0.1995)
