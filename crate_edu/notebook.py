@@ -23,6 +23,7 @@ from typing import TypeVar
 import torch
 
 from crate_edu.device import DeviceChoice
+from crate_edu.launch import LaunchCommand, read_launch_command
 
 __all__ = [
     "QUICK",
@@ -35,6 +36,8 @@ __all__ = [
     "format_duration",
     "estimate_run_seconds",
     "warn_if_long_on_cpu",
+    "LaunchCommand",
+    "read_launch_command",
 ]
 
 T = TypeVar("T")

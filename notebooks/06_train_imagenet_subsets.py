@@ -40,7 +40,8 @@
 #   and bf16 does not (a gradient that vanishes in fp16 and survives in bf16), and what autocast
 #   changes in a CRATE forward pass.
 # - Throughput: images per second for training and inference measured here
-#   (`crate_edu.evaluation.metrics`), turned into epoch and run times; and where the GPU estimates come from.
+#   (`crate_edu.evaluation.train_throughput`, `inference_throughput`), turned into epoch and run
+#   times; and where the GPU estimates come from.
 # - How to run the same training on several GPUs (`accelerate launch`, `torchrun`) and on a Colab
 #   TPU, with the global batch kept fixed.
 #
@@ -72,7 +73,6 @@ if "google.colab" in sys.modules:
     subprocess.run([*pip, f"crate-edu @ git+{REPOSITORY}"], check=True)
 
 # %%
-import shlex
 import tempfile
 from pathlib import Path
 
@@ -82,9 +82,9 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 import crate_edu
-from crate_edu.cli import build_parser
 from crate_edu.data import DatasetUnavailableError, build_dataset, dataset_info, imagenet100_classes
-from crate_edu.evaluation.metrics import (
+from crate_edu.device import setup_device
+from crate_edu.evaluation import (
     confusion_matrix,
     forward_flops,
     inference_throughput,
@@ -99,12 +99,11 @@ from crate_edu.notebook import (
     choose,
     estimate_run_seconds,
     format_duration,
-    setup_device,
+    read_launch_command,
     warn_if_long_on_cpu,
 )
-from crate_edu.plotting.training import plot_confusion_matrix, plot_per_class_accuracy, plot_throughput
-from crate_edu.train import RECIPES, build_datasets, build_model, load_checkpoint, train
-from crate_edu.train.live import LiveCurves, quiet
+from crate_edu.plotting import plot_confusion_matrix, plot_per_class_accuracy, plot_throughput
+from crate_edu.train import RECIPES, LiveCurves, build_datasets, build_model, load_checkpoint, quiet, train
 
 DATASET = "imagenette"  # or "imagenet-100" (then set DATA_DIR to the folder holding train/ and val/)
 DATA_DIR = None  # None: ~/.cache/crate_edu/data (or $CRATE_EDU_DATA)
@@ -535,7 +534,8 @@ if info.num_classes <= 20:
 # The TPU and multi-GPU commands were not run in this session (CPU only); the multi-process code
 # path is tested on the CPU (`torchrun` with two CPU processes, tests/unit/train/test_loop.py). What we can
 # check here is that each command line above is accepted by `crate-edu train` and means what we
-# say.
+# say: `crate_edu.notebook.read_launch_command` reads a command line with `crate-edu`'s own parser
+# and returns the processes it starts and the configuration each one trains.
 
 # %%
 commands = {
@@ -548,25 +548,13 @@ commands = {
     "ImageNet-100, 1 GPU": "crate-edu train --recipe imagenet --dataset imagenet-100 "
     "--data-dir /data/imagenet --grad-accum 8 --out runs/in100",
 }
-parser = build_parser()
 parsed = {}
 for label, cmd in commands.items():
-    words = shlex.split(cmd)
-    args = parser.parse_args(words[words.index("train") :])  # what crate-edu sees after the launcher
-    recipe_used = RECIPES[args.recipe]
-    cfg_cmd = recipe_used.config(
-        **{k: v for k, v in vars(args).items() if k in ("dataset", "data_dir", "grad_accum")}
-    )
-    parsed[label] = cfg_cmd
-    nproc = (
-        int(words[words.index("--num_processes") + 1])
-        if "--num_processes" in words
-        else (int(words[words.index("--nproc_per_node") + 1]) if "--nproc_per_node" in words else 1)
-    )
-    per_pass = cfg_cmd.batch_size // (nproc * cfg_cmd.grad_accum)
+    run = read_launch_command(cmd)  # crate-edu's own parser reads the words from `train` on
+    parsed[label] = cfg_cmd = run.config
     print(
-        f"{label:22s} {cfg_cmd.dataset:13s} global batch {cfg_cmd.batch_size:5d} = {nproc} process(es) x "
-        f"{cfg_cmd.grad_accum} pass(es) x {per_pass} images"
+        f"{label:22s} {cfg_cmd.dataset:13s} global batch {cfg_cmd.batch_size:5d} = "
+        f"{run.processes} process(es) x {cfg_cmd.grad_accum} pass(es) x {run.images_per_pass} images"
     )
 
 # %%

@@ -1,22 +1,21 @@
 """Tests behind the checks of notebooks/06_train_imagenet_subsets, on other sizes than the notebook's.
 
-Covered elsewhere: forward_flops against torch's counter (tests/unit/evaluation/test_metrics.py), the throughput
-helpers (tests/unit/evaluation/test_metrics.py), the multi-process trainer (tests/unit/train/test_loop.py).
+Covered elsewhere: forward_flops against torch's counter (tests/unit/evaluation/test_flops.py), the throughput
+helpers (tests/unit/evaluation/test_throughput.py), reading launch commands (tests/unit/test_launch.py),
+the multi-process trainer (tests/unit/train/test_loop.py).
 """
 
 from __future__ import annotations
-
-import shlex
 
 import pytest
 import torch
 from PIL import Image
 
 import crate_edu
-from crate_edu.cli import build_parser
 from crate_edu.data import DatasetUnavailableError, build_dataset, dataset_info, imagenet100_classes
-from crate_edu.evaluation.metrics import forward_flops
-from crate_edu.train import RECIPES
+from crate_edu.evaluation import forward_flops
+from crate_edu.notebook import read_launch_command
+from crate_edu.train import RECIPES, ConfigError
 
 
 def _mini_imagenet(root, wnids, extra=()):
@@ -109,18 +108,16 @@ def test_bf16_autocast_changes_crate_logits_little():
     ],
 )
 def test_launch_commands_parse_to_the_stated_runs(cmd, nproc, dataset, batch, accum):
-    words = shlex.split(cmd)
-    args = build_parser().parse_args(words[words.index("train") :])
-    cfg = RECIPES[args.recipe].config(
-        **{k: v for k, v in vars(args).items() if k in ("dataset", "data_dir", "grad_accum")}
-    )
-    assert (cfg.dataset, cfg.batch_size, cfg.grad_accum) == (dataset, batch, accum)
+    run = read_launch_command(cmd)
+    cfg = run.config
+    assert (run.processes, cfg.dataset, cfg.batch_size, cfg.grad_accum) == (nproc, dataset, batch, accum)
     assert cfg.batch_size % (nproc * cfg.grad_accum) == 0
+    assert run.images_per_pass * nproc * accum == batch
 
 
 def test_bad_command_line_is_rejected():
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["train", "--grad-accum", "eight"])
+    with pytest.raises(ConfigError, match="--grad-accum: invalid int value: 'eight'"):
+        read_launch_command("crate-edu train --grad-accum eight")
 
 
 def test_imagenet100_info():
