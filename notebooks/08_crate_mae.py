@@ -88,22 +88,35 @@ import torch
 import torch.nn.functional as F
 
 import crate_edu
-from crate_edu.models.blocks import ISTA, MSSA, LinearDictionary, PreNorm
-from crate_edu.weights.tutorial import WeightsFileError, load_tutorial_model
-from crate_edu.data import build_dataset
-from crate_edu.evaluation.reconstruction import evaluate_reconstruction, mask_noise, masked_patch_loss, reconstruct
-from crate_edu.models import create_model
-from crate_edu.models.crate_mae import patchify, random_masking, unpatchify
+from crate_edu.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset
+from crate_edu.evaluation import (
+    cls_attention_maps,
+    evaluate_reconstruction,
+    mask_noise,
+    masked_patch_loss,
+    mass_on_mask_with_control,
+    probe_layers,
+    reconstruct,
+)
+from crate_edu.models import (
+    ISTA,
+    MSSA,
+    LinearDictionary,
+    PreNorm,
+    create_model,
+    patchify,
+    random_masking,
+    unpatchify,
+)
 from crate_edu.notebook import QUICK, check, check_close, choose
-from crate_edu.plotting.mae import (
+from crate_edu.plotting import (
     plot_attention_grid,
     plot_mae_loss,
     plot_probe_by_layer,
     plot_reconstruction_panels,
 )
-from crate_edu.evaluation.probe import probe_layers
-from crate_edu.evaluation.segmentation import cls_attention_maps, mass_on_mask
-from crate_edu.train.mae import MAETrainConfig, pretrain_mae
+from crate_edu.train import MAETrainConfig, pretrain_mae
+from crate_edu.weights import WeightsFileError, cache_path, load_tutorial_model
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest, and results do not depend on it
 F64 = torch.float64
@@ -295,8 +308,8 @@ check_close(
 # %% [markdown]
 # **Masking.** Each image draws uniform noise, one value per patch; the patches with the
 # `int(64 · (1 − 0.75)) = 16` smallest values are kept, the other 48 removed. The mask is 1 on
-# removed patches. A fixed seed fixes the noise (`crate_edu.evaluation.reconstruction.mask_noise`), so every figure below
-# uses the same masks on every run. Unlike the MAE of He et al., where the encoder sees only the
+# removed patches. A fixed seed fixes the noise (`crate_edu.evaluation.mask_noise`), so every figure
+# below uses the same masks on every run. Unlike the MAE of He et al., where the encoder sees only the
 # visible patches, the official CRATE-MAE puts a learned **mask token** in place of each removed
 # patch **before** the encoder, so the encoder sees all 65 tokens ([CLS] + 64).
 
@@ -354,9 +367,10 @@ print(f"these 8 images: untrained model {float(loss):.2f}; predicting the mean {
 # %% [markdown]
 # ## 3. Pre-training for a few seconds
 #
-# `crate_edu.train.mae.pretrain_mae` is a plain training loop: AdamW (betas 0.9, 0.95, weight
-# decay 0.05), linear warm-up then cosine decay, a fresh random mask for every image at every step,
-# and per epoch a test loss with fixed masks, a line in `metrics.jsonl` and an atomic checkpoint.
+# `crate_edu.train.pretrain_mae` runs the trainer's one loop with the masked-patch objective: AdamW
+# (betas 0.9, 0.95, weight decay 0.05), linear warm-up then cosine decay, a fresh random mask for
+# every image at every step, and per epoch a test loss with fixed masks, a line in `metrics.jsonl`
+# and an atomic checkpoint.
 # Here it runs on a slice of the training set (256 images in quick mode, a few seconds; 4,096 in
 # full mode, see the note below), enough to see the loss fall.
 
@@ -414,8 +428,8 @@ print(f"using: {source}")
 # %% [markdown]
 # ## 5. Four panels: original, masked input, reconstruction, reconstruction with visible patches
 #
-# `crate_edu.evaluation.reconstruction.reconstruct` runs the model with the masks of a fixed seed and returns four image
-# arrays. The model works on normalised pixels, $x_{\text{norm}} = (x - \mu)/\sigma$ per channel; to
+# `crate_edu.evaluation.reconstruct` runs the model with the masks of a fixed seed and returns four
+# image arrays. The model works on normalised pixels, $x_{\text{norm}} = (x - \mu)/\sigma$ per channel; to
 # show a picture the normalisation is undone, $x = x_{\text{norm}}\,\sigma + \mu$, and clipped to
 # $[0, 1]$ — without this step the colours are wrong. The last panel pastes the original visible
 # patches back, since the loss never asked the model to copy them.
@@ -515,28 +529,21 @@ plt.show()
 # leave a dark region in the middle, where the digit is. Is that a segmentation of *this* digit?
 # `cluttered-digits` knows where each digit is (`test_set.masks`), so we can measure: the share of a
 # map's mass that falls on the digit, $s = \sum_i a_i c_i / \sum_i a_i$ with $c_i$ the fraction of
-# patch $i$ covered by the digit (`crate_edu.evaluation.segmentation.mass_on_mask`, the score of notebook 07).
+# patch $i$ covered by the digit (`crate_edu.evaluation.mass_on_mask`, the score of notebook 07).
 # A map that ignores the image scores the digit's area fraction: chance. And a **control**: score
 # each image with the map computed on *another* image. A map that follows this digit scores better
 # on its own image than on another's; a map that only encodes where digits usually are scores the
-# same on both.
+# same on both (`crate_edu.evaluation.mass_on_mask_with_control` gives both shares).
 
 # %%
 n_att = min(256, len(test_set))
 x_att = torch.stack([test_set[i][0] for i in range(n_att)])
 gt = test_set.masks[:n_att]  # (B, 32, 32) bool, where the digit is
 chance = float(F.avg_pool2d(gt[:, None].float(), cfg.patch_size).mean())
-other = torch.roll(torch.arange(n_att), 1)  # image i is scored with the map of image i − 1
-
-
-def attention_shares(net):
-    """Share of [CLS] attention on the digit, (L, K): on the image's own map and on another image's."""
-    maps = cls_attention_maps(net, x_att, all_layers=True)  # (L, B, K, 8, 8)
-    return mass_on_mask(maps, gt).mean(1), mass_on_mask(maps[:, other], gt).mean(1)
-
-
-own, control = attention_shares(model)
-own0, control0 = attention_shares(mae)
+# share of [CLS] attention on the digit, (L, K), with each image's own map and (the control) with
+# the map of another image: image i is scored with the map of image i − 1
+own, control = mass_on_mask_with_control(cls_attention_maps(model, x_att, all_layers=True), gt)
+own0, control0 = mass_on_mask_with_control(cls_attention_maps(mae, x_att, all_layers=True), gt)
 print(f"share of [CLS] attention on the digit ({n_att} test images); chance (digit area) = {chance:.2f}")
 for i in range(L):
     print(
@@ -576,14 +583,11 @@ print(f"largest image-specific gain (own − another's): pre-trained {gain:+.3f}
 # The authors published CRATE-MAE-Base (ImageNet-1K, 224 px, patch 16, 12 + 12 layers of width 768)
 # on Google Drive (file id `11i5BMwymqOsunq44WD3omN5mS6ZREQPO`, linked from the official README). Nothing is downloaded
 # here; if you have the file, set `CRATE_EDU_CRATE_MAE` to its path (or put it at
-# `crate_edu.weights.official.cache_path("crate_mae_base_in1k")`) and the cell below reconstructs a photo
+# `crate_edu.weights.cache_path("crate_mae_base_in1k")`) and the cell below reconstructs a photo
 # shipped with scikit-image with it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from crate_edu.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from crate_edu.weights.official import cache_path  # noqa: E402
-
 env_path = os.environ.get("CRATE_EDU_CRATE_MAE")
 path_b = Path(env_path).expanduser() if env_path else cache_path("crate_mae_base_in1k")
 official = None
@@ -610,7 +614,7 @@ else:
 # ## 9. Are the encoder's features any good? A linear probe, layer by layer
 #
 # Freeze a network, take one feature vector per image, and fit only a linear classifier (here a
-# multinomial logistic regression, `crate_edu.evaluation.probe.linear_probe`, fitted deterministically by
+# multinomial logistic regression, `crate_edu.evaluation.linear_probe`, fitted deterministically by
 # L-BFGS on standardised features): its test accuracy measures how linearly the digit classes sit
 # in the features. We probe the output of **every layer** (`probe_layers`, through
 # `forward_intermediates`) of three encoders of the same size (d = 128, 4 layers, 4 heads, patch 4):

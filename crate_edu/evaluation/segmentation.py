@@ -41,6 +41,7 @@ __all__ = [
     "iou",
     "head_ious",
     "mass_on_mask",
+    "mass_on_mask_with_control",
     "SegmentationScore",
     "segmentation_score",
     "fixed_mask_baseline",
@@ -320,6 +321,28 @@ def mass_on_mask(maps: Tensor, gt_masks: Tensor) -> Tensor:
     cover = F.avg_pool2d(gt_masks[:, None].float(), (H // gh, W // gw))  # (B, 1, gh, gw)
     a = maps.double()
     return ((a * cover).sum((-1, -2)) / a.sum((-1, -2)).clamp_min(1e-300)).float()
+
+
+def mass_on_mask_with_control(maps: Tensor, gt_masks: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean :func:`mass_on_mask` over the images, with each image's own map and with another's.
+
+    The control scores image i with the map of image i − 1. A map that follows the object scores
+    higher on its own image than on another's; a map that only encodes where objects usually are
+    (a positional habit) scores the same on both.
+
+    Args:
+        maps: non-negative (..., B, h, gh, gw), B ≥ 2.
+        gt_masks: bool (B, H, W), H and W multiples of gh and gw.
+
+    Returns:
+        ``(own, control)``, each (..., h): the mean share on the mask over the B images.
+    """
+    if maps.ndim < 4 or maps.shape[-4] < 2:
+        raise ValueError(f"maps must be (..., B, h, gh, gw) with B >= 2 images, got {tuple(maps.shape)}")
+    other = torch.roll(torch.arange(maps.shape[-4], device=maps.device), 1)  # image i -> map of i - 1
+    own = mass_on_mask(maps, gt_masks).mean(-2)  # (..., h)
+    control = mass_on_mask(maps.index_select(-4, other), gt_masks).mean(-2)  # (..., h)
+    return own, control
 
 
 @dataclass(frozen=True)

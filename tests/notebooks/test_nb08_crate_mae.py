@@ -8,10 +8,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from crate_edu.data.transforms import normalize_uint8
-from crate_edu.evaluation.reconstruction import mask_noise, masked_patch_loss, reconstruct
-from crate_edu.models import ISTA, MSSA, LinearDictionary, PreNorm, create_model
-from crate_edu.models.crate_mae import patchify, random_masking, unpatchify
+from crate_edu.data import normalize_uint8
+from crate_edu.evaluation import mask_noise, masked_patch_loss, reconstruct
+from crate_edu.models import (
+    ISTA,
+    MSSA,
+    LinearDictionary,
+    PreNorm,
+    create_model,
+    patchify,
+    random_masking,
+    unpatchify,
+)
 
 F64 = torch.float64
 
@@ -124,7 +132,7 @@ def test_panels_unnormalise_to_the_uint8_pixels():
 
 def shipped_mae():
     """The shipped checkpoint (package data; its absence is a failure, not a skip)."""
-    from crate_edu.weights.tutorial import load_tutorial_model
+    from crate_edu.weights import load_tutorial_model
 
     return load_tutorial_model("cluttered-digits-crate-mae")[0]
 
@@ -132,11 +140,14 @@ def shipped_mae():
 def test_shipped_mae_reconstructs_attends_and_probes():
     """The notebook's claims about the shipped checkpoint, on a small slice of the test split."""
     from crate_edu.data import ClutteredDigits
-    from crate_edu.evaluation.probe import probe_layers
-    from crate_edu.evaluation.reconstruction import evaluate_reconstruction
-    from crate_edu.evaluation.segmentation import cls_attention_maps, mass_on_mask
-    from crate_edu.train.mae import MAETrainConfig, build_mae_model
-    from crate_edu.weights.tutorial import load_tutorial_model
+    from crate_edu.evaluation import (
+        cls_attention_maps,
+        evaluate_reconstruction,
+        mass_on_mask_with_control,
+        probe_layers,
+    )
+    from crate_edu.train import MAETrainConfig, build_mae_model
+    from crate_edu.weights import load_tutorial_model
 
     model = shipped_mae()
     init = build_mae_model(MAETrainConfig())
@@ -148,8 +159,7 @@ def test_shipped_mae_reconstructs_attends_and_probes():
     gt = test.masks[:128]
     chance = float(F.avg_pool2d(gt[:, None].float(), 4).mean())
     maps = cls_attention_maps(model, x, all_layers=True)
-    own = mass_on_mask(maps, gt).mean(1).flatten()
-    control = mass_on_mask(maps[:, torch.roll(torch.arange(128), 1)], gt).mean(1).flatten()
+    own, control = (share.flatten() for share in mass_on_mask_with_control(maps, gt))
     k = int(own.argmin())
     assert float(own[k]) < chance / 4  # a head keeps off the digit ...
     assert abs(float(own[k] - control[k])) < 0.25 * (chance - float(own[k]))  # ... by position alone

@@ -169,6 +169,25 @@ def test_mass_on_mask():
         seg.mass_on_mask(maps, torch.zeros(1, 7, 7, dtype=torch.bool))
 
 
+def test_mass_on_mask_with_control():
+    quadrants = [(slice(0, 4), slice(0, 4)), (slice(0, 4), slice(4, 8)), (slice(4, 8), slice(0, 4))]
+    gt = torch.zeros(3, 8, 8, dtype=torch.bool)  # image i: its object in quadrant i
+    for i, (rows, cols) in enumerate(quadrants):
+        gt[i, rows, cols] = True
+    follows = F.avg_pool2d(gt[:, None].float(), 4)  # (3, 1, 2, 2): each map on its own object
+    habit = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).expand(3, 1, 2, 2)  # the same map on every image
+    maps = torch.stack([torch.cat([follows, habit], 1)] * 2)  # (L=2, B=3, h=2, 2, 2)
+    own, control = seg.mass_on_mask_with_control(maps, gt)
+    assert own.shape == control.shape == (2, 2)
+    assert own[:, 0].tolist() == [1.0, 1.0] and control[:, 0].tolist() == [0.0, 0.0]  # follows the object
+    torch.testing.assert_close(own[:, 1], control[:, 1], rtol=0, atol=0)  # a positional habit
+    shifted = torch.cat([maps[:, -1:], maps[:, :-1]], 1)  # image i with the map of image i - 1
+    torch.testing.assert_close(control, seg.mass_on_mask(shifted, gt).mean(1), rtol=0, atol=0)
+    torch.testing.assert_close(own, seg.mass_on_mask(maps, gt).mean(1), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="B >= 2"):
+        seg.mass_on_mask_with_control(maps[:, :1], gt[:1])
+
+
 # ---------------------------------------------------------------------------------------------
 # scores
 # ---------------------------------------------------------------------------------------------
