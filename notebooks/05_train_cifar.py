@@ -35,12 +35,12 @@
 #   patch size on 32×32 images (tokens, FLOPs — counted by formula and checked against PyTorch's
 #   counter), label smoothing (its loss floor, derived and checked), Lion vs AdamW (the update rules,
 #   checked against the optimiser), RandAugment (what the fine-tuning recipe adds).
-# - How `crate_edu.notebook.setup_device` picks CUDA, a TPU, Apple MPS or the CPU with the matching
+# - How `crate_edu.device.setup_device` picks CUDA, a TPU, Apple MPS or the CPU with the matching
 #   precision, and how to estimate a run's time before starting it.
-# - How to train with `crate_edu.train.train` and watch live curves (`crate_edu.train.live.LiveCurves`).
+# - How to train with `crate_edu.train.train` and watch live curves (`crate_edu.train.LiveCurves`).
 # - How CRATE compares with a ViT of the same parameter count trained by the same recipe.
 # - How to evaluate beyond one accuracy number: per-class accuracy and the confusion matrix
-#   (`crate_edu.evaluation.metrics`), each checked against the trainer's own evaluation.
+#   (`crate_edu.evaluation`), each checked against the trainer's own evaluation.
 # - How to save and reload a model as a self-describing safetensors file, and how fine-tuning
 #   replaces the classifier head.
 #
@@ -87,7 +87,6 @@ from torch.utils.data import Subset
 from torch.utils.flop_counter import FlopCounterMode
 
 import crate_edu
-from crate_edu.weights.tutorial import load_weights, save_weights
 from crate_edu.data import (
     ClutteredDigits,
     DatasetUnavailableError,
@@ -95,7 +94,8 @@ from crate_edu.data import (
     build_transform,
     dataset_info,
 )
-from crate_edu.evaluation.metrics import (
+from crate_edu.device import setup_device
+from crate_edu.evaluation import (
     confusion_matrix,
     forward_flops,
     per_class_accuracy,
@@ -109,14 +109,22 @@ from crate_edu.notebook import (
     choose,
     estimate_run_seconds,
     format_duration,
-    setup_device,
     warn_if_long_on_cpu,
 )
-from crate_edu.plotting.training import plot_confusion_matrix, plot_per_class_accuracy
-from crate_edu.train import RECIPES, build_datasets, build_model, evaluate, fit, load_checkpoint, train
-from crate_edu.train.config import model_kwargs
-from crate_edu.train.live import LiveCurves, quiet
-from crate_edu.weights.official import cache_path
+from crate_edu.plotting import plot_confusion_matrix, plot_per_class_accuracy
+from crate_edu.train import (
+    RECIPES,
+    LiveCurves,
+    build_datasets,
+    build_model,
+    evaluate,
+    fit,
+    load_checkpoint,
+    model_kwargs,
+    quiet,
+    train,
+)
+from crate_edu.weights import cache_path, load_weights, save_weights
 
 DATASET = "cifar10"  # change to "cifar100": every cell below follows
 F64 = torch.float64
@@ -218,7 +226,7 @@ print(recipe.doc)
 # $$
 #
 # The token count enters linearly through the projections and quadratically through attention.
-# `crate_edu.evaluation.metrics.forward_flops` implements this formula; we check it against PyTorch's own
+# `crate_edu.evaluation.forward_flops` implements this formula; we check it against PyTorch's own
 # FLOP counter, which records every matrix product the model actually runs. (For the count we set
 # `prune_last_layer = False`: by default the last layer computes only the [CLS] row, the one row
 # the head reads, which saves a little under 1/L of the work and changes no number.)
@@ -500,7 +508,7 @@ print(
 print(f"warm-up {cfg.warmup_epochs:g} epochs, label smoothing {cfg.label_smoothing}, augment {cfg.augment!r}")
 
 # %% [markdown]
-# Before training, measure what one training step costs here (`crate_edu.evaluation.metrics.train_throughput`:
+# Before training, measure what one training step costs here (`crate_edu.evaluation.train_throughput`:
 # forward, backward and an AdamW step on random images, no data loading) and turn it into a time
 # estimate; `warn_if_long_on_cpu` warns when a long run starts on a CPU. Outside quick mode we time
 # the recipe's own model; in quick mode only the small one, and scale by the FLOP counts of §2.1
@@ -699,7 +707,7 @@ print(
 #
 # ### 7.1 Save and reload
 #
-# `crate_edu.weights.tutorial.save_weights` writes the weights as a safetensors file (tensors only, no
+# `crate_edu.weights.save_weights` writes the weights as a safetensors file (tensors only, no
 # pickled code) with the registry name and `create_model` overrides in its header;
 # `load_weights` rebuilds the model from them and loads the weights. The reloaded model must give
 # **bit-identical** outputs. (The run folder also holds `checkpoint.pt`, with the optimiser and
@@ -729,7 +737,7 @@ check("the reloaded model gives bit-identical logits", same)
 # The `finetune` recipe is the official `finetune.py`: AdamW lr 5e-5, weight decay 0.01, no
 # warm-up, no label smoothing, RandAugment, 224 px, ImageNet normalisation, 200 epochs. It starts
 # from **pretrained weights**: the official ImageNet CRATE-S (`CRATE_small.pth`, 1,000 classes) if
-# you have the file at `crate_edu.weights.official.cache_path("crate_small_in1k")` and a GPU (at 224 px this
+# you have the file at `crate_edu.weights.cache_path("crate_small_in1k")` and a GPU (at 224 px this
 # is GPU work), otherwise the CRATE trained above. Either way the classifier head — `mlp_head`, a
 # LayerNorm and a Linear layer — is replaced by a fresh Linear for the new classes, and everything
 # else is kept. The fine-tuning target here: the official weights go to `DATASET` as in the paper;

@@ -84,12 +84,11 @@ import torch
 import torch.nn.functional as F
 
 import crate_edu
+from crate_edu.data import IMAGENET_MEAN, IMAGENET_STD, ClutteredDigits, normalize_uint8
 from crate_edu.evaluation import segmentation as seg
-from crate_edu.weights.tutorial import WeightsFileError, export_run, load_tutorial_model, load_weights
-from crate_edu.data import ClutteredDigits
-from crate_edu.data.transforms import normalize_uint8
 from crate_edu.notebook import QUICK, check, check_close, choose
 from crate_edu.plotting import segmentation as pseg
+from crate_edu.weights import WeightsFileError, export_run, load_tutorial_model, load_weights
 
 torch.set_num_threads(1)  # small models: one thread is the fastest, and results do not depend on it
 RETRAIN = False  # True: train both models from scratch with the cluttered-digits recipe (minutes)
@@ -731,8 +730,6 @@ else:
 # %%
 if official is not None:
     import skimage.data
-
-    from crate_edu.data.base import IMAGENET_MEAN, IMAGENET_STD
 
     names = ["astronaut", "chelsea", "coffee"]
     side = official.config.image_size

@@ -1,6 +1,6 @@
 """Tests behind the checks of notebooks/05_train_cifar, on other sizes and seeds than the notebook's.
 
-Covered elsewhere: forward_flops against torch's FLOP counter (tests/unit/evaluation/test_metrics.py), the live
+Covered elsewhere: forward_flops against torch's FLOP counter (tests/unit/evaluation/test_flops.py), the live
 curves' history (tests/unit/train/test_live.py), the trainer itself (tests/unit/train/test_loop.py).
 """
 
@@ -16,9 +16,16 @@ from lion_pytorch import Lion
 
 import crate_edu
 from crate_edu.data import build_transform, dataset_info
-from crate_edu.evaluation.metrics import confusion_matrix, per_class_accuracy, predict
-from crate_edu.train import RECIPES, build_datasets, build_model, evaluate, load_checkpoint, train
-from crate_edu.train.config import model_kwargs
+from crate_edu.evaluation import confusion_matrix, per_class_accuracy, predict
+from crate_edu.train import (
+    RECIPES,
+    build_datasets,
+    build_model,
+    evaluate,
+    load_checkpoint,
+    model_kwargs,
+    train,
+)
 
 F64 = torch.float64
 
@@ -149,7 +156,7 @@ def test_same_size_vit_within_ten_percent(crate, vit):
 
 def test_evaluation_save_reload_and_head_replacement(tmp_path):
     pytest.importorskip("safetensors")
-    from crate_edu.weights.tutorial import load_weights, save_weights
+    from crate_edu.weights import load_weights, save_weights
 
     cfg = RECIPES["cifar10-scratch"].config(
         dataset="digits",

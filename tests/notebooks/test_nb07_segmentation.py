@@ -1,13 +1,13 @@
 """Tests behind the checks of notebooks/07_emergent_segmentation: the notebook's inline code,
 restated on other sizes and seeds than the notebook's, against the package.
 
-Covered in tests/unit/evaluation/test_segmentation.py: the ViT's maps from its queries and keys, DINO's form of the
-mass threshold, the score by hand, the PCA sign convention, the cut on planted regions. This file
-adds: the [CLS] row of CRATE's softmax(W^T W / sqrt p) and its normalisation, the notebook's
-inline mass threshold and its two properties, the inline pixel IoU, the inline mIoU, the share of
-attention on the digit (and its chance level), the fixed-mask baseline on cluttered-digits, PCA
-against the covariance eigendecomposition on model features, the border sign rule, and the
-generalised eigen-equation of the cut on model features.
+Covered in tests/unit/evaluation/test_segmentation.py: the ViT's maps from its queries and keys,
+DINO's form of the mass threshold, the score by hand, the PCA sign convention, the cut on planted
+regions. This file adds: the [CLS] row of CRATE's softmax(W^T W / sqrt p) and its normalisation,
+the notebook's inline mass threshold and its two properties, the inline pixel IoU, the inline mIoU,
+the share of attention on the digit (and its chance level), the fixed-mask baseline on
+cluttered-digits, PCA against the covariance eigendecomposition on model features, the border sign
+rule, and the generalised eigen-equation of the cut on model features.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import crate_edu
-from crate_edu.data import ClutteredDigits
-from crate_edu.data.transforms import normalize_uint8
+from crate_edu.data import ClutteredDigits, normalize_uint8
 from crate_edu.evaluation import segmentation as seg
 
 FRACTION = 0.6

@@ -1,7 +1,7 @@
 """Notebooks 07 and 08 carry on when a shipped checkpoint is damaged, as they do when it is missing.
 
 Each notebook loads the small models that ship in ``crate_edu/resources/checkpoints/``;
-``$CRATE_EDU_CHECKPOINTS`` names a folder looked in first, where a copy whose sha256 differs from
+the cache folder ``$CRATE_EDU_CACHE`` is looked in first, where a copy whose sha256 differs from
 the pinned one raises ``WeightsFileError``. Here that folder holds copies of all three shipped
 files with one byte flipped, and each notebook is executed top to bottom in quick mode (both at
 once, one kernel each): no cell may raise, and each damaged file is reported in exactly one line
@@ -21,7 +21,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-from crate_edu.weights.tutorial import (
+from crate_edu.weights import (
     TUTORIAL_CHECKPOINTS,
     WeightsFileError,
     shipped_checkpoint_dir,
@@ -58,9 +58,10 @@ def damaged_folder():
 
 
 def _execute(name: str, checkpoints: Path, sockets: Path):
-    """Run notebook ``name`` in quick mode with ``$CRATE_EDU_CHECKPOINTS`` set; the executed notebook."""
+    """Run notebook ``name`` in quick mode with ``$CRATE_EDU_CACHE`` set; the executed notebook."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    env = {**os.environ, "CRATE_EDU_QUICK": "1", "CRATE_EDU_CHECKPOINTS": str(checkpoints)}
+    env = {k: v for k, v in os.environ.items() if k != "CRATE_EDU_CHECKPOINTS"}  # the older name wins
+    env |= {"CRATE_EDU_QUICK": "1", "CRATE_EDU_CACHE": str(checkpoints)}
     km = KernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / name))
     try:
         client = NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(NOTEBOOKS)}})
@@ -91,7 +92,8 @@ def _output_lines(nb) -> list[str]:
 
 
 def test_the_copies_are_damaged(damaged_folder, monkeypatch):
-    monkeypatch.setenv("CRATE_EDU_CHECKPOINTS", str(damaged_folder))
+    monkeypatch.delenv("CRATE_EDU_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("CRATE_EDU_CACHE", str(damaged_folder))
     for name in TUTORIAL_CHECKPOINTS:
         with pytest.raises(WeightsFileError, match="sha256 differs"):
             tutorial_checkpoint(name)
