@@ -173,6 +173,14 @@ def _project(Z: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
     return Z.unsqueeze(-3) @ U  # (..., 1, N, d) @ (K, d, p) -> (..., K, N, p)
 
 
+def _projected(Z: torch.Tensor, U: torch.Tensor, eps: float) -> tuple[float, torch.Tensor]:
+    """γ = p/(Nε²) and the per-subspace coordinates W_k = U_k^T Z, after checking Z, U and ε."""
+    _check_subspaces(Z, U)
+    _check_eps(eps)
+    N, p = Z.shape[-2], U.shape[-1]
+    return p / (N * eps**2), _project(Z, U)  # γ, (..., K, N, p)
+
+
 def _lift(W: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
     """Σ_k W_k U_k^T, back to the ambient space: (..., K, N, p), (K, d, p) -> (..., N, d)."""
     U = U.to(dtype=W.dtype, device=W.device)
@@ -224,12 +232,9 @@ def compression_rate(
     Returns:
         (...) compression rate in nats.
     """
-    _check_subspaces(Z, U)
-    _check_eps(eps)
     _check_form(form)
-    N, p = Z.shape[-2], U.shape[-1]
-    W = _project(Z, U)  # (..., K, N, p)
-    return _half_logdet_gram(W, p / (N * eps**2), form).sum(-1)  # (..., K) -> (...)
+    gamma, W = _projected(Z, U, eps)  # γ = p/(Nε²), W_k = U_k^T Z (..., K, N, p)
+    return _half_logdet_gram(W, gamma, form).sum(-1)  # (..., K) -> (...)
 
 
 def rate_reduction(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5) -> torch.Tensor:
@@ -328,12 +333,9 @@ def grad_compression_rate(
     Returns:
         (..., N, d), the same shape as Z.
     """
-    _check_subspaces(Z, U)
-    _check_eps(eps)
     _check_form(form)
-    N, p = Z.shape[-2], U.shape[-1]
-    gamma = p / (N * eps**2)
-    W = _project(Z, U)  # (..., K, N, p)
+    gamma, W = _projected(Z, U, eps)  # γ = p/(Nε²), W_k = U_k^T Z (..., K, N, p)
+    N, p = W.shape[-2:]
     if form == "d" or (form == "auto" and p <= N):
         M = torch.eye(p, dtype=Z.dtype, device=Z.device) + gamma * (W.transpose(-2, -1) @ W)  # (..., K, p, p)
         S = torch.linalg.solve(M, W, left=False)  # W M^{-1}: (..., K, N, p)
@@ -360,11 +362,7 @@ def grad_compression_rate_neumann(Z: torch.Tensor, U: torch.Tensor, eps: float =
     Returns:
         (..., N, d).
     """
-    _check_subspaces(Z, U)
-    _check_eps(eps)
-    N, p = Z.shape[-2], U.shape[-1]
-    gamma = p / (N * eps**2)
-    W = _project(Z, U)  # (..., K, N, p)
+    gamma, W = _projected(Z, U, eps)  # γ = p/(Nε²), W_k = U_k^T Z (..., K, N, p)
     S = W - gamma * (W @ (W.transpose(-2, -1) @ W))  # W (W^T W) costs N p², not N² p: (..., K, N, p)
     return gamma * _lift(S, U)  # (..., N, d)
 
@@ -442,11 +440,7 @@ def mssa(
     Returns:
         (..., N, d).
     """
-    _check_subspaces(Z, U)
-    _check_eps(eps)
-    N, p = Z.shape[-2], U.shape[-1]
-    gamma = p / (N * eps**2)
-    W = _project(Z, U)  # (..., K, N, p)  one head per subspace
+    gamma, W = _projected(Z, U, eps)  # γ = p/(Nε²), W_k = U_k^T Z (..., K, N, p): one head per subspace
     A = _membership(W, membership, tau)  # (..., K, N, N)
     return gamma * _lift(A @ W, U)  # (..., N, d)
 

@@ -19,17 +19,5 @@ from crate_edu.experiments.crate_alpha_ablation import (
     summarize,
 )
 
-__all__ = [
-    "crate_alpha_ablation",
-    "ABLATION",
-    "PUBLISHED_ALPHA",
-    "PUBLISHED_CRATE",
-    "AblationRun",
-    "ablation_config",
-    "code_sparsity",
-    "crate_alpha_macs",
-    "published_crate_table",
-    "published_scaling_table",
-    "run_ablation",
-    "summarize",
-]
+__all__ = ["crate_alpha_ablation"]
+__all__ += crate_alpha_ablation.__all__  # every public name of the module

@@ -31,6 +31,7 @@ __all__ = [
     "check_geometry",
     "check_model_sizes",
     "check_ista",
+    "check_flag",
     "check_images",
     "check_renamed",
     "Block",
@@ -171,6 +172,12 @@ def check_ista(eta: object, lambd: object) -> None:
     check_float("lambd", lambd, 0.0, math.inf)
 
 
+def check_flag(name: str, value: object) -> None:
+    """Raise a one-line ``TypeError`` unless ``value`` is True or False."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 # ------------------------------------------------------------------------------ blocks and layers
 class Block(nn.Module):
     """Base of the blocks and layers that take the ``reference`` switch (``reference=True``: the
@@ -296,8 +303,7 @@ class ClassifierConfig:
         check_model_sizes(self, ("depth", "num_classes", "channels"))
         check_float("dropout", self.dropout, 0.0, 1.0)
         check_float("emb_dropout", self.emb_dropout, 0.0, 1.0)
-        if not isinstance(self.reference, bool):
-            raise TypeError(f"reference must be True or False, got {self.reference!r}")
+        check_flag("reference", self.reference)
 
     @property
     def head_dim(self) -> int:

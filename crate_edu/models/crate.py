@@ -29,18 +29,7 @@ from einops import rearrange
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
 
-from crate_edu.models import fast
-from crate_edu.models.base import (
-    AttentionParts,
-    Block,
-    ClassifierConfig,
-    ImageClassifier,
-    LayerTrace,
-    PreNorm,
-    Transformer,
-    check_ista,
-    pair,
-)
+from crate_edu.models import base, fast
 
 __all__ = ["PatchEmbedding", "MSSA", "ISTA", "CRATELayer", "CRATEConfig", "CRATE"]
 
@@ -49,7 +38,7 @@ class PatchEmbedding(nn.Sequential):
     """The official LN–Linear–LN patch embedding (indices 1, 2, 3 as in the official state dict)."""
 
     def __init__(self, patch_size, channels: int, dim: int):
-        ph, pw = pair(patch_size)
+        ph, pw = base.pair(patch_size)
         patch_dim = channels * ph * pw
         super().__init__(
             Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw),  # (B, N, P²·C)
@@ -59,7 +48,7 @@ class PatchEmbedding(nn.Sequential):
         )
 
 
-class MSSA(Block):
+class MSSA(base.Block):
     """Multi-head subspace self-attention (eqs. 10–12, as the official code realises it).
 
     The shared projection ``qkv`` (bias-free, ``heads * dim_head`` outputs) plays the stacked
@@ -127,16 +116,16 @@ class MSSA(Block):
         out = rearrange(out, "b h n p -> b n (h p)")  # [SSA_1, …, SSA_K]                 (B, N, K·p)
         return self.to_out(out)  # MSSA = to_out([SSA_1, …, SSA_K]), eq. 12                 (B, N, d)
 
-    def forward_parts(self, x: Tensor) -> AttentionParts:
+    def forward_parts(self, x: Tensor) -> base.AttentionParts:
         """Projections w (B, h, N, p), memberships (B, h, N, N) and output (B, N, d), for analysis:
         always the reference arithmetic, so that the N × N memberships exist."""
         w = rearrange(self.qkv(x), "b n (h p) -> b h n p", h=self.heads)  # (B, h, N, p)
         attn = self.attend(w @ w.transpose(-1, -2) * self.scale)  # (B, h, N, N)
         out = rearrange(self.dropout(attn) @ w, "b h n p -> b n (h p)")  # (B, N, K·p)
-        return AttentionParts(proj=w, attn=attn, out=self.to_out(out))
+        return base.AttentionParts(proj=w, attn=attn, out=self.to_out(out))
 
 
-class ISTA(Block):
+class ISTA(base.Block):
     """One step of non-negative ISTA on the LASSO problem (eqs. 16–17), CRATE's MLP replacement.
 
     With dictionary D = ``weight`` (d × d), step size η and sparsity penalty λ, warm-started at the
@@ -173,7 +162,7 @@ class ISTA(Block):
         return f"dim={self.weight.shape[0]}, eta={self.eta}, lambd={self.lambd}, reference={self.reference}"
 
 
-class CRATELayer(Block, nn.ModuleList):
+class CRATELayer(base.Block, nn.ModuleList):
     """One CRATE layer (official: ``[PreNorm(MSSA), PreNorm(ISTA)]``)::
 
     Z^{ℓ+½} = Z^ℓ + MSSA(LN(Z^ℓ))        # compression step (residual coefficient 1)
@@ -195,8 +184,8 @@ class CRATELayer(Block, nn.ModuleList):
     ):
         super().__init__(
             [
-                PreNorm(dim, MSSA(dim, heads, dim_head, dropout, out_bias=True, reference=reference)),
-                PreNorm(dim, ISTA(dim, eta=eta, lambd=lambd, reference=reference)),
+                base.PreNorm(dim, MSSA(dim, heads, dim_head, dropout, out_bias=True, reference=reference)),
+                base.PreNorm(dim, ISTA(dim, eta=eta, lambd=lambd, reference=reference)),
             ]
         )
 
@@ -208,23 +197,24 @@ class CRATELayer(Block, nn.ModuleList):
     def ista(self) -> ISTA:
         return self[1].fn
 
-    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, base.LayerTrace]:
         """Z^ℓ (B, N, d) -> Z^{ℓ+1} (B, N, d); ``return_trace=True`` is :meth:`forward_trace`."""
         if return_trace:
             return self.forward_trace(x)
         z_half = x + self[0](x)  # Z^{ℓ+½} = Z^ℓ + MSSA(LN(Z^ℓ))                             (B, N, d)
         return self[1](z_half)  # Z^{ℓ+1} = ISTA(LN(Z^{ℓ+½}))                                (B, N, d)
 
-    def forward_trace(self, x: Tensor) -> tuple[Tensor, LayerTrace]:
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, base.LayerTrace]:
         """Z^{ℓ+1} and what the layer computed (:class:`LayerTrace`; the codes are Z^{ℓ+1})."""
         parts = self.mssa.forward_parts(self[0].norm(x))
         z_half = x + parts.out
         z_out = self[1](z_half)
-        return z_out, LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out, codes=z_out)
+        trace = base.LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out, codes=z_out)
+        return z_out, trace
 
 
 @dataclass(frozen=True)
-class CRATEConfig(ClassifierConfig):
+class CRATEConfig(base.ClassifierConfig):
     """Configuration of a CRATE classifier (official defaults: CRATE-T at 224 px)."""
 
     eta: float = 0.1  # ISTA step size η
@@ -232,10 +222,10 @@ class CRATEConfig(ClassifierConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_ista(self.eta, self.lambd)
+        base.check_ista(self.eta, self.lambd)
 
 
-class CRATE(ImageClassifier):
+class CRATE(base.ImageClassifier):
     """CRATE classifier. ``CRATE(CRATEConfig(...))`` or ``CRATE(dim=..., depth=..., ...)``.
 
     ``forward(img)`` -> logits; ``forward_intermediates(img)`` -> (logits, [LayerTrace]); see
@@ -248,7 +238,7 @@ class CRATE(ImageClassifier):
         self.config = cfg
         self.to_patch_embedding = PatchEmbedding(cfg.patch_size, cfg.channels, cfg.dim)
         self.init_tokens(cfg)  # pos_embedding (1, N + 1, d), cls_token (1, 1, d)
-        self.transformer = Transformer(
+        self.transformer = base.Transformer(
             [
                 CRATELayer(cfg.dim, cfg.heads, cfg.head_dim, cfg.dropout, cfg.eta, cfg.lambd, cfg.reference)
                 for _ in range(cfg.depth)

@@ -34,16 +34,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from crate_edu.models.base import (
-    Block,
-    ClassifierConfig,
-    ImageClassifier,
-    LayerTrace,
-    PreNorm,
-    Transformer,
-    check_ista,
-    pair,
-)
+from crate_edu.models import base
 from crate_edu.models.crate import ISTA, MSSA
 
 __all__ = [
@@ -82,7 +73,7 @@ class SparseCodes(NamedTuple):
     out: Tensor
 
 
-class OvercompleteISTA(Block):
+class OvercompleteISTA(base.Block):
     """CRATE-α sparse coding block: two ISTA steps on an overcomplete dictionary, then decode.
 
     D, D1 ∈ R^{d × r·d} (r = ``overcomplete_ratio``, 4 officially); input X = LN(Z^{ℓ+½})::
@@ -163,7 +154,7 @@ class OvercompleteISTA(Block):
         )
 
 
-class CRATEAlphaLayer(Block, nn.ModuleList):
+class CRATEAlphaLayer(base.Block, nn.ModuleList):
     """One CRATE-α layer: both blocks residual, LayerNorm eps 1e-6, ``to_out`` without bias::
 
     Z^{ℓ+½} = Z^ℓ + MSSA(LN(Z^ℓ))
@@ -202,7 +193,7 @@ class CRATEAlphaLayer(Block, nn.ModuleList):
             else ISTA(dim, eta=eta, lambd=lambd, reference=reference)
         )
         mssa = MSSA(dim, heads, dim_head, dropout, out_bias=False, reference=reference)
-        super().__init__([PreNorm(dim, mssa, eps=1e-6), PreNorm(dim, coder, eps=1e-6)])
+        super().__init__([base.PreNorm(dim, mssa, eps=1e-6), base.PreNorm(dim, coder, eps=1e-6)])
         self.residual = residual
         self.sparse_coding = sparse_coding
 
@@ -214,7 +205,7 @@ class CRATEAlphaLayer(Block, nn.ModuleList):
     def ista(self) -> OvercompleteISTA | ISTA:
         return self[1].fn
 
-    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, base.LayerTrace]:
         """Z^ℓ (B, N, d) -> Z^{ℓ+1} (B, N, d); ``return_trace=True`` is :meth:`forward_trace`."""
         if return_trace:
             return self.forward_trace(x)
@@ -222,7 +213,7 @@ class CRATEAlphaLayer(Block, nn.ModuleList):
         out = self[1](z_half)  # D1 A2, A2 = ISTA²(LN(Z^{ℓ+½}); D)                           (B, N, d)
         return z_half + out if self.residual else out  # Z^{ℓ+1} = Z^{ℓ+½} + D1 A2           (B, N, d)
 
-    def forward_trace(self, x: Tensor) -> tuple[Tensor, LayerTrace]:
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, base.LayerTrace]:
         """Z^{ℓ+1} and what the layer computed (:class:`LayerTrace`; the codes are A2)."""
         parts = self.mssa.forward_parts(self[0].norm(x))
         z_half = x + parts.out
@@ -231,14 +222,15 @@ class CRATEAlphaLayer(Block, nn.ModuleList):
         else:
             codes, out = self.ista.forward_parts(self[1].norm(z_half))  # (B, N, r·d), (B, N, d)
         z_out = z_half + out if self.residual else out
-        return z_out, LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out, codes=codes)
+        trace = base.LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out, codes=codes)
+        return z_out, trace
 
     def extra_repr(self) -> str:
         return f"sparse_coding={self.sparse_coding!r}, residual={self.residual}"
 
 
 @dataclass(frozen=True)
-class CRATEAlphaConfig(ClassifierConfig):
+class CRATEAlphaConfig(base.ClassifierConfig):
     """Configuration of a CRATE-α classifier (official defaults: B/16 at 224 px).
 
     Attributes (besides :class:`~crate_edu.models.base.ClassifierConfig`'s):
@@ -263,7 +255,7 @@ class CRATEAlphaConfig(ClassifierConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_ista(self.eta, self.lambd)
+        base.check_ista(self.eta, self.lambd)
         ratio = self.overcomplete_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1:
             raise ValueError(
@@ -285,7 +277,7 @@ ABLATION: MappingProxyType[str, dict] = MappingProxyType(
 )
 
 
-class CRATEAlpha(ImageClassifier):
+class CRATEAlpha(base.ImageClassifier):
     """CRATE-α classifier. ``CRATEAlpha(CRATEAlphaConfig(...))`` or ``CRATEAlpha(dim=..., ...)``."""
 
     def __init__(self, config: CRATEAlphaConfig | None = None, **kwargs):
@@ -293,10 +285,10 @@ class CRATEAlpha(ImageClassifier):
         cfg = config if config is not None else CRATEAlphaConfig(**kwargs)
         self.config = cfg
         self.conv1 = nn.Conv2d(
-            cfg.channels, cfg.dim, kernel_size=pair(cfg.patch_size), stride=pair(cfg.patch_size)
+            cfg.channels, cfg.dim, kernel_size=base.pair(cfg.patch_size), stride=base.pair(cfg.patch_size)
         )
         self.init_tokens(cfg)  # pos_embedding (1, N + 1, d), cls_token (1, 1, d)
-        self.transformer = Transformer(
+        self.transformer = base.Transformer(
             [
                 CRATEAlphaLayer(
                     cfg.dim,

@@ -30,20 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from crate_edu.models.base import (
-    AttentionParts,
-    Block,
-    LayerTrace,
-    PreNorm,
-    Transformer,
-    check_float,
-    check_geometry,
-    check_images,
-    check_ista,
-    check_model_sizes,
-    check_positive_int,
-    check_renamed,
-)
+from crate_edu.models import base
 from crate_edu.models.crate import MSSA, CRATELayer
 
 __all__ = [
@@ -141,7 +128,7 @@ class LinearDictionary(nn.Module):
         return F.linear(x, self.weight)  # D̃ x                                                (B, N, d)
 
 
-class CRATEDecoderLayer(Block, nn.ModuleList):
+class CRATEDecoderLayer(base.Block, nn.ModuleList):
     """One CRATE-MAE decoder layer, the inverse of encoder layer L + 1 − ℓ (docs/design.md)::
 
         Z̃^{ℓ+½} = D̃ LN(Z̃^ℓ)                        # undoes ISTA's sparsification (linear map)
@@ -153,8 +140,8 @@ class CRATEDecoderLayer(Block, nn.ModuleList):
     def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, reference: bool = False):
         super().__init__(
             [
-                PreNorm(dim, LinearDictionary(dim)),
-                PreNorm(dim, MSSA(dim, heads, dim_head, dropout, out_bias=True, reference=reference)),
+                base.PreNorm(dim, LinearDictionary(dim)),
+                base.PreNorm(dim, MSSA(dim, heads, dim_head, dropout, out_bias=True, reference=reference)),
             ]
         )
 
@@ -162,19 +149,19 @@ class CRATEDecoderLayer(Block, nn.ModuleList):
     def mssa(self) -> MSSA:
         return self[1].fn
 
-    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, base.LayerTrace]:
         """Z̃^ℓ (B, N, d) -> Z̃^{ℓ+1} (B, N, d); ``return_trace=True`` is :meth:`forward_trace`."""
         if return_trace:
             return self.forward_trace(x)
         z_half = self[0](x)  # Z̃^{ℓ+½} = D̃ LN(Z̃^ℓ)                                         (B, N, d)
         return z_half - self[1](z_half)  # Z̃^{ℓ+1} = Z̃^{ℓ+½} − MSSA(LN(Z̃^{ℓ+½}))              (B, N, d)
 
-    def forward_trace(self, x: Tensor) -> tuple[Tensor, LayerTrace]:
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, base.LayerTrace]:
         """Z̃^{ℓ+1} and what the layer computed (:class:`LayerTrace`, no codes)."""
         z_half = self[0](x)
-        parts: AttentionParts = self.mssa.forward_parts(self[1].norm(z_half))
+        parts: base.AttentionParts = self.mssa.forward_parts(self[1].norm(z_half))
         z_out = z_half - parts.out
-        return z_out, LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out)
+        return z_out, base.LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out)
 
 
 @dataclass(frozen=True)
@@ -200,7 +187,7 @@ class CRATEMAEConfig:
     reference: bool = False  # the official arithmetic, written out, instead of the fast path
 
     def __new__(cls, *args, **kwargs):
-        check_renamed(cls.__name__, kwargs)
+        base.check_renamed(cls.__name__, kwargs)
         return super().__new__(cls)
 
     def __post_init__(self):
@@ -208,20 +195,19 @@ class CRATEMAEConfig:
             raise ValueError(
                 "CRATE-MAE uses square images and patches: pass image_size and patch_size as ints"
             )
-        check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
-        check_positive_int("decoder_heads", self.decoder_heads)
-        check_geometry(
+        base.check_geometry(self.image_size, self.patch_size, self.dim, self.heads, self.dim_head, self.pool)
+        base.check_positive_int("decoder_heads", self.decoder_heads)
+        base.check_geometry(
             self.image_size, self.patch_size, self.dim, self.decoder_heads, self.dim_head, self.pool
         )
-        check_model_sizes(self, ("depth", "decoder_depth", "channels"))
-        check_positive_int("num_classes", self.num_classes, minimum=0)
+        base.check_model_sizes(self, ("depth", "decoder_depth", "channels"))
+        base.check_positive_int("num_classes", self.num_classes, minimum=0)
         if self.dim % 4:
             raise ValueError(f"dim must be divisible by 4 for the 2-D sin-cos positions, got {self.dim}")
-        check_float("mask_ratio", self.mask_ratio, 0.0, 1.0)
-        check_float("dropout", self.dropout, 0.0, 1.0)
-        check_ista(self.eta, self.lambd)
-        if not isinstance(self.reference, bool):
-            raise TypeError(f"reference must be True or False, got {self.reference!r}")
+        base.check_float("mask_ratio", self.mask_ratio, 0.0, 1.0)
+        base.check_float("dropout", self.dropout, 0.0, 1.0)
+        base.check_ista(self.eta, self.lambd)
+        base.check_flag("reference", self.reference)
 
     @property
     def head_dim(self) -> int:
@@ -256,7 +242,7 @@ class CRATEMAE(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, dim), requires_grad=False)  # fixed sin-cos
         self.blocks = nn.ModuleList(
             [
-                Transformer(
+                base.Transformer(
                     [CRATELayer(dim, cfg.heads, cfg.head_dim, cfg.dropout, cfg.eta, cfg.lambd, cfg.reference)]
                 )
                 for _ in range(cfg.depth)
@@ -268,7 +254,7 @@ class CRATEMAE(nn.Module):
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, n + 1, dim), requires_grad=False)
         self.decoder_blocks = nn.ModuleList(
             [
-                Transformer(
+                base.Transformer(
                     [
                         CRATEDecoderLayer(
                             dim, cfg.decoder_heads, cfg.decoder_head_dim, cfg.dropout, cfg.reference
@@ -311,8 +297,8 @@ class CRATEMAE(nn.Module):
 
     def _check(self, imgs: Tensor, noise: Tensor | None, mask_ratio: float) -> None:
         cfg = self.config
-        check_images(imgs, cfg.channels, cfg.image_size, type(self).__name__, like=self.cls_token)
-        check_float("mask_ratio", mask_ratio, 0.0, 1.0)
+        base.check_images(imgs, cfg.channels, cfg.image_size, type(self).__name__, like=self.cls_token)
+        base.check_float("mask_ratio", mask_ratio, 0.0, 1.0)
         if noise is not None and tuple(noise.shape) != (imgs.shape[0], cfg.num_patches):
             raise ValueError(
                 f"noise must have shape (B, L) = ({imgs.shape[0]}, {cfg.num_patches}) (one value per patch), "
@@ -387,12 +373,12 @@ class CRATEMAE(nn.Module):
         """Like ``forward``, plus {'encoder': [LayerTrace], 'decoder': [LayerTrace]} (no hooks needed)."""
         mask_ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         x, mask = self.encoder_input(imgs, mask_ratio, noise)
-        enc: list[LayerTrace] = []
+        enc: list[base.LayerTrace] = []
         for blk in self.blocks:
             x, (trace,) = blk.forward_trace(x)
             enc.append(trace)
         x = self.norm(x)
-        dec: list[LayerTrace] = []
+        dec: list[base.LayerTrace] = []
         for blk in self.decoder_blocks:
             x, (trace,) = blk.forward_trace(x)
             dec.append(trace)

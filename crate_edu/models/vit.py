@@ -19,22 +19,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from crate_edu.models.base import (
-    AttentionParts,
-    Block,
-    ClassifierConfig,
-    ImageClassifier,
-    LayerTrace,
-    PreNorm,
-    Transformer,
-    check_positive_int,
-)
+from crate_edu.models import base
 from crate_edu.models.crate import PatchEmbedding
 
 __all__ = ["Attention", "FeedForward", "ViTLayer", "ViTConfig", "ViT"]
 
 
-class Attention(Block):
+class Attention(base.Block):
     """Standard multi-head self-attention: softmax(q k^T / sqrt(p)) v with separate q, k, v.
 
     ``reference=True`` writes the softmax out; the default calls PyTorch's
@@ -64,14 +55,14 @@ class Attention(Block):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
         return self.to_out(rearrange(out, "b h n p -> b n (h p)"))  # (B, N, d)
 
-    def forward_parts(self, x: Tensor) -> AttentionParts:
+    def forward_parts(self, x: Tensor) -> base.AttentionParts:
         """Keys (B, h, N, p), attention (B, h, N, N) and output (B, N, d), for analysis: always the
         reference arithmetic, so that the N × N attention exists."""
         chunks = self.to_qkv(x).chunk(3, dim=-1)
         q, k, v = (rearrange(t, "b n (h p) -> b h n p", h=self.heads) for t in chunks)  # (B, h, N, p)
         attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)  # (B, h, N, N)
         out = rearrange(self.dropout(attn) @ v, "b h n p -> b n (h p)")  # (B, N, h·p)
-        return AttentionParts(proj=k, attn=attn, out=self.to_out(out))
+        return base.AttentionParts(proj=k, attn=attn, out=self.to_out(out))
 
 
 class FeedForward(nn.Sequential):
@@ -87,7 +78,7 @@ class FeedForward(nn.Sequential):
         )
 
 
-class ViTLayer(Block, nn.ModuleList):
+class ViTLayer(base.Block, nn.ModuleList):
     """``[PreNorm(Attention), PreNorm(FeedForward)]``, both residual."""
 
     #: The MLP adds to the stream.
@@ -98,28 +89,28 @@ class ViTLayer(Block, nn.ModuleList):
     ):
         super().__init__(
             [
-                PreNorm(dim, Attention(dim, heads, dim_head, dropout, reference)),
-                PreNorm(dim, FeedForward(dim, hidden_dim, dropout)),
+                base.PreNorm(dim, Attention(dim, heads, dim_head, dropout, reference)),
+                base.PreNorm(dim, FeedForward(dim, hidden_dim, dropout)),
             ]
         )
 
-    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, LayerTrace]:
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, base.LayerTrace]:
         """Z^ℓ (B, N, d) -> Z^{ℓ+1} (B, N, d); ``return_trace=True`` is :meth:`forward_trace`."""
         if return_trace:
             return self.forward_trace(x)
         z_half = x + self[0](x)  # Z^{ℓ+½} = Z^ℓ + MHSA(LN(Z^ℓ))                             (B, N, d)
         return z_half + self[1](z_half)  # Z^{ℓ+1} = Z^{ℓ+½} + MLP(LN(Z^{ℓ+½}))               (B, N, d)
 
-    def forward_trace(self, x: Tensor) -> tuple[Tensor, LayerTrace]:
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, base.LayerTrace]:
         """Z^{ℓ+1} and what the layer computed (:class:`LayerTrace`; ``proj`` holds the keys)."""
         parts = self[0].fn.forward_parts(self[0].norm(x))
         z_half = x + parts.out
         z_out = z_half + self[1](z_half)
-        return z_out, LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out)
+        return z_out, base.LayerTrace(proj=parts.proj, attn=parts.attn, z_half=z_half, z_out=z_out)
 
 
 @dataclass(frozen=True)
-class ViTConfig(ClassifierConfig):
+class ViTConfig(base.ClassifierConfig):
     """Configuration of the ViT baseline (defaults: ViT-T/16 at 224 px)."""
 
     dim: int = 192
@@ -128,14 +119,14 @@ class ViTConfig(ClassifierConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_positive_int("mlp_dim", self.mlp_dim, allow_none=True)
+        base.check_positive_int("mlp_dim", self.mlp_dim, allow_none=True)
 
     @property
     def hidden_dim(self) -> int:
         return self.mlp_dim if self.mlp_dim is not None else 4 * self.dim
 
 
-class ViT(ImageClassifier):
+class ViT(base.ImageClassifier):
     """ViT baseline classifier. ``ViT(ViTConfig(...))`` or ``ViT(dim=..., depth=..., ...)``."""
 
     def __init__(self, config: ViTConfig | None = None, **kwargs):
@@ -144,7 +135,7 @@ class ViT(ImageClassifier):
         self.config = cfg
         self.to_patch_embedding = PatchEmbedding(cfg.patch_size, cfg.channels, cfg.dim)
         self.init_tokens(cfg)
-        self.transformer = Transformer(
+        self.transformer = base.Transformer(
             [
                 ViTLayer(cfg.dim, cfg.heads, cfg.head_dim, cfg.hidden_dim, cfg.dropout, cfg.reference)
                 for _ in range(cfg.depth)
