@@ -44,7 +44,8 @@ import torch
 import crate_edu
 from crate_edu.data import normalize_uint8, synthetic
 from crate_edu.evaluation import segmentation as seg
-from crate_edu.weights import export_run, load_tutorial_model, load_weights
+from crate_edu.train import export_run
+from crate_edu.weights import load_tutorial_model, load_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "segmentation.json"
 

@@ -19,8 +19,9 @@ The folders, by job (docs/design.md draws the whole design):
   reconstructions;
 - ``weights``: official checkpoints, the tutorial checkpoints that ship with the package, and the
   one safe reader of weights files;
-- ``device``: which device and precision to use; ``notebook``: the notebooks' conveniences;
-- ``plotting`` and ``experiments`` (imported on their own: they pull in matplotlib).
+- ``device``: which device and precision to use;
+- imported on their own: ``notebook`` (the notebooks' conveniences), ``plotting`` and
+  ``experiments`` (they pull in matplotlib).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from crate_edu import (  # noqa: E402
     device,
     evaluation,
     models,
-    notebook,
     train,
     weights,
 )
@@ -80,7 +80,6 @@ __all__ = [
     "load_weights",
     "model_config",
     "models",
-    "notebook",
     "set_reference",
     "train",
     "verify_checkpoint",

@@ -334,19 +334,28 @@ def _broadcast_str(value: str) -> str:
     return str(box[0])
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """``crate-edu train``."""
-    from crate_edu.train import DEFAULT_RECIPE, get_recipe, train
+def train_settings(given: dict[str, Any]) -> tuple[Any, dict[str, Any], list[str]]:
+    """What the parsed flags of ``crate-edu train`` (``vars(args)``) ask for: the recipe, the
+    :class:`~crate_edu.train.TrainConfig` overrides, and the fields the user typed (on ``--resume``
+    the checkpoint's configuration wins over everything else). ``recipe.config(**overrides)`` is the
+    run's configuration; :mod:`crate_edu.launch` reads launch commands through this too."""
+    from crate_edu.train import DEFAULT_RECIPE, get_recipe
 
-    given = vars(args)
     overrides: dict[str, Any] = {k: given[k] for k in _CONFIG_FLAGS if k in given}
     model_overrides = {k: given[k] for k in _MODEL_FLAGS if k in given}
-    # Fields the user typed: on --resume the checkpoint's configuration wins over everything else.
     explicit = list(overrides) + (["model_overrides"] if model_overrides else [])
     overrides.setdefault("download", True)
     if model_overrides:
         overrides["model_overrides"] = model_overrides
-    recipe = get_recipe(given.get("recipe", DEFAULT_RECIPE))
+    return get_recipe(given.get("recipe", DEFAULT_RECIPE)), overrides, explicit
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``crate-edu train``."""
+    from crate_edu.train import train
+
+    given = vars(args)
+    recipe, overrides, explicit = train_settings(given)
     resume = given.get("resume", False)
     cfg = recipe.config(**overrides)
     if recipe.needs_pretrained and not cfg.pretrained and not resume:
@@ -545,7 +554,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``crate-edu export``."""
-    from crate_edu.weights.tutorial import export_run
+    from crate_edu.train import export_run
 
     out = Path(args.out)
     if out.is_dir():

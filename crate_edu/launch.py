@@ -23,14 +23,11 @@ import io
 import shlex
 from collections.abc import Sequence
 
-from crate_edu.cli import build_parser
+from crate_edu.cli import build_parser, train_settings
 from crate_edu.errors import ConfigError
-from crate_edu.train import DEFAULT_RECIPE, TrainConfig, check_config, get_recipe
+from crate_edu.train import TrainConfig, check_config
 
-__all__ = ["LaunchCommand", "read_launch_command", "RUN_OPTIONS"]
-
-#: ``crate-edu train`` options that choose the run, not its configuration.
-RUN_OPTIONS = ("command", "recipe", "out", "resume")
+__all__ = ["LaunchCommand", "read_launch_command"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +75,8 @@ def _train_config(arguments: list[str]) -> TrainConfig:
             given = vars(build_parser().parse_args(arguments))
     except SystemExit:
         raise ConfigError(refused.getvalue().strip() or f"{' '.join(arguments)!r} is not a run") from None
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    overrides = {k: v for k, v in given.items() if k in fields and k not in RUN_OPTIONS}
-    model_overrides = {k: v for k, v in given.items() if k not in fields and k not in RUN_OPTIONS}
-    overrides.setdefault("download", True)  # as `crate-edu train` does
-    if model_overrides:
-        overrides["model_overrides"] = model_overrides
-    return check_config(get_recipe(given.get("recipe", DEFAULT_RECIPE)).config(**overrides))
+    recipe, overrides, _ = train_settings(given)  # exactly as `crate-edu train` reads its flags
+    return check_config(recipe.config(**overrides))
 
 
 def _option(words: list[str], *names: str) -> str | None:

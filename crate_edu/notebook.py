@@ -24,6 +24,7 @@ import torch
 
 from crate_edu.device import DeviceChoice
 from crate_edu.launch import LaunchCommand, read_launch_command
+from crate_edu.renamed import renamed_name
 
 __all__ = [
     "QUICK",
@@ -146,3 +147,8 @@ def warn_if_long_on_cpu(
     )
     warnings.warn(msg, UserWarning, stacklevel=2)
     return msg
+
+
+def __getattr__(name: str):
+    """Names of crate_edu 0.1 that moved answer with their new home (crate_edu.renamed)."""
+    renamed_name(__name__, name)

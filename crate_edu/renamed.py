@@ -29,14 +29,23 @@ MOVED_MODULES: dict[str, str] = {
     "crate_edu.metrics": "crate_edu.evaluation (predict, accuracy, forward_flops, throughput, ...)",
     "crate_edu.mae": "crate_edu.evaluation (reconstruct, evaluate_reconstruction, ...)",
     "crate_edu.alpha_ablation": "crate_edu.experiments (run_ablation, ablation_config, ...)",
-    "crate_edu.checkpoints": "crate_edu.weights (save_weights, load_weights, load_tutorial_model, ...)",
+    "crate_edu.checkpoints": (
+        "crate_edu.weights (save_weights, load_weights, load_tutorial_model, ...); "
+        "export_run is in crate_edu.train"
+    ),
     "crate_edu.data.device": "crate_edu.data (DeviceImageLoader, EpochSampler, ...)",
 }
 
 
-#: Old public name -> its new one, for names that were renamed in a module that still exists.
+#: Old public name -> its new one, for names renamed or moved out of a module that still exists.
 RENAMED_NAMES: dict[str, str] = {
     "crate_edu.models.set_literal": "crate_edu.models.set_reference",
+    "crate_edu.weights.export_run": "crate_edu.train.export_run",
+    "crate_edu.notebook.setup_device": "crate_edu.device.setup_device",
+    "crate_edu.notebook.detect_device": "crate_edu.device.detect_device",
+    "crate_edu.notebook.pick_device": "crate_edu.device.pick_device",
+    "crate_edu.notebook.precision_for": "crate_edu.device.precision_for",
+    "crate_edu.notebook.DeviceChoice": "crate_edu.device.DeviceChoice",
 }
 
 
@@ -46,7 +55,7 @@ def renamed_name(module: str, name: str) -> None:
     it), else the usual ``AttributeError``."""
     new = RENAMED_NAMES.get(f"{module}.{name}")
     if new is not None:
-        raise ImportError(f"{module}.{name} was renamed {new} in crate_edu 0.2 (see the CHANGELOG)")
+        raise ImportError(f"{module}.{name} is now {new} (crate_edu 0.2; see the CHANGELOG)")
     raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
 

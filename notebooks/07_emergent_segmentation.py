@@ -88,7 +88,8 @@ from crate_edu.data import IMAGENET_MEAN, IMAGENET_STD, ClutteredDigits, normali
 from crate_edu.evaluation import segmentation as seg
 from crate_edu.notebook import QUICK, check, check_close, choose
 from crate_edu.plotting import segmentation as pseg
-from crate_edu.weights import WeightsFileError, export_run, load_tutorial_model, load_weights
+from crate_edu.train import export_run
+from crate_edu.weights import WeightsFileError, load_tutorial_model, load_weights
 
 torch.set_num_threads(1)  # small models: one thread is the fastest, and results do not depend on it
 RETRAIN = False  # True: train both models from scratch with the cluttered-digits recipe (minutes)

@@ -5,7 +5,7 @@
 """
 
 from crate_edu.experiments import crate_alpha_ablation
-from crate_edu.experiments.crate_alpha_ablation import (
+from crate_edu.experiments.crate_alpha_ablation import (  # noqa: F401 (re-exported: see __all__)
     ABLATION,
     PUBLISHED_ALPHA,
     PUBLISHED_CRATE,

@@ -14,7 +14,8 @@ The same from a shell: ``crate-edu train`` (or ``crate-edu train --recipe cifar1
 - ``objectives``: what a run minimises and how it is scored (:class:`Classification`);
 - ``mae``: CRATE-MAE pre-training (:func:`pretrain_mae`), the same loop with :class:`MaskedPatches`;
 - ``build``, ``optim``: datasets, model, loaders; optimisers and the learning-rate schedule;
-- ``checkpoint``: atomic checkpoints and ``metrics.jsonl``; ``live``: curves drawn as a run goes.
+- ``checkpoint``: atomic checkpoints and ``metrics.jsonl``; ``live``: curves drawn as a run goes;
+- ``export``: a finished run as a weights file (:func:`export_run`).
 """
 
 from crate_edu.data.loader import EpochSampler
@@ -30,6 +31,7 @@ from crate_edu.train.checkpoint import (
     save_checkpoint,
 )
 from crate_edu.train.config import OPTIMIZERS, TrainConfig, check_config, choice_error, model_kwargs
+from crate_edu.train.export import export_run
 from crate_edu.train.live import LiveCurves, quiet
 from crate_edu.train.loop import OneDevice, RunResult, fit, run_epochs, train
 from crate_edu.train.mae import (
@@ -74,6 +76,7 @@ __all__ = [
     "check_config",
     "choice_error",
     "evaluate",
+    "export_run",
     "fit",
     "get_recipe",
     "limit_dataset",

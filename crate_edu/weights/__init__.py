@@ -9,6 +9,7 @@
 - ``tutorial``: training runs exported as weights files, and the small models shipped with the package.
 """
 
+from crate_edu.renamed import renamed_name
 from crate_edu.weights.atomic import FileWriteError
 from crate_edu.weights.download import WeightsUnavailableError, default_cache_dir
 from crate_edu.weights.files import (
@@ -39,9 +40,9 @@ from crate_edu.weights.structure import (
 from crate_edu.weights.tutorial import (
     TUTORIAL_CHECKPOINTS,
     TutorialCheckpoint,
-    export_run,
     load_tutorial_model,
     load_weights,
+    rebuild_model,
     shipped_checkpoint_dir,
     tutorial_checkpoint,
 )
@@ -63,7 +64,6 @@ __all__ = [
     "detect_family",
     "download_official",
     "expected_shapes",
-    "export_run",
     "get_official",
     "infer_overrides",
     "is_weights_file",
@@ -71,6 +71,7 @@ __all__ = [
     "load_official",
     "load_tutorial_model",
     "load_weights",
+    "rebuild_model",
     "read_checkpoint_file",
     "read_state_dict",
     "read_weights_info",
@@ -80,3 +81,8 @@ __all__ = [
     "tutorial_checkpoint",
     "verify_checkpoint",
 ]
+
+
+def __getattr__(name: str):
+    """Names of crate_edu 0.1 that moved answer with their new home (crate_edu.renamed)."""
+    renamed_name(__name__, name)

@@ -1,11 +1,12 @@
-"""The tutorial's weights: a training run exported to a weights file, a weights file loaded as a
-model, and the small trained models that ship with the package.
+"""The tutorial's weights: a weights file loaded as a model, and the small trained models that
+ship with the package (a training run becomes a weights file with ``crate_edu.train.export_run``).
 
 A weights file (``crate_edu.weights.files.save_weights``) holds the tensors of a model and, in the
 safetensors header, what is needed to rebuild it: the registry name and the ``create_model``
 overrides. Loading never runs code from the file (safetensors holds only tensors and strings)::
 
-    from crate_edu.weights import export_run, load_weights, load_tutorial_model
+    from crate_edu.train import export_run
+    from crate_edu.weights import load_tutorial_model, load_weights
 
     export_run("runs/cluttered", "crate.safetensors")     # a crate_edu.train run -> weights file
     model, info = load_weights("crate.safetensors")       # rebuilt with create_model, eval mode
@@ -34,16 +35,15 @@ from crate_edu.weights.files import (
     WeightsInfo,
     read_weights_info,
     read_weights_tensors,
-    save_weights,
 )
 from crate_edu.weights.reader import sha256sum
 
 __all__ = [
     "TUTORIAL_CHECKPOINTS",
     "TutorialCheckpoint",
-    "export_run",
     "load_tutorial_model",
     "load_weights",
+    "rebuild_model",
     "shipped_checkpoint_dir",
     "tutorial_checkpoint",
 ]
@@ -93,72 +93,9 @@ TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
 # --------------------------------------------------------------------------------------------------
 
 
-def export_run(
-    run: PathLike,
-    path: PathLike,
-    *,
-    metadata: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write the weights of a ``crate_edu.train`` run (its folder or checkpoint file) to ``path``.
-
-    The model name and overrides come from the run's configuration; its last epoch's metrics and
-    its configuration are recorded in the metadata with ``metadata`` added on top.
-
-    Args:
-        run: a run folder or its ``checkpoint.pt``.
-        path: the ``.safetensors`` file to write (its folder is created).
-        metadata: JSON-serialisable extras recorded in the header.
-        overwrite: replace an existing file at ``path`` (default: refuse, ``FileExistsError``).
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False (nothing is written).
-        IsADirectoryError: ``path`` is a folder.
-        FileNotFoundError: no checkpoint at ``run``.
-        crate_edu.weights.CheckpointError: the checkpoint cannot be read (truncated, not a
-            checkpoint, a pickle that needs code, ...).
-        crate_edu.weights.FileWriteError: the file cannot be written (disk full, read-only).
-    """
-    # The training package is imported only when a run is exported, not by ``import crate_edu.weights``.
-    from crate_edu.train.checkpoint import load_checkpoint
-    from crate_edu.train.config import TrainConfig, model_kwargs
-
-    src = _export_paths(Path(run), Path(path), overwrite)
-    ckpt = load_checkpoint(src)
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    model = _build(cfg.model, model_kwargs(cfg), Path(run))
-    model.load_state_dict(ckpt["model"])
-    history = ckpt.get("history") or []
-    meta: dict[str, Any] = {"train_config": cfg.to_dict()}
-    if history:
-        meta["final_metrics"] = history[-1]
-    meta.update(metadata or {})
-    return save_weights(model, path, model_name=cfg.model, overrides=model_kwargs(cfg), metadata=meta)
-
-
-def _export_paths(run: Path, out: Path, overwrite: bool) -> Path:
-    """The checkpoint file of ``run``, once both it and the file ``out`` to write are usable."""
-    from crate_edu.train.checkpoint import CHECKPOINT_NAME
-
-    src = run / CHECKPOINT_NAME if run.is_dir() else run
-    if not src.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {src}; give a run folder of crate-edu train or its checkpoint.pt"
-        )
-    if out.is_dir():
-        raise IsADirectoryError(
-            f"{out} is a folder; give the path of a .safetensors file to write, "
-            f"e.g. {out / 'weights.safetensors'}"
-        )
-    if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"{out} already exists; choose another file name or replace it with overwrite=True "
-            "(crate-edu export --force)"
-        )
-    return src
-
-
-def _build(model_name: str, overrides: Mapping[str, Any], source: Path) -> nn.Module:
+def rebuild_model(model_name: str, overrides: Mapping[str, Any], source: Path) -> nn.Module:
+    """``create_model(model_name, **overrides)``, or one :class:`WeightsFileError` line naming
+    ``source`` when the file was written by a crate_edu that built the model differently."""
     try:
         return create_model(model_name, **overrides)
     except (KeyError, TypeError, ValueError) as exc:
@@ -179,7 +116,7 @@ def load_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tu
             or weights that do not fit the model it names.
     """
     info = read_weights_info(path)
-    model = _build(info.model_name, info.overrides, info.path)
+    model = rebuild_model(info.model_name, info.overrides, info.path)
     state = read_weights_tensors(info.path, map_location)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

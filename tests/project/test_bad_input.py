@@ -156,7 +156,7 @@ def ws(tmp_path_factory) -> Path:
     (root / "dir.safetensors").mkdir()
 
     # exported weights: a good file, one with a flipped tensor byte, one whose header is damaged
-    from crate_edu.weights.tutorial import export_run
+    from crate_edu.train import export_run
 
     export_run(root / "run", root / "good.safetensors")
     blob = bytearray((root / "good.safetensors").read_bytes())
@@ -1062,7 +1062,8 @@ def test_damaged_weights_header_is_one_line(tmp_path) -> None:
 
 
 def test_export_run_overwrite_and_folders(ws, tmp_path) -> None:
-    from crate_edu.weights.tutorial import export_run, load_weights
+    from crate_edu.train import export_run
+    from crate_edu.weights import load_weights
 
     out = tmp_path / "w.safetensors"
     out.write_bytes(b"precious")

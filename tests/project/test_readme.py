@@ -18,8 +18,8 @@ Any other command fails the test: add a rule here when the README gains one.
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import re
 import shlex
 import shutil

@@ -24,7 +24,7 @@ def test_the_finder_leaves_other_missing_modules_alone():
 
 
 def test_set_literal_names_set_reference():
-    with pytest.raises(ImportError, match=r"set_literal was renamed crate_edu\.models\.set_reference"):
+    with pytest.raises(ImportError, match=r"set_literal is now crate_edu\.models\.set_reference"):
         from crate_edu.models import set_literal  # noqa: F401
     assert not hasattr(crate_edu.models, "no_such_name")
 

@@ -10,12 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 import crate_edu
-from crate_edu.train import TrainConfig
-from crate_edu.train.checkpoint import save_checkpoint
 from crate_edu.weights import (
     TUTORIAL_CHECKPOINTS,
     WeightsFileError,
-    export_run,
     load_tutorial_model,
     load_weights,
     read_weights_info,
@@ -61,36 +58,6 @@ def test_save_strips_compile_and_ddp_prefixes(tmp_path):
 def test_save_refuses_an_unknown_model_name(tmp_path):
     with pytest.raises(ValueError, match="unknown model 'crate_nope'"):
         save_weights(_tiny(), tmp_path / "m.safetensors", model_name="crate_nope")
-
-
-def test_export_run_from_a_training_checkpoint(tmp_path):
-    cfg = TrainConfig(
-        model="crate_nano_cifar", dataset="digits", model_overrides={"depth": 1, "dim": 32, "heads": 2}
-    )
-    torch.manual_seed(1)
-    model = crate_edu.create_model("crate_nano_cifar", depth=1, dim=32, heads=2, num_classes=10).eval()
-    history = [{"epoch": 1, "test_acc": 0.25}, {"epoch": 2, "test_acc": 0.5}]
-    save_checkpoint(
-        {"config": cfg.to_dict(), "model": model.state_dict(), "history": history},
-        tmp_path / "run" / "checkpoint.pt",
-    )
-    out = export_run(
-        tmp_path / "run", tmp_path / "w.safetensors", metadata={"command": "crate-edu train ..."}
-    )
-    loaded, info = load_weights(out)
-    assert info.model_name == "crate_nano_cifar"
-    assert (
-        info.overrides["depth"] == 1
-        and info.overrides["num_classes"] == 10
-        and info.overrides["image_size"] == 32
-    )
-    assert info.metadata["final_metrics"] == {"epoch": 2, "test_acc": 0.5}
-    assert (
-        info.metadata["command"] == "crate-edu train ..."
-        and info.metadata["train_config"]["dataset"] == "digits"
-    )
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
 def test_files_that_are_not_crate_edu_weights_get_a_clear_error(tmp_path):
