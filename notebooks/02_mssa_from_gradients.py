@@ -656,8 +656,8 @@ check(
 
 # %% [markdown]
 # On two CPU cores the package's fast path, with this kernel, makes a CRATE-T training step at
-# 224 px 1.53× faster than the official arithmetic; with `scaled_dot_product_attention` in the
-# kernel's place, 1.43× (1.64× against 1.58× at 32 px; recorded in
+# 224 px 1.57× faster than the official arithmetic; with `scaled_dot_product_attention` in the
+# kernel's place, 1.51× (1.63× against 1.60× at 32 px; recorded in
 # `benchmarks/results/train_step_cpu.json`, explained in `benchmarks/README.md`). On a GPU the fused
 # kernels win, and MSSA uses `scaled_dot_product_attention` there.
 #
