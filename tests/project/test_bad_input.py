@@ -988,7 +988,7 @@ def test_load_weights_checks_the_checksum(ws) -> None:
 
 
 def test_every_tensor_byte_is_covered_by_the_checksum(tmp_path) -> None:
-    from crate_edu.weights.tutorial import WeightsFileError, load_weights, save_weights
+    from crate_edu.weights import WeightsFileError, load_weights, save_weights
 
     model = crate_edu.create_model("crate_nano_cifar", depth=1, dim=16, heads=2)
     path = save_weights(
