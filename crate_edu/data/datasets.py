@@ -618,6 +618,27 @@ _GENERATED = ("digits", "cluttered-digits")
 _NATIVE = {"cifar10": 32, "cifar100": 32}
 
 
+def _normalisation(info: DatasetInfo, normalize) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) that ``normalize`` names (see :func:`build_dataset`)."""
+    if normalize is None or normalize == "dataset":
+        return info.mean, info.std
+    if normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if isinstance(normalize, (tuple, list)) and len(normalize) == 2:
+        return tuple(normalize[0]), tuple(normalize[1])
+    raise ValueError(f"normalize must be None, 'dataset', 'imagenet' or (mean, std), got {normalize!r}")
+
+
+def _policy(name: str, info: DatasetInfo, S: int, augment: str | None) -> str:
+    """The augmentation policy: ``augment``, or the dataset's default (RandAugment, the fine-tuning
+    recipe's, for CIFAR resized above its native size)."""
+    if augment is not None:
+        return check_policy(augment)
+    if name in _NATIVE and S != _NATIVE[name]:
+        return "randaugment"
+    return info.default_augment
+
+
 def build_dataset(
     name: str,
     split: str = "train",
@@ -671,22 +692,8 @@ def build_dataset(
     S = int(image_size) if image_size is not None else info.image_size
     if S <= 0:
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
-    if normalize is None or normalize == "dataset":
-        mean, std = info.mean, info.std
-    elif normalize == "imagenet":
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    elif isinstance(normalize, (tuple, list)) and len(normalize) == 2:
-        mean, std = tuple(normalize[0]), tuple(normalize[1])
-    else:
-        raise ValueError(f"normalize must be None, 'dataset', 'imagenet' or (mean, std), got {normalize!r}")
-
-    if augment is None:
-        policy = info.default_augment
-        if name in _NATIVE and S != _NATIVE[name]:
-            policy = "randaugment"
-    else:
-        policy = check_policy(augment)
-
+    mean, std = _normalisation(info, normalize)
+    policy = _policy(name, info, S, augment)
     native = S if name in _GENERATED else _NATIVE.get(name)
     transform: Callable | None = build_transform(policy, train, S, mean, std, native_size=native)
     if native == S and (policy == "none" or not train) and policy != "imagenet":

@@ -42,6 +42,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -256,66 +257,101 @@ def generate_cluttered(
     if not usable:
         raise ValueError(f"image_size {S} is larger than every background source; use image_size <= 512")
     pool = digits if fragment_pool is None else fragment_pool
-
-    # every random number first, in a fixed order: backgrounds, fragments, digits
-    src = rng.choice(np.asarray(usable), size=n)
-    u = rng.uniform(size=(n, 2))
-    tint = torch.from_numpy(rng.uniform(0.35, 1.0, size=(n, 3))).float()
-    m = n * fragments
-    if fragments > 0:
-        piece_idx = rng.integers(0, len(pool), size=m)
-        corner = torch.from_numpy(rng.integers(0, 5, size=(m, 2)))  # top-left of the 4×4 window
-        piece_box = _draw_boxes(rng, m, scale, inside=False)  # partly outside the image is allowed
-        piece_colour = _draw_colours(rng, m)
-    digit_box = _draw_boxes(rng, n, scale, inside=True)  # the whole glyph box stays in the image
-    digit_colour = _draw_colours(rng, n)
-    is_grey = torch.tensor([grey[s] for s in src])
+    draws = _draw(rng, n, fragments, len(pool), np.asarray(usable), grey, scale)  # every random number
 
     images = torch.empty((n, 3, S, S), dtype=torch.uint8)
     masks = torch.empty((n, S, S), dtype=torch.bool)
     for a in range(0, n, GENERATION_CHUNK):
         b = min(n, a + GENERATION_CHUNK)
-        k = b - a
-        # 1. backgrounds: a random S×S crop of a random source (grey ones tinted), contrast scaled
-        bg = torch.empty((k, 3, S, S))
-        for i in range(a, b):
-            s = bank[src[i]]
-            y0 = int(u[i, 0] * (s.shape[1] - S + 1))
-            x0 = int(u[i, 1] * (s.shape[2] - S + 1))
-            bg[i - a] = s[:, y0 : y0 + S, x0 : x0 + S]
-        bg = torch.where(is_grey[a:b, None, None, None], bg * tint[a:b, :, None, None], bg)
-        mean_colour = bg.mean((2, 3), keepdim=True)  # (k, 3, 1, 1)
-        img = mean_colour + texture_contrast * (bg - mean_colour)
-
-        # 2. distractors: quarter-windows of other digits, under the digit
-        if fragments > 0:
-            fa, fb = a * fragments, b * fragments
-            pieces = torch.from_numpy(pool[piece_idx[fa:fb]]).float()  # (k F, 8, 8)
-            offset = torch.arange(8)[None, :] - corner[fa:fb, :, None]  # (k F, 2, 8)
-            inside_window = (offset >= 0) & (offset < 4)
-            window = (inside_window[:, 0, :, None] & inside_window[:, 1, None, :]).float()  # (k F, 8, 8)
-            alpha_f = _render(pieces * window, S, *(t[fa:fb] for t in piece_box)).view(k, fragments, S, S)
-            base_luma = _luminance(mean_colour.view(k, 3)).repeat_interleave(fragments)
-            col_f = _contrasting_colours(
-                base_luma, min_contrast, piece_colour[0][fa:fb], piece_colour[1][fa:fb]
-            ).view(k, fragments, 3)
-            for j in range(fragments):
-                alpha_j = alpha_f[:, j, None]  # (k, 1, S, S)
-                img = img * (1 - alpha_j) + col_f[:, j, :, None, None] * alpha_j
-
-        # 3. the digit, on top, in a colour that stands out from the background under it
-        alpha = _render(torch.from_numpy(digits[a:b]).float(), S, *(t[a:b] for t in digit_box))  # (k, S, S)
-        mask = alpha >= 0.5
-        under = (img * mask[:, None]).sum((2, 3)) / mask.sum((1, 2)).clamp_min(1)[:, None]  # (k, 3)
-        col = _contrasting_colours(
-            _luminance(under), min_contrast, digit_colour[0][a:b], digit_colour[1][a:b]
-        )
-        if draw_digit:
-            img = img * (1 - alpha[:, None]) + col[:, :, None, None] * alpha[:, None]
-
+        img, mean_colour = _backgrounds(bank, draws, a, b, S, texture_contrast)  # 1. (k, 3, S, S)
+        if fragments > 0:  # 2. distractors: quarter-windows of other digits, under the digit
+            img = _add_fragments(img, mean_colour, pool, draws, a, b, fragments, min_contrast)
+        img, mask = _add_digit(img, digits[a:b], draws, a, b, min_contrast, draw_digit)  # 3. on top
         images[a:b] = (img.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
         masks[a:b] = mask
     return images, masks
+
+
+@dataclass
+class _Draws:
+    """Every random number of :func:`generate_cluttered`, drawn first and in a fixed order."""
+
+    src: np.ndarray  # (n,) background source of each image
+    u: np.ndarray  # (n, 2) where the crop sits in its source
+    tint: torch.Tensor  # (n, 3) colour of grey sources
+    is_grey: torch.Tensor  # (n,)
+    digit_box: tuple  # (size, aspect, centre y, centre x) of each digit's box
+    digit_colour: tuple  # the two colour draws of each digit
+    piece_idx: np.ndarray | None = None  # (n F,) the digit each fragment is cut from
+    corner: torch.Tensor | None = None  # (n F, 2) top-left of its 4×4 window
+    piece_box: tuple | None = None
+    piece_colour: tuple | None = None
+
+
+def _draw(rng, n: int, fragments: int, pool_size: int, usable: np.ndarray, grey, scale) -> _Draws:
+    """Backgrounds, then fragments, then digits: the order that keeps a seed's images fixed."""
+    src = rng.choice(usable, size=n)
+    u = rng.uniform(size=(n, 2))
+    tint = torch.from_numpy(rng.uniform(0.35, 1.0, size=(n, 3))).float()
+    m = n * fragments
+    pieces = {}
+    if fragments > 0:
+        pieces["piece_idx"] = rng.integers(0, pool_size, size=m)
+        pieces["corner"] = torch.from_numpy(rng.integers(0, 5, size=(m, 2)))
+        pieces["piece_box"] = _draw_boxes(rng, m, scale, inside=False)  # partly outside is allowed
+        pieces["piece_colour"] = _draw_colours(rng, m)
+    digit_box = _draw_boxes(rng, n, scale, inside=True)  # the whole glyph box stays in the image
+    digit_colour = _draw_colours(rng, n)
+    is_grey = torch.tensor([grey[s] for s in src])
+    return _Draws(src, u, tint, is_grey, digit_box, digit_colour, **pieces)
+
+
+def _backgrounds(bank, d: _Draws, a: int, b: int, S: int, texture_contrast: float):
+    """Images a..b-1's backgrounds: a random S×S crop of a random source (grey ones tinted), its
+    contrast scaled about its mean colour. Returns the images (k, 3, S, S) and the means (k, 3, 1, 1)."""
+    bg = torch.empty((b - a, 3, S, S))
+    for i in range(a, b):
+        s = bank[d.src[i]]
+        y0 = int(d.u[i, 0] * (s.shape[1] - S + 1))
+        x0 = int(d.u[i, 1] * (s.shape[2] - S + 1))
+        bg[i - a] = s[:, y0 : y0 + S, x0 : x0 + S]
+    bg = torch.where(d.is_grey[a:b, None, None, None], bg * d.tint[a:b, :, None, None], bg)
+    mean_colour = bg.mean((2, 3), keepdim=True)  # (k, 3, 1, 1)
+    return mean_colour + texture_contrast * (bg - mean_colour), mean_colour
+
+
+def _add_fragments(img, mean_colour, pool, d: _Draws, a: int, b: int, fragments: int, min_contrast: float):
+    """Composite ``fragments`` quarter-windows of other digits onto images a..b-1."""
+    k, S = b - a, img.shape[-1]
+    fa, fb = a * fragments, b * fragments
+    pieces = torch.from_numpy(pool[d.piece_idx[fa:fb]]).float()  # (k F, 8, 8)
+    offset = torch.arange(8)[None, :] - d.corner[fa:fb, :, None]  # (k F, 2, 8)
+    inside_window = (offset >= 0) & (offset < 4)
+    window = (inside_window[:, 0, :, None] & inside_window[:, 1, None, :]).float()  # (k F, 8, 8)
+    alpha_f = _render(pieces * window, S, *(t[fa:fb] for t in d.piece_box)).view(k, fragments, S, S)
+    base_luma = _luminance(mean_colour.view(k, 3)).repeat_interleave(fragments)
+    col_f = _contrasting_colours(
+        base_luma, min_contrast, d.piece_colour[0][fa:fb], d.piece_colour[1][fa:fb]
+    ).view(k, fragments, 3)
+    for j in range(fragments):
+        alpha_j = alpha_f[:, j, None]  # (k, 1, S, S)
+        img = img * (1 - alpha_j) + col_f[:, j, :, None, None] * alpha_j
+    return img
+
+
+def _add_digit(img, digits, d: _Draws, a: int, b: int, min_contrast: float, draw_digit: bool):
+    """The digit on top of images a..b-1, in a colour that stands out from the background under it.
+    Returns the images and the masks (alpha >= 0.5; computed even when the digit is not drawn)."""
+    S = img.shape[-1]
+    alpha = _render(torch.from_numpy(digits).float(), S, *(t[a:b] for t in d.digit_box))  # (k, S, S)
+    mask = alpha >= 0.5
+    under = (img * mask[:, None]).sum((2, 3)) / mask.sum((1, 2)).clamp_min(1)[:, None]  # (k, 3)
+    col = _contrasting_colours(
+        _luminance(under), min_contrast, d.digit_colour[0][a:b], d.digit_colour[1][a:b]
+    )
+    if draw_digit:
+        img = img * (1 - alpha[:, None]) + col[:, :, None, None] * alpha[:, None]
+    return img, mask
 
 
 def clutter_settings(clutter: float) -> dict:
