@@ -1,9 +1,11 @@
-"""CRATE, CRATE-α, CRATE-MAE and a ViT baseline, their blocks, and a timm-style registry.
+"""CRATE, CRATE-α, CRATE-α-CLIPA, CRATE-MAE and a ViT baseline, their blocks, and a timm-style
+registry.
 
 One file per model, read top to bottom next to its paper: ``crate.py`` (patch embedding, MSSA,
-ISTA, the layer, CRATE), ``crate_alpha.py``, ``crate_mae.py``, ``vit.py``. ``base.py`` holds the
-shell they share (checks, the classifier interface, the layer stack); ``fast.py`` the fast path
-(attention kernels, folded ISTA, the pruned last layer); ``registry.py`` the presets.
+ISTA, the layer, CRATE), ``crate_alpha.py``, ``crate_alpha_clipa.py`` (the image–text model),
+``crate_mae.py``, ``vit.py``. ``base.py`` holds the shell they share (checks, the classifier
+interface, the layer stack); ``fast.py`` the fast path (attention kernels, folded ISTA, the pruned
+last layer); ``registry.py`` the presets.
 """
 
 from crate_edu.models import fast
@@ -27,6 +29,7 @@ from crate_edu.models.crate_alpha import (
     OvercompleteISTA,
     SparseCodes,
 )
+from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA, CRATEAlphaCLIPAConfig
 from crate_edu.models.crate_mae import (
     CRATEMAE,
     CRATEDecoderLayer,
@@ -55,6 +58,8 @@ __all__ = [
     "CRATEConfig",
     "CRATEAlpha",
     "CRATEAlphaConfig",
+    "CRATEAlphaCLIPA",
+    "CRATEAlphaCLIPAConfig",
     "CRATEMAE",
     "CRATEMAEConfig",
     "ViT",

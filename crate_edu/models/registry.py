@@ -2,9 +2,9 @@
 
 Every preset is a family class plus a frozen config; ``create_model`` applies overrides with
 ``dataclasses.replace`` so a bad value is caught by the config's own checks. The official presets
-(``crate_*``, ``crate_alpha_*``, ``crate_mae_*``) match the published configurations exactly
-(docs/design.md); the ``*_cifar`` presets are for 32×32 images (patch 4; override ``patch_size=2``
-for finer tokens).
+(``crate_*``, ``crate_alpha_*``, ``crate_alpha_clipa_*``, ``crate_mae_*``) match the published
+configurations exactly (docs/design.md); the ``*_cifar`` presets are for 32×32 images (patch 4;
+override ``patch_size=2`` for finer tokens).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 from crate_edu.models.base import check_renamed
 from crate_edu.models.crate import CRATE, CRATEConfig
 from crate_edu.models.crate_alpha import CRATEAlpha, CRATEAlphaConfig
+from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA, CRATEAlphaCLIPAConfig
 from crate_edu.models.crate_mae import CRATEMAE, CRATEMAEConfig
 from crate_edu.models.vit import ViT, ViTConfig
 
@@ -125,6 +126,29 @@ register_model(
     "CRATE-α-L/14, 224 px, ImageNet-1K head (official config)",
     official="torch_inference/model/crate_alpha.py:CRATE_large",
 )
+# CRATE-α-CLIPA image–text models: vision "L" or "H", both with the text tower "H" (1024 wide,
+# 24 layers, 16 heads), context 32, vocabulary 32000, embedding 1024 (get_crate_clipa).
+_CLIPA = {"l14": ("L", 1024, 24, 16), "h14": ("H", 1280, 32, 16)}
+for size, (vision, width, depth, heads) in _CLIPA.items():
+    register_model(
+        f"crate_alpha_clipa_{size}",
+        CRATEAlphaCLIPA,
+        CRATEAlphaCLIPAConfig(
+            image_size=224,
+            patch_size=14,
+            vision_width=width,
+            vision_depth=depth,
+            vision_heads=heads,
+            context_length=32,
+            vocab_size=32000,
+            text_width=1024,
+            text_depth=24,
+            text_heads=16,
+            embed_dim=1024,
+        ),
+        f"CRATE-α-CLIPA-{vision}/14 image–text model, 224 px, context 32 (official config)",
+        official=f"torch_inference/model/clipa_model.py:get_crate_clipa (vision '{vision}', text 'H')",
+    )
 register_model(
     "vit_tiny", ViT, ViTConfig(dim=192, depth=12, heads=3), "ViT-T/16 baseline, 224 px (DeiT-T widths)"
 )

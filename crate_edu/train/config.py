@@ -195,10 +195,11 @@ def finite_number(name: str, value: Any, hint: str = "") -> None:
 
 
 def classifier_models() -> list[str]:
-    """Model names the trainer accepts: every registered classifier (the MAE models are excluded)."""
+    """Model names the trainer accepts: every registered classifier (the MAE models and the
+    CRATE-α-CLIPA image–text models are excluded)."""
     from crate_edu.models import list_models
 
-    return [m for m in list_models() if "_mae" not in m]
+    return [m for m in list_models() if "_mae" not in m and "_clipa" not in m]
 
 
 def check_config(cfg: TrainConfig) -> TrainConfig:
@@ -230,7 +231,9 @@ def _check_names(cfg: TrainConfig) -> None:
     if cfg.model not in models:
         if cfg.model in list_models():
             raise ConfigError(
-                f"model {cfg.model!r} is a masked autoencoder; the trainer trains classifiers for now. "
+                f"model {cfg.model!r} is "
+                + ("an image–text model" if "_clipa" in cfg.model else "a masked autoencoder")
+                + "; the trainer trains classifiers for now. "
                 f"Choose one of: {', '.join(models)}"
             )
         raise choice_error(cfg.model, models, "model")

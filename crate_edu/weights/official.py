@@ -89,7 +89,7 @@ class OfficialWeights:
     Attributes:
         key: registry key, e.g. ``"crate_alpha_b16_in1k"``.
         model: the ``crate_edu`` model name the file loads into, or None when this package has no
-            model with the file's structure (e.g. the CRATE-α CLIPA image–text models).
+            model with the file's structure.
         source: ``"gdrive"``, ``"hf"`` or None (never published).
         file_id: Google Drive file id (``source == "gdrive"``).
         repo_id: Hugging Face hub repository (``source == "hf"``).
@@ -204,25 +204,25 @@ OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
         ),
         OfficialWeights(
             "crate_alpha_clipa_l14",
-            None,
+            "crate_alpha_clipa_l14",
             "hf",
             repo_id=_HF_REPO,
             filename="torch/crate_alpha_CLIPA_L14.pth",
             top1=69.8,
             metric="ImageNet-1K zero-shot top-1 (%)",
-            notes="CLIPA image-text model: downloadable, but NOT loadable by this package's classifier "
-            "(different structure: no classification head, plus a text tower)",
+            notes="CLIPA image-text model (CRATE-α image tower, transformer text tower); plain state dict "
+            "from the official torch_inference code, LayerNorms with biases (inferred from its Flax origin)",
         ),
         OfficialWeights(
             "crate_alpha_clipa_h14",
-            None,
+            "crate_alpha_clipa_h14",
             "hf",
             repo_id=_HF_REPO,
             filename="torch/crate_alpha_CLIPA_H14.pth",
             top1=72.3,
             metric="ImageNet-1K zero-shot top-1 (%)",
-            notes="CLIPA image-text model: downloadable, but NOT loadable by this package's classifier "
-            "(different structure: no classification head, plus a text tower)",
+            notes="CLIPA image-text model (CRATE-α image tower, transformer text tower); plain state dict "
+            "from the official torch_inference code, LayerNorms with biases (inferred from its Flax origin)",
         ),
     ]
 }
@@ -290,7 +290,8 @@ def load_official(
     """Build ``name`` and load an official checkpoint into it; returns the model in ``eval()`` mode.
 
     Args:
-        name: a model name (``crate_small``, ``crate_alpha_b16``, ``crate_mae_base``, ...; see
+        name: a model name (``crate_small``, ``crate_alpha_b16``, ``crate_alpha_clipa_l14``,
+            ``crate_mae_base``, ...; see
             ``crate_edu.list_models()``) or an official-weights key (``crate_edu.list_official()``).
         path: the checkpoint file (``.pth``/``.pt``/``.safetensors``; official wrappers and the
             ``module.`` prefix are handled). None downloads the published file for ``name``
@@ -355,7 +356,7 @@ def verify_checkpoint(name: str, path: PathLike) -> dict[str, Any]:
     report["sha256"] = sha256sum(path)
     if report["sha256_expected"] is not None:
         report["sha256_ok"] = report["sha256"] == report["sha256_expected"].lower()
-    if model_name is None:  # downloadable but not loadable (e.g. CLIPA): only the sha256 is checked
+    if model_name is None:  # downloadable but not loadable here: only the sha256 is checked
         report["ok"] = report["sha256_ok"] is not False
         return report
     try:
@@ -490,7 +491,7 @@ def _verify_file(entry: OfficialWeights, path: Path, label: str) -> None:
                 f"{label} {path}: sha256 {digest} differs from the recorded {entry.sha256}; the file is "
                 f"corrupt or changed upstream; download it again (force=True) or from {entry.url}"
             )
-    if entry.model is None:  # not loadable here (e.g. CLIPA): its layout is not ours to check
+    if entry.model is None:  # not loadable here: its layout is not ours to check
         return
     state_dict = read_state_dict(path, map_location="cpu")
     check_structure(entry.model, state_dict, path, dict(entry.overrides), strict=True)

@@ -31,12 +31,18 @@ __all__ = [
 ]
 
 
-_FAMILY_TITLES = {"crate": "CRATE", "crate_alpha": "CRATE-α", "crate_mae": "CRATE-MAE"}
+_FAMILY_TITLES = {
+    "crate": "CRATE",
+    "crate_alpha": "CRATE-α",
+    "crate_alpha_clipa": "CRATE-α-CLIPA",
+    "crate_mae": "CRATE-MAE",
+}
 
 # Official presets per family, in the order suggestions are tried.
 _FAMILY_PRESETS = {
     "crate": ("crate_tiny", "crate_small", "crate_base", "crate_large"),
     "crate_alpha": ("crate_alpha_b16", "crate_alpha_l14"),
+    "crate_alpha_clipa": ("crate_alpha_clipa_l14", "crate_alpha_clipa_h14"),
     "crate_mae": ("crate_mae_tiny", "crate_mae_small", "crate_mae_base", "crate_mae_large"),
 }
 
@@ -58,10 +64,14 @@ _SPECS = {
 def detect_family(keys: Any) -> str | None:
     """The CRATE family a state dict's keys belong to, from signature keys.
 
-    ``conv1.weight`` → ``"crate_alpha"``; ``patch_embed.proj.weight`` with ``decoder_pred.*`` →
-    ``"crate_mae"``; ``to_patch_embedding.1.weight`` → ``"crate"``; otherwise None.
+    ``conv1.weight`` → ``"crate_alpha"`` (the classifier); ``visual.conv1.weight`` with
+    ``token_embedding.weight`` → ``"crate_alpha_clipa"`` (the image–text model);
+    ``patch_embed.proj.weight`` with ``decoder_pred.*`` → ``"crate_mae"``;
+    ``to_patch_embedding.1.weight`` → ``"crate"``; otherwise None.
     """
     keys = set(keys)
+    if "visual.conv1.weight" in keys and "token_embedding.weight" in keys:
+        return "crate_alpha_clipa"
     if "conv1.weight" in keys:
         return "crate_alpha"
     if "patch_embed.proj.weight" in keys and any(k.startswith("decoder_pred.") for k in keys):
@@ -174,7 +184,7 @@ def infer_overrides(name: str, state_dict: Mapping[str, Any], **base_overrides: 
     """
     expected = expected_shapes(name, **base_overrides)
     family = detect_family(expected)
-    if family is None or detect_family(state_dict) != family:
+    if family not in _SPECS or detect_family(state_dict) != family:  # (CLIPA: nothing to infer)
         return {}
     spec = _SPECS[family]
     channels = getattr(model_config(name, **base_overrides), "channels", 3)
@@ -226,7 +236,7 @@ def _hint(name: str, model_family: str | None, state_dict: Mapping[str, Any], re
     file_family = detect_family(state_dict)
     if file_family is None:
         return (
-            "the keys do not look like an official CRATE, CRATE-α or CRATE-MAE state dict "
+            "the keys do not look like an official CRATE, CRATE-α, CRATE-α-CLIPA or CRATE-MAE state dict "
             f"(first keys: {', '.join(list(state_dict)[:4])}); check that this is the right file"
         )
     title = _FAMILY_TITLES[file_family]

@@ -356,7 +356,7 @@ def test_unknown_name_lists_choices(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- registry
-def test_registry_entries():
+def test_registry_entries(monkeypatch):
     entries = {w.key: w for w in crate_edu.list_official()}
     models = set(crate_edu.list_models())
     small = entries["crate_small_in1k"]
@@ -372,13 +372,20 @@ def test_registry_entries():
     assert (l14.filename, l14.top1) == ("torch/crate_alpha_L14.pth", 83.9)
     for key in ("crate_tiny_in1k", "crate_base_in1k", "crate_large_in1k"):
         assert entries[key].source is None and "never published" in entries[key].notes
-    for key in ("crate_alpha_clipa_l14", "crate_alpha_clipa_h14"):
-        assert not entries[key].loadable and "NOT loadable" in entries[key].notes
+    for key, size, top1 in (("crate_alpha_clipa_l14", "L14", 69.8), ("crate_alpha_clipa_h14", "H14", 72.3)):
+        clipa = entries[key]
+        assert clipa.loadable and clipa.model == key  # the key is also the model's name
+        assert (clipa.repo_id, clipa.filename, clipa.top1) == (
+            "UCSC-VLAA/CRATE-alpha",
+            f"torch/crate_alpha_CLIPA_{size}.pth",
+            top1,
+        )
     for w in entries.values():
         assert w.model is None or w.model in models
         assert w.sha256 is None or len(w.sha256) == 64
+    monkeypatch.setitem(W.OFFICIAL_WEIGHTS, "other", OfficialWeights("other", None, "hf", notes="elsewhere"))
     with pytest.raises(ValueError, match="cannot be loaded"):
-        crate_edu.load_official("crate_alpha_clipa_l14", "x.pth")
+        crate_edu.load_official("other", "x.pth")
     assert W.get_official("crate_alpha_b16") is b16  # a model name with one entry resolves
     with pytest.raises(ValueError, match="known keys"):
         W.get_official("nope")
@@ -560,9 +567,11 @@ def test_verify_checkpoint_report(tmp_path, crate_fx, test_entry):
     assert not W.verify_checkpoint("crate_tiny", tmp_path / "missing.pth")["ok"]
 
 
-def test_verify_not_loadable_entry_checks_only_the_hash(tmp_path):
-    path = tmp_path / "clipa.pth"
+def test_verify_not_loadable_entry_checks_only_the_hash(tmp_path, monkeypatch):
+    entry = OfficialWeights("other", None, "hf", repo_id="x/y", filename="other.pth")
+    monkeypatch.setitem(W.OFFICIAL_WEIGHTS, "other", entry)
+    path = tmp_path / "other.pth"
     torch.save({"visual": {"w": torch.zeros(2)}, "text": {"w": torch.zeros(2)}}, path)
-    report = W.verify_checkpoint("crate_alpha_clipa_l14", path)
+    report = W.verify_checkpoint("other", path)
     assert report["ok"] and report["model"] is None and report["sha256_ok"] is None
     assert report["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
