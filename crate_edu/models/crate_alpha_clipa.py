@@ -86,7 +86,8 @@ class MultiheadAttention(base.Block):
 
     Official image tower: ``bias=False`` (no ``in_proj_bias``, no ``out_proj.bias``); text tower:
     with biases. Departure from CRATE-α's MSSA: q, k and v are three projections, not one shared
-    U^T; with W_q = W_k = W_v = U^T and no biases this *is* MSSA (``tests`` check it).
+    U^T; with W_q = W_k = W_v = U^T and no biases this *is* MSSA
+    (``tests/unit/models/test_crate_alpha_clipa.py`` checks it).
     """
 
     def __init__(self, dim: int, heads: int, bias: bool = True, reference: bool = False):
@@ -115,6 +116,15 @@ class MultiheadAttention(base.Block):
         else:  # the same numbers, faster
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, h, N, p)
         return self.out_proj(rearrange(out, "b h n p -> b n (h p)"))  # (B, N, d)
+
+    def forward_parts(self, x: Tensor) -> base.AttentionParts:
+        """Keys (B, h, N, p), attention (B, h, N, N) and output (B, N, d), for analysis (attention
+        maps): always the reference arithmetic, so that the N × N attention exists."""
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (rearrange(t, "b n (h p) -> b h n p", h=self.heads) for t in qkv)  # (B, h, N, p)
+        attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)  # (B, h, N, N)
+        out = self.out_proj(rearrange(attn @ v, "b h n p -> b n (h p)"))  # (B, N, d)
+        return base.AttentionParts(proj=k, attn=attn, out=out)
 
     def extra_repr(self) -> str:
         d = self.in_proj_weight.shape[1]

@@ -128,6 +128,16 @@ def test_attention_fast_equals_reference():
         assert_same_forward_and_grads(fast, reference, torch.randn(3, 5, 16))
 
 
+def test_attention_parts_for_analysis():
+    torch.manual_seed(0)
+    attn = MultiheadAttention(16, 2, bias=True)
+    x = torch.randn(3, 5, 16)
+    parts = attn.forward_parts(x)
+    assert parts.attn.shape == (3, 2, 5, 5) and parts.proj.shape == (3, 2, 5, 8)
+    torch.testing.assert_close(parts.attn.sum(-1), torch.ones(3, 2, 5))
+    torch.testing.assert_close(parts.out, attn(x), atol=1e-6, rtol=1e-5)
+
+
 def test_attention_with_equal_slices_and_no_bias_is_mssa():
     """The departure, measured: with W_q = W_k = W_v = U^T the official attention is MSSA."""
     torch.manual_seed(0)
