@@ -7,7 +7,8 @@
 - ``probe``: linear probes of frozen features, layer by layer;
 - ``segmentation``: attention maps, mass-threshold masks, IoU scores, PCA and normalised-cut maps;
 - ``layerwise``: compression and sparsity at every layer (the CRATE paper's layer-wise figure);
-- ``reconstruction``: CRATE-MAE masks, masked-patch loss and reconstruction panels.
+- ``reconstruction``: CRATE-MAE masks, masked-patch loss and reconstruction panels;
+- ``zero_shot``: CLIP-style zero-shot classification (class embeddings from prompt templates).
 
 The pictures of these numbers are drawn by :mod:`crate_edu.plotting`.
 """
@@ -22,6 +23,7 @@ from crate_edu.evaluation import (
     reconstruction,
     segmentation,
     throughput,
+    zero_shot,
 )
 from crate_edu.evaluation.batches import iter_batches
 from crate_edu.evaluation.flops import forward_flops, forward_macs, layer_macs
@@ -77,6 +79,14 @@ from crate_edu.evaluation.throughput import (
     measure_throughput,
     train_throughput,
 )
+from crate_edu.evaluation.zero_shot import (
+    ZeroShotPredictions,
+    class_embeddings,
+    imagenet_classnames,
+    imagenet_templates,
+    zero_shot_logits,
+    zero_shot_predict,
+)
 
 __all__ = [
     # the modules, for namespaced use (``from crate_edu.evaluation import segmentation as seg``)
@@ -89,6 +99,7 @@ __all__ = [
     "reconstruction",
     "segmentation",
     "throughput",
+    "zero_shot",
     # batches
     "iter_batches",
     # flops
@@ -152,4 +163,11 @@ __all__ = [
     "inference_throughput",
     "measure_throughput",
     "train_throughput",
+    # zero_shot
+    "ZeroShotPredictions",
+    "class_embeddings",
+    "imagenet_classnames",
+    "imagenet_templates",
+    "zero_shot_logits",
+    "zero_shot_predict",
 ]

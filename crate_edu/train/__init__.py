@@ -11,7 +11,8 @@ The same from a shell: ``crate-edu train`` (or ``crate-edu train --recipe cifar1
 
 - ``config``, ``recipes``: :class:`TrainConfig`, its checks, and the named presets;
 - ``loop``: the loop (:func:`train`, :func:`fit`, :func:`run_epochs`), read top to bottom;
-- ``objectives``: what a run minimises and how it is scored (:class:`Classification`);
+- ``objectives``: what a run minimises and how it is scored (:class:`Classification`), and the
+  contrastive image–text loss (:func:`contrastive_loss`);
 - ``mae``: CRATE-MAE pre-training (:func:`pretrain_mae`), the same loop with :class:`MaskedPatches`;
 - ``build``, ``optim``: datasets, model, loaders; optimisers and the learning-rate schedule;
 - ``checkpoint``: atomic checkpoints and ``metrics.jsonl``; ``live``: curves drawn as a run goes;
@@ -42,7 +43,7 @@ from crate_edu.train.mae import (
     load_mae_run,
     pretrain_mae,
 )
-from crate_edu.train.objectives import Classification, EpochStats, Objective, Run, evaluate
+from crate_edu.train.objectives import Classification, EpochStats, Objective, Run, contrastive_loss, evaluate
 from crate_edu.train.optim import build_optimizer, lr_schedule, warmup_cosine
 from crate_edu.train.recipes import DEFAULT_RECIPE, RECIPES, Recipe, get_recipe, list_recipes
 
@@ -75,6 +76,7 @@ __all__ = [
     "build_optimizer",
     "check_config",
     "choice_error",
+    "contrastive_loss",
     "evaluate",
     "export_run",
     "fit",

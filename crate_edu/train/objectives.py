@@ -17,6 +17,9 @@ method                 :class:`Classification`               ``crate_edu.train.m
 =====================  ====================================  ====================================
 
 Both work on a :class:`Run`: the model, optimiser, schedule, loaders and where the run stands.
+
+:func:`contrastive_loss` is the loss of CLIP-style image–text training (CRATE-α-CLIPA): the
+symmetric InfoNCE, a function for now, not yet an :class:`Objective`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,15 @@ from crate_edu.train.build import default_workers, make_accelerator
 from crate_edu.train.checkpoint import CHECKPOINT_NAME, rng_state
 from crate_edu.train.config import TrainConfig, choice_error
 
-__all__ = ["Classification", "EpochStats", "Objective", "Run", "evaluate", "evaluate_classifier"]
+__all__ = [
+    "Classification",
+    "EpochStats",
+    "Objective",
+    "Run",
+    "contrastive_loss",
+    "evaluate",
+    "evaluate_classifier",
+]
 
 
 @dataclass
@@ -299,3 +310,41 @@ def evaluate(
     result = evaluate_classifier(model, loader, accelerator)
     accelerator.free_memory()
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Contrastive image–text learning (CLIP, CLIPA).
+# --------------------------------------------------------------------------------------------
+
+
+def contrastive_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float) -> Tensor:
+    """The symmetric InfoNCE loss of CLIP: image ``i`` belongs with text ``i``, and with no other.
+
+    With unit features ``u_i`` (images) and ``v_j`` (texts), each divided by its norm + 1e-8 as in
+    :class:`~crate_edu.models.crate_alpha_clipa.CRATEAlphaCLIPA`, and logits ``s_ij = scale · u_i·v_j``::
+
+        loss = ½ · mean_i[−log softmax_j(s_ij)[i]] + ½ · mean_j[−log softmax_i(s_ij)[j]]
+
+    the cross-entropy of each image against all texts and of each text against all images.
+
+    Args:
+        image_features: ``(N, E)``, not normalised (``model.encode_image``).
+        text_features: ``(N, E)``, not normalised; row ``i`` describes image ``i``.
+        logit_scale: the multiplier itself, e.g. ``model.logit_scale.exp()`` (CLIP starts at 1/0.07).
+
+    Returns:
+        The scalar loss; it is ``log N`` when every logit is equal (e.g. scale 0).
+    """
+    if image_features.ndim != 2 or image_features.shape != text_features.shape:
+        raise ValueError(
+            f"contrastive_loss expects image and text features of the same shape (N, E), got "
+            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
+        )
+    img, text = image_features.float(), text_features.float()  # float32 under mixed precision too
+    img = img / (img.norm(dim=-1, keepdim=True) + 1e-8)  # u_i       (N, E)
+    text = text / (text.norm(dim=-1, keepdim=True) + 1e-8)  # v_j    (N, E)
+    logits = logit_scale * img @ text.T  # row i: image i against every text  (N, N)
+    targets = torch.arange(len(logits), device=logits.device)  # the matching pair is the diagonal (N,)
+    per_image = F.cross_entropy(logits, targets)  # image -> text
+    per_text = F.cross_entropy(logits.T, targets)  # text -> image
+    return (per_image + per_text) / 2

@@ -7,6 +7,7 @@ runs through :func:`crate_edu.train.loop.run_epochs`: what any later objective n
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from crate_edu.train import (
     EpochStats,
     OneDevice,
     Run,
+    contrastive_loss,
     load_checkpoint,
     lr_schedule,
     read_jsonl,
@@ -164,3 +166,67 @@ def test_classification_line_record_and_message(tmp_path: Path) -> None:
     assert "the training loss became nan at epoch 2, micro-step 6 of 8 (optimizer step 7 of 12)" in msg
     assert f"{tmp_path / 'checkpoint.pt'} still holds epoch 1" in msg
     assert "--grad-clip 1.0" in msg and "--warmup-epochs 1" in msg and "--precision bf16" in msg
+
+
+# --------------------------------------------------------------------------------------------
+# contrastive_loss: CLIP's symmetric InfoNCE.
+# --------------------------------------------------------------------------------------------
+
+
+def _direct_infonce(img: torch.Tensor, text: torch.Tensor, scale: float) -> float:
+    """Pair by pair in float64: the mean of −log softmax over texts per image and over images per text."""
+    n = len(img)
+    u = [img[i].double() / (img[i].double().norm() + 1e-8) for i in range(n)]
+    v = [text[j].double() / (text[j].double().norm() + 1e-8) for j in range(n)]
+    s = [[scale * float(u[i] @ v[j]) for j in range(n)] for i in range(n)]
+    image_to_text = sum(-s[i][i] + math.log(sum(math.exp(s[i][j]) for j in range(n))) for i in range(n)) / n
+    text_to_image = sum(-s[j][j] + math.log(sum(math.exp(s[i][j]) for i in range(n))) for j in range(n)) / n
+    return (image_to_text + text_to_image) / 2
+
+
+def test_contrastive_loss_equals_a_direct_double_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    img, text = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    for scale in (1.0, 14.3, torch.tensor(100.0)):
+        got = contrastive_loss(img, text, scale)
+        assert got.shape == ()
+        assert math.isclose(float(got), _direct_infonce(img, text, float(scale)), rel_tol=1e-5)
+    # Symmetric: swapping the roles of images and texts leaves it unchanged.
+    assert math.isclose(
+        float(contrastive_loss(text, img, 7.0)), float(contrastive_loss(img, text, 7.0)), rel_tol=1e-6
+    )
+
+
+def test_contrastive_loss_is_log_n_when_all_logits_are_equal() -> None:
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    assert math.isclose(float(contrastive_loss(x, x, 0.0)), math.log(8), rel_tol=1e-6)
+
+
+def test_contrastive_loss_decreases_under_gradient_steps() -> None:
+    g = torch.Generator().manual_seed(2)
+    img = torch.randn(8, 4, generator=g)
+    project = torch.nn.Linear(4, 4)  # a toy text tower: its captions are random projections of the images
+    captions = torch.randn(8, 4, generator=g)
+    with torch.no_grad():  # fixed weights, whatever the global generator holds
+        project.weight.copy_(torch.randn(4, 4, generator=g) / 2)
+        project.bias.zero_()
+    opt = torch.optim.SGD(project.parameters(), lr=0.5)
+    losses = []
+    for _ in range(20):
+        loss = contrastive_loss(img, project(captions), 10.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_contrastive_loss_is_finite_for_zero_vectors() -> None:
+    img = torch.zeros(4, 3, requires_grad=True)
+    text = torch.randn(4, 3)
+    loss = contrastive_loss(img, text, 100.0)
+    loss.backward()
+    assert math.isclose(float(loss.detach()), math.log(4), rel_tol=1e-6)  # zero features: every logit is 0
+    assert torch.isfinite(img.grad).all()
+    with pytest.raises(ValueError, match="same shape"):
+        contrastive_loss(torch.zeros(4, 3), torch.zeros(5, 3), 1.0)

@@ -1,0 +1,255 @@
+"""Zero-shot classification with a CLIP-style model: each class is the text embedding of its prompts.
+
+    from crate_edu.evaluation.zero_shot import (
+        class_embeddings, imagenet_classnames, imagenet_templates, zero_shot_predict)
+    W = class_embeddings(model.encode_text, tokenize, imagenet_classnames(), imagenet_templates())  # (E, C)
+    result = zero_shot_predict(model, (images, labels), W, batch_size=64)
+    result.topk_accuracy[1], result.topk_accuracy[5]                     # top-1 and top-5, fractions
+
+The arithmetic is the official CRATE-α-CLIPA evaluation's (``torch_inference/eval_in1k.py``, see
+``docs/notes/crate_alpha_official_code.md`` §2.3):
+
+1. every class name is put into every template (``"a bad photo of a {}."``) and encoded;
+2. each template's embedding is divided by its norm + 1e-8, the embeddings of a class are averaged
+   over templates, and the mean is divided by its norm (no 1e-8 there, as officially);
+3. an image's features are divided by their norm + 1e-8, and its logits are
+   ``100 · image @ W``: scaled cosine similarities to every class; the prediction is the nearest class.
+
+The class names and the 80 templates are the official ones, shipped as data in
+``crate_edu/resources/``. The class-name list is OpenAI CLIP's, kept verbatim: it names two pairs of
+ImageNet classes alike ("missile" at 657 and 744, "sunglasses" at 836 and 837), so those pairs get
+identical embeddings and tie, as they do officially.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from crate_edu.evaluation.batches import iter_batches
+
+__all__ = [
+    "ZeroShotPredictions",
+    "class_embeddings",
+    "imagenet_classnames",
+    "imagenet_templates",
+    "zero_shot_logits",
+    "zero_shot_predict",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# The official class names and prompt templates (data).
+# --------------------------------------------------------------------------------------------
+
+
+def imagenet_classnames() -> list[str]:
+    """The 1000 ImageNet class names of the official zero-shot evaluation, in label order.
+
+    OpenAI CLIP's names ("tench", "kite (bird of prey)", ...); label ``k`` of ImageNet (sorted
+    WordNet ids) is name ``k``. Two names occur twice (see the module's docstring).
+    """
+    return list(_read_lines("imagenet_clip_classnames.txt", 1000))
+
+
+def imagenet_templates() -> list[str]:
+    """The 80 prompt templates of the official zero-shot evaluation, ``{}`` standing for the class."""
+    return list(_read_lines("imagenet_templates.txt", 80))
+
+
+@cache
+def _read_lines(name: str, expected: int) -> tuple[str, ...]:
+    text = resources.files("crate_edu").joinpath(f"resources/{name}").read_text(encoding="utf-8")
+    lines = tuple(line for line in text.splitlines() if line.strip())
+    if len(lines) != expected:
+        raise RuntimeError(f"crate_edu/resources/{name} should hold {expected} lines, found {len(lines)}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Class embeddings and logits.
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def class_embeddings(
+    encode_text: Callable[[Tensor], Tensor],
+    tokenize: Callable[[list[str]], Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> Tensor:
+    """The zero-shot classifier ``W`` (E, C): one unit column per class, from its prompts.
+
+    Column ``c`` is ``mean_t(f_ct / (‖f_ct‖ + 1e-8))`` divided by its norm, where ``f_ct`` is
+    ``encode_text(tokenize([templates[t].format(classnames[c])]))``: the official construction.
+
+    Args:
+        encode_text: token ids (B, L) -> text features (B, E), e.g. ``model.encode_text`` of a model
+            in eval mode.
+        tokenize: a list of strings -> token ids (B, L), a LongTensor.
+        classnames: the C class names, in label order.
+        templates: the T prompt templates, each with one ``{}`` for the class name.
+        batch_size: prompts per call of ``encode_text`` (prompts of several classes share a batch).
+        device: where the token ids are sent (default: where ``tokenize`` puts them).
+        progress: show a progress bar over the batches.
+
+    Returns:
+        float32 ``(E, C)`` on the CPU.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not classnames or not templates:
+        raise ValueError(
+            f"class_embeddings needs at least one class name and one template, got {len(classnames)} "
+            f"and {len(templates)}"
+        )
+    for template in templates:
+        if template.count("{}") != 1:
+            raise ValueError(f"each template needs exactly one '{{}}' for the class name, got {template!r}")
+    prompts = [template.format(name) for name in classnames for template in templates]  # class-major
+    features = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="class embeddings", disable=not progress, leave=False, dynamic_ncols=True):
+        tokens = tokenize(prompts[start : start + batch_size])  # (B, L)
+        if device is not None:
+            tokens = tokens.to(device)
+        features.append(encode_text(tokens).float().cpu())  # (B, E)
+    f = torch.cat(features).view(len(classnames), len(templates), -1)  # (C, T, E)
+    f = f / (f.norm(dim=-1, keepdim=True) + 1e-8)  # each template's embedding, unit (C, T, E)
+    mean = f.mean(dim=1)  # average over templates                                     (C, E)
+    mean = mean / mean.norm(dim=-1, keepdim=True)  # renormalised, no eps (official)  (C, E)
+    return mean.T.contiguous()  # (E, C)
+
+
+def zero_shot_logits(image_features: Tensor, class_embeddings: Tensor, scale: float = 100.0) -> Tensor:
+    """``scale · (image / (‖image‖ + 1e-8)) @ W``: logits (N, C) from image features (N, E).
+
+    ``class_embeddings`` is ``W`` (E, C) of :func:`class_embeddings`; ``scale`` is the official
+    evaluation's fixed 100 (not the model's learned temperature).
+    """
+    if (
+        image_features.ndim != 2
+        or class_embeddings.ndim != 2
+        or image_features.shape[1] != class_embeddings.shape[0]
+    ):
+        raise ValueError(
+            f"zero_shot_logits expects image features (N, E) and class embeddings (E, C), got "
+            f"{tuple(image_features.shape)} and {tuple(class_embeddings.shape)}"
+        )
+    img = image_features / (image_features.norm(dim=-1, keepdim=True) + 1e-8)  # (N, E)
+    return scale * img @ class_embeddings.to(img)  # (N, C)
+
+
+# --------------------------------------------------------------------------------------------
+# Classifying images.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ZeroShotPredictions:
+    """Zero-shot outputs over a dataset, on the CPU.
+
+    Attributes:
+        logits: float32 ``(N, C)``, ``100 · cos`` to every class.
+        preds: int64 ``(N,)``, the nearest class.
+        targets: int64 ``(N,)``, the true labels (None when the data has none).
+        topk_accuracy: ``{k: fraction of images whose label is among the k highest logits}``
+            (empty when there are no labels).
+    """
+
+    logits: Tensor
+    preds: Tensor
+    targets: Tensor | None = None
+    topk_accuracy: dict[int, float] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def zero_shot_predict(
+    model: nn.Module,
+    data,
+    class_embeddings: Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    topk: Sequence[int] = (1, 5),
+    scale: float = 100.0,
+) -> ZeroShotPredictions:
+    """Classify every image of ``data`` as its nearest class embedding.
+
+    Args:
+        model: anything with ``encode_image(images (B, 3, H, W)) -> features (B, E)``.
+        data: images ``(N, 3, H, W)`` (no labels), an ``(images, labels)`` tuple, a dataset of
+            ``(image, label)`` or a DataLoader: whatever :func:`iter_batches` takes.
+        class_embeddings: ``W`` (E, C) of :func:`class_embeddings`.
+        batch_size: images per forward pass (ignored for a DataLoader).
+        device: where to run (default: where the model's parameters are); the model is moved
+            there and left there, and its train/eval mode is restored afterwards.
+        progress: show a progress bar over the batches.
+        topk: the k of the top-k accuracies (each at most C).
+        scale: the logit scale (official: 100).
+
+    Returns:
+        :class:`ZeroShotPredictions` on the CPU, in the order of ``data``.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    W = class_embeddings.to(device=device, dtype=torch.float32)  # (E, C)
+    labelled = not isinstance(data, Tensor)  # a bare tensor of images has no labels
+    num_classes = class_embeddings.shape[-1]
+    bad = [k for k in topk if not 1 <= k <= num_classes]
+    if labelled and bad:
+        raise ValueError(
+            f"topk values must be in 1..{num_classes} (the number of classes), got {bad}; pass e.g. topk=(1,)"
+        )
+    try:  # the bar's length in batches; a DataLoader has its own
+        total = (
+            len(data)
+            if isinstance(data, DataLoader)
+            else math.ceil(len(data[0] if isinstance(data, tuple) else data) / batch_size)
+        )
+    except TypeError:
+        total = None  # iter_batches says what data it takes
+    was_training = model.training
+    model.to(device).eval()
+    logits, targets = [], []
+    try:
+        batches = iter_batches(data, batch_size, with_labels=labelled)
+        for batch in tqdm(batches, total=total, desc="zero-shot", disable=not progress, leave=False):
+            x, y = (batch, None) if isinstance(batch, Tensor) else (batch[0], batch[1])  # (B, 3, H, W), (B,)
+            features = model.encode_image(x.to(device)).float()  # (B, E)
+            logits.append(zero_shot_logits(features, W, scale).cpu())  # (B, C)
+            if y is not None:
+                targets.append(torch.as_tensor(y, dtype=torch.int64).cpu())
+    finally:
+        model.train(was_training)
+    if not logits:
+        raise ValueError("zero_shot_predict() got no images: the data is empty")
+    all_logits = torch.cat(logits)  # (N, C)
+    result = ZeroShotPredictions(all_logits, all_logits.argmax(dim=-1))
+    if targets:
+        result.targets = torch.cat(targets)  # (N,)
+    if targets and topk:
+        y = result.targets
+        top = all_logits.topk(max(topk), dim=-1).indices  # (N, k_max), highest first
+        result.topk_accuracy = {k: float((top[:, :k] == y[:, None]).any(dim=-1).float().mean()) for k in topk}
+    return result
