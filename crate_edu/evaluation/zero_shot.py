@@ -35,12 +35,12 @@ from torch.utils.data import DataLoader
 
 from crate_edu.evaluation.batches import iter_batches
 
-__all__ = [
-    "ZeroShotPredictions",
-    "class_embeddings",
+__all__ = [  # in the order the module defines them
     "imagenet_classnames",
     "imagenet_templates",
+    "class_embeddings",
     "zero_shot_logits",
+    "ZeroShotPredictions",
     "zero_shot_predict",
 ]
 
