@@ -286,21 +286,9 @@ class CRATEAlphaCLIPAConfig:
     reference: bool = False
 
     def __post_init__(self):
-        for name in (
-            "image_size",
-            "patch_size",
-            "vision_width",
-            "vision_depth",
-            "vision_heads",
-            "overcomplete_ratio",
-            "context_length",
-            "vocab_size",
-            "text_width",
-            "text_depth",
-            "text_heads",
-            "embed_dim",
-        ):
-            base.check_positive_int(name, getattr(self, name))
+        image = ("image_size", "patch_size", "vision_width", "vision_depth", "vision_heads")
+        text = ("context_length", "vocab_size", "text_width", "text_depth", "text_heads")
+        base.check_model_sizes(self, image + ("overcomplete_ratio",) + text + ("embed_dim",))
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}; "
