@@ -45,7 +45,6 @@ RENAMED_NAMES: dict[str, str] = {
     "crate_edu.notebook.detect_device": "crate_edu.device.detect_device",
     "crate_edu.notebook.pick_device": "crate_edu.device.pick_device",
     "crate_edu.notebook.precision_for": "crate_edu.device.precision_for",
-    "crate_edu.notebook.DeviceChoice": "crate_edu.device.DeviceChoice",
 }
 
 
