@@ -142,36 +142,13 @@ def test_package_root_imports_its_api_explicitly():
         assert name in vars(crate_edu), f"crate_edu.__all__ names {name!r}, which is not imported"
 
 
-def _script_imports(path: Path) -> list[tuple[str, str | None, int]]:
-    if path.suffix == ".ipynb":
-        import nbformat
-
-        cells = nbformat.read(path, as_version=4).cells
-        source = "\n".join(
-            "\n".join(line for line in c.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-            for c in cells
-            if c.cell_type == "code"
-        )
-        tree = ast.parse(source)
-        path = path.with_suffix(".py")
-    else:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, None, node.lineno) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found += [(node.module, alias.name, node.lineno) for alias in node.names]
-    return found
-
-
 SCRIPTS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_notebooks_and_benchmarks_use_the_public_api(path: Path):
     offenders = []
-    for module, imported, line in _script_imports(path):
+    for module, imported, line in _imports(path, package=""):  # scripts import absolutely
         if not module.startswith("crate_edu"):
             continue
         where = f"{path.name}:{line}"
