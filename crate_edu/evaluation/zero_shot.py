@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from crate_edu.evaluation.batches import iter_batches
+from crate_edu.models.crate_alpha_clipa import normalize
 
 __all__ = [  # in the order the module defines them
     "imagenet_classnames",
@@ -128,7 +129,7 @@ def class_embeddings(
             tokens = tokens.to(device)
         features.append(encode_text(tokens).float().cpu())  # (B, E)
     f = torch.cat(features).view(len(classnames), len(templates), -1)  # (C, T, E)
-    f = f / (f.norm(dim=-1, keepdim=True) + 1e-8)  # each template's embedding, unit (C, T, E)
+    f = normalize(f)  # each template's embedding / (norm + 1e-8)                  (C, T, E)
     mean = f.mean(dim=1)  # average over templates                                     (C, E)
     mean = mean / mean.norm(dim=-1, keepdim=True)  # renormalised, no eps (official)  (C, E)
     return mean.T.contiguous()  # (E, C)
@@ -149,7 +150,7 @@ def zero_shot_logits(image_features: Tensor, class_embeddings: Tensor, scale: fl
             f"zero_shot_logits expects image features (N, E) and class embeddings (E, C), got "
             f"{tuple(image_features.shape)} and {tuple(class_embeddings.shape)}"
         )
-    img = image_features / (image_features.norm(dim=-1, keepdim=True) + 1e-8)  # (N, E)
+    img = normalize(image_features)  # / (norm + 1e-8)                               (N, E)
     return scale * img @ class_embeddings.to(img)  # (N, C)
 
 

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from crate_edu.device import PRECISIONS, sum_dtype
 from crate_edu.errors import ConfigError, TrainingDivergedError
+from crate_edu.models.crate_alpha_clipa import normalize
 from crate_edu.train.build import default_workers, make_accelerator
 from crate_edu.train.checkpoint import CHECKPOINT_NAME, rng_state
 from crate_edu.train.config import TrainConfig, choice_error
@@ -341,8 +342,7 @@ def contrastive_loss(image_features: Tensor, text_features: Tensor, logit_scale:
             f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
         )
     img, text = image_features.float(), text_features.float()  # float32 under mixed precision too
-    img = img / (img.norm(dim=-1, keepdim=True) + 1e-8)  # u_i       (N, E)
-    text = text / (text.norm(dim=-1, keepdim=True) + 1e-8)  # v_j    (N, E)
+    img, text = normalize(img), normalize(text)  # u_i, v_j: each / (norm + 1e-8)     (N, E)
     logits = logit_scale * img @ text.T  # row i: image i against every text  (N, N)
     targets = torch.arange(len(logits), device=logits.device)  # the matching pair is the diagonal (N,)
     per_image = F.cross_entropy(logits, targets)  # image -> text
