@@ -181,6 +181,17 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.attn(self.ln_1(x))  # Z^{ℓ+½} = Z^ℓ + attn(LN(Z^ℓ))                     (B, N, d)
         return x + self.mlp(self.ln_2(x))  # Z^{ℓ+1} = Z^{ℓ+½} + mlp(LN(Z^{ℓ+½}))             (B, N, d)
 
+    def forward_trace(self, x: Tensor) -> tuple[Tensor, base.LayerTrace]:
+        """The output and a :class:`~crate_edu.models.base.LayerTrace` (keys, attention, Z^{ℓ+½},
+        Z^{ℓ+1}, and the sparse codes A2 in the image tower), for attention maps and probes."""
+        parts = self.attn.forward_parts(self.ln_1(x))  # always the written-out softmax
+        z_half = x + parts.out  # (B, N, d)
+        y = self.ln_2(z_half)
+        codes = self.mlp.forward_parts(y) if isinstance(self.mlp, OvercompleteISTA) else None
+        z_out = z_half + (codes.out if codes is not None else self.mlp(y))  # (B, N, d)
+        trace = base.LayerTrace(parts.proj, parts.attn, z_half, z_out, codes.codes if codes else None)
+        return z_out, trace
+
 
 def text_mlp(dim: int) -> nn.Sequential:
     """The text tower's MLP: Linear(T, 4T) – GELU (tanh approximation, as officially) – Linear(4T, T)."""
@@ -249,6 +260,14 @@ class ImageTower(nn.Module):
         x = self.ln_post(x[:, 0])  # LN of the [CLS] token only                              (B, W)
         return x @ self.proj  # f_img = LN(z_cls) proj, no transpose                          (B, E)
 
+    def forward_trace(self, images: Tensor) -> tuple[Tensor, list[base.LayerTrace]]:
+        """Image features (B, E) and one :class:`~crate_edu.models.base.LayerTrace` per layer."""
+        x, traces = self.embed(images), []
+        for block in self.transformer.resblocks:
+            x, trace = block.forward_trace(x)
+            traces.append(trace)
+        return self.ln_post(x[:, 0]) @ self.proj, traces
+
 
 @dataclass(frozen=True)
 class CRATEAlphaCLIPAConfig:
@@ -314,6 +333,11 @@ class CRATEAlphaCLIPAConfig:
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def depth(self) -> int:
+        """The image tower's depth (what the attention-map tools of ``crate_edu.evaluation`` read)."""
+        return self.vision_depth
 
 
 class CRATEAlphaCLIPA(nn.Module):
@@ -392,6 +416,14 @@ class CRATEAlphaCLIPA(nn.Module):
         x = self.transformer(x)  # no mask                                                     (B, C, T)
         x = self.ln_final(x[:, -1])  # LN of the last position (LN acts per token)            (B, T)
         return x @ self.text_projection.T  # f_text, text_projection used transposed         (B, E)
+
+    def forward_intermediates(self, images: Tensor) -> tuple[Tensor, list[base.LayerTrace]]:
+        """Image features (B, E) and the image tower's per-layer traces (attention maps, codes),
+        the interface ``crate_edu.evaluation``'s segmentation tools read."""
+        base.check_images(
+            images, 3, self.config.image_size, "forward_intermediates", like=self.visual.class_embedding
+        )
+        return self.visual.forward_trace(images)
 
     def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """(logits per image (B_img, B_text), logits per text (B_text, B_img)).
