@@ -454,7 +454,11 @@ class CRATEAlphaCLIPA(nn.Module):
                 f"encode_text expects token ids of shape (B, {cfg.context_length}), got "
                 f"{tuple(tokens.shape)}; pad or truncate to the context length as the tokenizer does"
             )
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
+        if (
+            tokens.numel()
+            and not tokens.is_meta
+            and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size)
+        ):
             raise ValueError(
                 f"token ids must be in [0, {cfg.vocab_size}), got values in "
                 f"[{int(tokens.min())}, {int(tokens.max())}]; use the model's tokenizer"
