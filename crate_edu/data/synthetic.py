@@ -229,7 +229,8 @@ def generate_cluttered(
     min_contrast: float,
     fragment_pool: np.ndarray | None = None,
     draw_digit: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_attributes: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, CompositeAttributes]:
     """Composite digits onto textured backgrounds.
 
     Args:
@@ -246,10 +247,13 @@ def generate_cluttered(
         draw_digit: False leaves step 3's compositing out: the same backgrounds and fragments (every
             random draw is still made, so the stream and the masks are unchanged) without the digit.
             For checking that the background alone says nothing about the label.
+        return_attributes: also return the :class:`CompositeAttributes` of each image (its digit's
+            colour and box, its background), read from the same draws: the images are unchanged.
 
     Returns:
         images uint8 ``(N, 3, S, S)`` and masks bool ``(N, S, S)``: True where the digit's alpha is at
-        least 0.5, i.e. where the digit contributes at least half of the pixel's colour.
+        least 0.5, i.e. where the digit contributes at least half of the pixel's colour; with
+        ``return_attributes``, a third item, the :class:`CompositeAttributes`.
     """
     n, S = digits.shape[0], int(size)
     bank, grey = _texture_bank()
@@ -261,15 +265,53 @@ def generate_cluttered(
 
     images = torch.empty((n, 3, S, S), dtype=torch.uint8)
     masks = torch.empty((n, S, S), dtype=torch.bool)
+    colours = torch.empty((n, 3))
     for a in range(0, n, GENERATION_CHUNK):
         b = min(n, a + GENERATION_CHUNK)
         img, mean_colour = _backgrounds(bank, draws, a, b, S, texture_contrast)  # 1. (k, 3, S, S)
         if fragments > 0:  # 2. distractors: quarter-windows of other digits, under the digit
             img = _add_fragments(img, mean_colour, pool, draws, a, b, fragments, min_contrast)
-        img, mask = _add_digit(img, digits[a:b], draws, a, b, min_contrast, draw_digit)  # 3. on top
+        img, mask, colours[a:b] = _add_digit(img, digits[a:b], draws, a, b, min_contrast, draw_digit)  # 3.
         images[a:b] = (img.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
         masks[a:b] = mask
-    return images, masks
+    if not return_attributes:
+        return images, masks
+    fx, fy, cx, cy = draws.digit_box
+    attributes = CompositeAttributes(
+        colour=colours,
+        centre=torch.stack([cx, cy], dim=1),
+        half_size=torch.stack([fx, fy], dim=1),
+        background=torch.from_numpy(np.asarray(draws.src) // len(TEXTURE_SCALES)).long(),
+        background_scale=torch.tensor(TEXTURE_SCALES)[
+            torch.from_numpy(np.asarray(draws.src) % len(TEXTURE_SCALES))
+        ],
+        tinted=draws.is_grey.clone(),
+    )
+    return images, masks, attributes
+
+
+@dataclass
+class CompositeAttributes:
+    """What :func:`generate_cluttered` drew for each of its N images (for captions and analyses).
+
+    Attributes:
+        colour: float32 ``(N, 3)`` in [0, 1]: the digit's colour as composited (after the contrast
+            adjustment), whether or not the digit was drawn.
+        centre: float32 ``(N, 2)``: the digit box's centre ``(x, y)`` in normalised image
+            coordinates, [-1, 1] left to right and top to bottom.
+        half_size: float32 ``(N, 2)``: the box's half-width and half-height in the same units (the
+            centre lies within ``±(1 - half_size)``, so the whole box is inside the image).
+        background: int64 ``(N,)``: the index of the background's source in :data:`TEXTURE_SOURCES`.
+        background_scale: int64 ``(N,)``: the factor in :data:`TEXTURE_SCALES` it was shrunk by.
+        tinted: bool ``(N,)``: a grey source, tinted with a random colour.
+    """
+
+    colour: torch.Tensor
+    centre: torch.Tensor
+    half_size: torch.Tensor
+    background: torch.Tensor
+    background_scale: torch.Tensor
+    tinted: torch.Tensor
 
 
 @dataclass
@@ -280,7 +322,7 @@ class _Draws:
     u: np.ndarray  # (n, 2) where the crop sits in its source
     tint: torch.Tensor  # (n, 3) colour of grey sources
     is_grey: torch.Tensor  # (n,)
-    digit_box: tuple  # (size, aspect, centre y, centre x) of each digit's box
+    digit_box: tuple  # (half-width, half-height, centre x, centre y) of each digit's box
     digit_colour: tuple  # the two colour draws of each digit
     piece_idx: np.ndarray | None = None  # (n F,) the digit each fragment is cut from
     corner: torch.Tensor | None = None  # (n F, 2) top-left of its 4×4 window
@@ -341,7 +383,8 @@ def _add_fragments(img, mean_colour, pool, d: _Draws, a: int, b: int, fragments:
 
 def _add_digit(img, digits, d: _Draws, a: int, b: int, min_contrast: float, draw_digit: bool):
     """The digit on top of images a..b-1, in a colour that stands out from the background under it.
-    Returns the images and the masks (alpha >= 0.5; computed even when the digit is not drawn)."""
+    Returns the images, the masks (alpha >= 0.5) and the digit colours (k, 3), the last two computed
+    even when the digit is not drawn."""
     S = img.shape[-1]
     alpha = _render(torch.from_numpy(digits).float(), S, *(t[a:b] for t in d.digit_box))  # (k, S, S)
     mask = alpha >= 0.5
@@ -351,7 +394,7 @@ def _add_digit(img, digits, d: _Draws, a: int, b: int, min_contrast: float, draw
     )
     if draw_digit:
         img = img * (1 - alpha[:, None]) + col[:, :, None, None] * alpha[:, None]
-    return img, mask
+    return img, mask, col
 
 
 def clutter_settings(clutter: float) -> dict:
@@ -387,7 +430,9 @@ class ClutteredDigits(Dataset):
     ``ds[i]`` is ``(image, label)`` like every dataset here (image float32 ``(3, S, S)``
     normalised); ``ds.masks`` is the bool ``(N, S, S)`` ground-truth foreground, and
     ``ds.get(i, with_mask=True)`` returns ``(image, label, mask)`` with the mask carried through the
-    same (geometric) augmentation as the image.
+    same (geometric) augmentation as the image; ``ds.attributes`` (:class:`CompositeAttributes`)
+    says what was drawn for each image (the digit's colour and box, the background), from which
+    :mod:`crate_edu.data.captions` writes captions.
 
     Args:
         split: ``'train'`` or ``'test'``; the source digits are the ``digits`` split of that name.
@@ -443,18 +488,20 @@ class ClutteredDigits(Dataset):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small element-wise ops: one thread is faster, more so on a busy machine
         try:
-            images, masks = generate_cluttered(
+            images, masks, attributes = generate_cluttered(
                 all_digits[idx],
                 self.image_size,
                 rng,
                 fragment_pool=all_digits[digits_split_indices(split)],
                 draw_digit=draw_digit,
+                return_attributes=True,
                 **settings,
             )
         finally:
             torch.set_num_threads(threads)
         self.images = images  # (N, 3, S, S) uint8
         self.masks = masks  # (N, S, S) bool
+        self.attributes = attributes  # the digit's colour and box, the background, per image
         self.labels = torch.from_numpy(all_labels[idx])  # (N,) int64
         self.source_index = torch.from_numpy(idx)  # (N,) index into sklearn's load_digits()
         self.mean, self.std = tuple(mean), tuple(std)

@@ -149,6 +149,31 @@ for size, (vision, width, depth, heads) in _CLIPA.items():
         f"CRATE-α-CLIPA-{vision}/14 image–text model, 224 px, context 32 (official config)",
         official=f"torch_inference/model/clipa_model.py:get_crate_clipa (vision '{vision}', text 'H')",
     )
+# The offline CLIPA demonstration (crate_edu.train.clip): a CPU-sized CRATE-α image tower for the
+# 32-px captioned digits (3 layers, so that the trained weights stay under 2 MB) and a small text
+# tower over their 52-word vocabulary (PAD, START and 50 words: crate_edu.data.caption_vocabulary;
+# the data folder sits above models, so the size is written here and a test checks it). Trained
+# with the learned temperature, so no fixed scale.
+register_model(
+    "crate_alpha_clipa_digits",
+    CRATEAlphaCLIPA,
+    CRATEAlphaCLIPAConfig(
+        image_size=32,
+        patch_size=4,
+        vision_width=96,
+        vision_depth=3,
+        vision_heads=4,
+        context_length=16,
+        vocab_size=52,
+        text_width=64,
+        text_depth=2,
+        text_heads=4,
+        embed_dim=64,
+        fixed_logit_scale=None,
+    ),
+    "CRATE-α-CLIPA for the 32×32 captioned digits: image tower 96 wide, 3 layers, patch 4; text "
+    "tower 64 wide, 2 layers, context 16, 52-word vocabulary",
+)
 register_model(
     "vit_tiny", ViT, ViTConfig(dim=192, depth=12, heads=3), "ViT-T/16 baseline, 224 px (DeiT-T widths)"
 )

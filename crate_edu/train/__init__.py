@@ -14,6 +14,9 @@ The same from a shell: ``crate-edu train`` (or ``crate-edu train --recipe cifar1
 - ``objectives``: what a run minimises and how it is scored (:class:`Classification`), and the
   contrastive image–text loss (:func:`contrastive_loss`);
 - ``mae``: CRATE-MAE pre-training (:func:`pretrain_mae`), the same loop with :class:`MaskedPatches`;
+- ``clip``: contrastive image–text training of a small CRATE-α-CLIPA on captioned digits with the
+  CLIPA low-resolution phase (:func:`pretrain_clip`; :func:`pretrain_clip_quick` for a notebook's
+  quick mode), the same loop with :class:`ContrastiveCaptions`;
 - ``build``, ``optim``: datasets, model, loaders; optimisers and the learning-rate schedule;
 - ``checkpoint``: atomic checkpoints and ``metrics.jsonl``; ``live``: curves drawn as a run goes;
 - ``export``: a finished run as a weights file (:func:`export_run`).
@@ -30,6 +33,21 @@ from crate_edu.train.checkpoint import (
     load_checkpoint,
     read_jsonl,
     save_checkpoint,
+)
+from crate_edu.train.clip import (
+    CaptionBatches,
+    CLIPRunResult,
+    CLIPTrainConfig,
+    ContrastiveCaptions,
+    build_clip_model,
+    clip_image_features,
+    load_clip_run,
+    pretrain_clip,
+    pretrain_clip_quick,
+    quick_clip_config,
+    resize_positional_embedding,
+    upsize_clip_model,
+    zero_shot_scores,
 )
 from crate_edu.train.config import OPTIMIZERS, TrainConfig, check_config, choice_error, model_kwargs
 from crate_edu.train.export import export_run
@@ -54,8 +72,12 @@ __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
     "RECIPES",
+    "CLIPRunResult",
+    "CLIPTrainConfig",
+    "CaptionBatches",
     "Classification",
     "ConfigError",
+    "ContrastiveCaptions",
     "EpochSampler",
     "EpochStats",
     "FileWriteError",
@@ -70,12 +92,14 @@ __all__ = [
     "RunResult",
     "TrainConfig",
     "TrainingDivergedError",
+    "build_clip_model",
     "build_datasets",
     "build_mae_model",
     "build_model",
     "build_optimizer",
     "check_config",
     "choice_error",
+    "clip_image_features",
     "contrastive_loss",
     "evaluate",
     "export_run",
@@ -84,15 +108,22 @@ __all__ = [
     "limit_dataset",
     "list_recipes",
     "load_checkpoint",
+    "load_clip_run",
     "load_mae_run",
     "lr_schedule",
     "model_kwargs",
+    "pretrain_clip",
+    "pretrain_clip_quick",
     "pretrain_mae",
+    "quick_clip_config",
     "quiet",
     "read_jsonl",
+    "resize_positional_embedding",
     "resolve_precision",
     "run_epochs",
     "save_checkpoint",
     "train",
+    "upsize_clip_model",
     "warmup_cosine",
+    "zero_shot_scores",
 ]
