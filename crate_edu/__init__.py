@@ -17,6 +17,7 @@ The folders, by job (docs/design.md draws the whole design):
 - ``train``: recipes, configs and the one training loop;
 - ``evaluation``: metrics, FLOPs, throughput, probes, segmentation, layer-wise measurements,
   reconstructions;
+- ``text``: the CLIPA tokenizer (BERT's uncased WordPiece, 32 ids) for the image–text model;
 - ``weights``: official checkpoints, the tutorial checkpoints that ship with the package, and the
   one safe reader of weights files;
 - ``device``: which device and precision to use;
@@ -42,6 +43,7 @@ from crate_edu import (  # noqa: E402
     device,
     evaluation,
     models,
+    text,
     train,
     weights,
 )
@@ -81,6 +83,7 @@ __all__ = [
     "model_config",
     "models",
     "set_reference",
+    "text",
     "train",
     "verify_checkpoint",
     "weights",
