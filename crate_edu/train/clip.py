@@ -168,6 +168,11 @@ class CLIPTrainConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None (all), got {value!r}")
         full = self.full_model_config()  # an unknown model or override fails here, in one line
+        if not hasattr(full, "context_length"):
+            raise ValueError(
+                f"{self.model!r} is not an image–text model; choose crate_alpha_clipa_digits (or "
+                "another crate_alpha_clipa_* preset)"
+            )
         if self.low_res_epochs:
             self.phase_model_config(0)  # the low resolution must fit the patch, the context >= 2
             if self.low_res_image_size > full.image_size or self.low_res_context > full.context_length:
