@@ -29,6 +29,18 @@ and one ``--data-dir`` can hold them all::
     DIR/flowers-102/{jpg/image_00001.jpg.., imagelabels.mat, setid.mat}
     DIR/imagenette2-160/{train,val}/nXXXXXXXX/*.JPEG        (imagenette2-320, imagenette2 for 320px, full)
     DIR/{train,val}/nXXXXXXXX/*.JPEG  or  DIR/imagenet/{train,val}/...   (ImageNet, ImageNet-100)
+    DIR/winter21_whole/nXXXXXXXX/*.JPEG  or  DIR/imagenet21k/{train,val}/nXXXXXXXX/*   (ImageNet-21K)
+
+ImageNet-21K is the **Winter 2021 release** of the full ImageNet (image-net.org,
+``winter21_whole.tar.gz``: 19,167 classes, about 13.15 M images, no train/val split), the release
+whose class count the official CRATE-α 19,167-way pre-training head has (the ``fall11`` release,
+21,841 classes, was withdrawn by image-net.org in 2021). The archive holds one tar per class;
+extract each into a folder of its WordNet id (``DIR/winter21_whole/nXXXXXXXX/*.JPEG``). Its test
+split is then held out per class: the last ``min(10, n // 10)`` files (by sorted name) of each
+class of ``n`` images. A tree already split into ``train/`` and ``val/`` (``DIR/imagenet21k/``, or
+Alibaba-MIIL's processed ImageNet-21K-P, ``imagenet21k_train/`` and ``imagenet21k_val/``: 10,450
+classes of the same release) is read as it is. Labels are the positions of the class folders' WordNet
+ids in sorted order, or in ``classes.txt`` (one id per line) when the folder holds one.
 
 CIFAR and Flowers-102 are read by small readers here, not by the torchvision classes: those check
 the MD5 of every file on each load, which no test file can pass; torchvision still does the
@@ -39,7 +51,9 @@ from __future__ import annotations
 
 import codecs
 import importlib
+import os
 import pickle
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import lru_cache
@@ -76,6 +90,10 @@ IMAGENETTE_CLASSES = (
     "French horn", "garbage truck", "gas pump", "golf ball", "parachute",
 )  # fmt: skip
 IMAGENETTE_SIZES = ("160px", "320px", "full")
+#: Classes of ImageNet-21K's Winter 2021 release, the size of the official CRATE-α pre-training head.
+IMAGENET21K_CLASSES = 19167
+#: At most this many images per class are held out for test from a tree without a split.
+IMAGENET21K_HELD_OUT = 10
 
 
 def imagenet100_classes() -> list[str]:
@@ -132,6 +150,15 @@ _INFOS: dict[str, DatasetInfo] = {
             "imagenet", 1000, 224, IMAGENET_MEAN, IMAGENET_STD, None, False,
             "ImageNet-1K (ILSVRC 2012): 1,281,167 train / 50,000 val images in an ImageFolder tree "
             "DIR/{train,val}/<wnid>/; cannot be downloaded automatically.",
+            "imagenet",
+        ),
+        DatasetInfo(
+            "imagenet21k", IMAGENET21K_CLASSES, 224, IMAGENET_MEAN, IMAGENET_STD, None, False,
+            "ImageNet-21K, Winter 2021 release (image-net.org winter21_whole: 19,167 classes, about "
+            "13.15 M images): DIR/winter21_whole/<wnid>/ with 10 images per class held out for test, "
+            "or a tree split into DIR/imagenet21k/{train,val}/<wnid>/ (also ImageNet-21K-P's "
+            "imagenet21k_train/ and imagenet21k_val/, 10,450 classes); cannot be downloaded "
+            "automatically.",
             "imagenet",
         ),
         DatasetInfo(
@@ -421,6 +448,8 @@ def _unavailable(name: str, looked_for: str, *, reason: str = "") -> DatasetUnav
         if info.downloadable
         else _IMAGENET_HOWTO
     )
+    if name == "imagenet21k":
+        how = _IMAGENET21K_HOWTO
     why = f" ({reason})" if reason else ""
     return DatasetUnavailableError(
         f"dataset '{name}' not found{why}: looked for {looked_for}. To get it: {how}."
@@ -569,6 +598,110 @@ def _build_imagenet(name, train, root, transform, download, mean, std, **kw) -> 
         raise _unavailable(name, str(base / split_dir), reason=str(e)) from None
 
 
+_IMAGENET21K_HOWTO = (
+    "ImageNet-21K has no automatic download (it needs an account at https://image-net.org): download "
+    "the Winter 2021 release winter21_whole.tar.gz, unpack it into DIR/winter21_whole/ and extract each "
+    "per-class tar into a folder of its name (cd DIR/winter21_whole; for f in n*.tar; do mkdir "
+    "${f%.tar} && tar -xf $f -C ${f%.tar} && rm $f; done), then pass --data-dir DIR; a tree split into "
+    "DIR/imagenet21k/{train,val}/<wnid>/ (or ImageNet-21K-P's imagenet21k_train/, imagenet21k_val/) "
+    "works too"
+)
+_WNID = re.compile(r"n\d{8}$")
+_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".bmp")
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """The WordNet-id folders (``nXXXXXXXX``) directly in ``folder``, sorted."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(e.name for e in entries if _WNID.match(e.name) and e.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _image_files(folder: Path) -> list[str]:
+    """The image file names in one class folder, sorted."""
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.name.lower().endswith(_IMAGE_SUFFIXES) and e.is_file())
+
+
+def _imagenet21k_layout(root: Path) -> tuple[Path, Path | None, Path | None]:
+    """``(base, train folder, test folder)``: a split tree gives both folders; a release tree with
+    class folders gives ``(base, None, None)``. Raises the one-line error when none is found."""
+    candidates = [root / "imagenet21k", root / "winter21_whole", root / "imagenet21k_resized", root]
+    for c in candidates:
+        for train, test in (("train", "val"), ("imagenet21k_train", "imagenet21k_val")):
+            if (c / train).is_dir() and (c != root or train != "train"):  # DIR/train is ImageNet-1K's
+                return c, c / train, c / test
+        if _class_folders(c):
+            return c, None, None
+    tars = [c for c in candidates if c.is_dir() and any(c.glob("n*.tar"))]
+    reason = f"{tars[0]} holds the per-class tars, not yet extracted" if tars else ""
+    looked = " or ".join(str(c) for c in candidates[:3])
+    raise _unavailable(
+        "imagenet21k",
+        f"{looked} with one folder per WordNet id (or train/ and val/ folders of them)",
+        reason=reason,
+    )
+
+
+def read_imagenet21k_classes(base: Path, class_folder: Path) -> list[str]:
+    """The class list of an ImageNet-21K tree: ``base/classes.txt`` (one WordNet id per line, in label
+    order) when it exists, else the WordNet-id folders of ``class_folder`` in sorted order.
+
+    Raises:
+        DatasetFileError: more classes than the Winter 2021 release's 19,167 (e.g. the withdrawn
+            fall11 release's 21,841), or a ``classes.txt`` that repeats an id.
+    """
+    listed = base / "classes.txt"
+    if listed.is_file():
+        classes = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        where = str(listed)
+    else:
+        classes, where = _class_folders(class_folder), f"{class_folder} (class folders)"
+    if len(set(classes)) != len(classes):
+        raise DatasetFileError(f"{where} lists a WordNet id twice; list each class once, in label order")
+    if len(classes) > IMAGENET21K_CLASSES:
+        raise DatasetFileError(
+            f"{where} holds {len(classes):,} classes, more than the {IMAGENET21K_CLASSES:,} of "
+            "ImageNet-21K's Winter 2021 release that the model's head has (the withdrawn fall11 release "
+            "has 21,841); use the winter21_whole release from image-net.org"
+        )
+    return classes
+
+
+def _build_imagenet21k(name, train, root, transform, download, mean, std, **kw) -> Dataset:
+    # download is ignored: ImageNet-21K has no public download (the error says how to get it)
+    base, train_dir, test_dir = _imagenet21k_layout(root)
+    classes = read_imagenet21k_classes(base, train_dir if train_dir is not None else base)
+    label = {w: k for k, w in enumerate(classes)}
+    paths: list[Path] = []
+    labels: list[int] = []
+    if train_dir is not None:  # a split tree: read the split's folder as it is
+        folder = train_dir if train else test_dir
+        if not folder.is_dir():  # type: ignore[union-attr]
+            raise _unavailable(name, f"{folder} next to {train_dir} (the test split)")
+        for wnid in _class_folders(folder):  # type: ignore[arg-type]
+            if wnid not in label:
+                raise DatasetFileError(
+                    f"{folder / wnid} is a class that {train_dir} (or classes.txt) does not have; "  # type: ignore[operator]
+                    "the test split's classes must be among the training classes"
+                )
+            files = _image_files(folder / wnid)  # type: ignore[operator]
+            paths += [folder / wnid / f for f in files]  # type: ignore[operator]
+            labels += [label[wnid]] * len(files)
+    else:  # the release tree: hold out the last files of each class for test
+        for wnid in classes:
+            files = _image_files(base / wnid) if (base / wnid).is_dir() else []
+            held = min(IMAGENET21K_HELD_OUT, len(files) // 10)
+            part = files[: len(files) - held] if train else files[len(files) - held :]
+            paths += [base / wnid / f for f in part]
+            labels += [label[wnid]] * len(part)
+    if not paths:
+        raise _unavailable(name, f"{base}: image files (.JPEG, .jpg, .png, .webp) in its class folders")
+    return ImageFileDataset(paths, labels, transform, classes=classes)
+
+
 def _build_digits(name, train, root, transform, download, mean, std, image_size: int = 32, **kw) -> Dataset:
     images, labels = synthetic.digits_arrays("train" if train else "test", image_size)
     return TensorImageDataset(
@@ -596,6 +729,7 @@ _BUILDERS: dict[str, Callable[..., Dataset]] = {
     "imagenette": _build_imagenette,
     "imagenet": _build_imagenet,
     "imagenet-100": _build_imagenet,
+    "imagenet21k": _build_imagenet21k,
     "digits": _build_digits,
     "cluttered-digits": _build_cluttered,
 }
@@ -649,6 +783,7 @@ def build_dataset(
     download: bool = False,
     seed: int = 0,
     normalize: str | tuple[Sequence[float], Sequence[float]] | None = None,
+    randaugment_magnitude: float | None = None,
     **kw: Any,
 ) -> Dataset:
     """Build a dataset split whose items are ``(image, label)``.
@@ -669,6 +804,8 @@ def build_dataset(
             training seeds so that every run sees the same test set. Ignored by the others.
         normalize: None or ``'dataset'`` for ``dataset_info(name).mean/std``; ``'imagenet'`` for
             the ImageNet statistics (what ``finetune.py`` uses on every dataset); or ``(mean, std)``.
+        randaugment_magnitude: the magnitude of the RandAugment policies (None: the policy's own;
+            see :func:`crate_edu.data.transforms.build_transform`).
         **kw: dataset options: ``size`` (imagenette: ``'160px'``, ``'320px'``, ``'full'``),
             ``include_val`` (flowers102), and the ``cluttered-digits`` options of
             :class:`crate_edu.data.synthetic.ClutteredDigits`.
@@ -695,8 +832,10 @@ def build_dataset(
     mean, std = _normalisation(info, normalize)
     policy = _policy(name, info, S, augment)
     native = S if name in _GENERATED else _NATIVE.get(name)
-    transform: Callable | None = build_transform(policy, train, S, mean, std, native_size=native)
-    if native == S and (policy == "none" or not train) and policy != "imagenet":
+    transform: Callable | None = build_transform(
+        policy, train, S, mean, std, native_size=native, magnitude=randaugment_magnitude
+    )
+    if native == S and (policy == "none" or not train) and not policy.startswith("imagenet"):
         transform = None  # fixed-size tensors already at S: normalise directly (fast path)
 
     root = _resolve_dir(data_dir)
@@ -725,7 +864,8 @@ def fetch_dataset(name: str, data_dir: str | Path | None = None, **kw: Any) -> P
     if name in _GENERATED:
         return root
     if not info.downloadable:
-        raise DatasetUnavailableError(f"dataset '{name}' cannot be fetched automatically: {_IMAGENET_HOWTO}.")
+        howto = _IMAGENET21K_HOWTO if name == "imagenet21k" else _IMAGENET_HOWTO
+        raise DatasetUnavailableError(f"dataset '{name}' cannot be fetched automatically: {howto}.")
     # Building both splits with download=True fetches (and MD5-checks) whatever is missing.
     for split in ("train", "test"):
         build_dataset(name, split, data_dir=root, download=True, augment="none", **kw)
@@ -753,4 +893,5 @@ __all__ = [
     "read_cifar_batches",
     "read_cifar_classes",
     "read_cifar_pickle",
+    "read_imagenet21k_classes",
 ]

@@ -8,6 +8,7 @@ Each function turns part of a :class:`~crate_edu.train.config.TrainConfig` into 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,11 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     from crate_edu.data import build_dataset
 
     common = dict(
-        data_dir=cfg.data_dir, image_size=image_size_of(cfg), download=cfg.download, normalize=cfg.normalize
+        data_dir=cfg.data_dir,
+        image_size=image_size_of(cfg),
+        download=cfg.download,
+        normalize=cfg.normalize,
+        randaugment_magnitude=cfg.randaugment_magnitude,
     )
     train_set = build_dataset(cfg.dataset, "train", augment=cfg.augment, **common)
     test_set = build_dataset(cfg.dataset, "test", augment=cfg.augment, **common)
@@ -81,12 +86,12 @@ def _pretrained_file(src: str) -> Path:
     return path / CHECKPOINT_NAME if path.is_dir() else path
 
 
-def load_pretrained(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """Build ``cfg.model`` from ``cfg.pretrained`` and give it a fresh ``num_classes`` head if needed."""
+def _read_pretrained(cfg: TrainConfig, path: Path) -> nn.Module:
+    """The model that ``path`` holds: a checkpoint of this trainer, or an official file read with
+    ``load_official`` at the geometry (classes, patch, image size) the file's shapes say."""
     from crate_edu.models import create_model
     from crate_edu.weights import CheckpointError, load_official
 
-    path = _pretrained_file(str(cfg.pretrained))
     try:
         obj = read_checkpoint(path, mmap=True)  # nothing in the file runs; legacy format too
     except (CheckpointError, FileNotFoundError) as e:
@@ -100,22 +105,75 @@ def load_pretrained(cfg: TrainConfig, num_classes: int) -> nn.Module:
             )
         model = create_model(src_cfg.model, **model_kwargs(src_cfg))
         model.load_state_dict(obj["model"])
-    else:
-        try:
-            model = load_official(cfg.model, path, **cfg.model_overrides)
-        except (ValueError, RuntimeError, OSError) as e:
-            raise ConfigError(f"--pretrained {path}: {one_line(e)}") from None
+        return model
     del obj
+    shape = {k: v for k, v in cfg.model_overrides.items() if k not in _GEOMETRY}  # the file says these
+    try:
+        return load_official(cfg.model, path, **shape)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise ConfigError(f"--pretrained {path}: {one_line(e)}") from None
+
+
+#: What the hand-off may change between the pretrained model and the run's.
+_GEOMETRY = ("image_size", "patch_size", "num_classes")
+
+
+def load_pretrained(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """Build ``cfg.model`` from ``cfg.pretrained`` and give it a fresh ``num_classes`` head if needed.
+
+    When the run's image size (or its ``patch_size`` override) differs from the weights', and
+    ``cfg.resample_pretrained`` is set, the weights go into a model of the run's geometry as the
+    official CRATE-α fine-tuning does (:mod:`crate_edu.weights.resize`): the position embeddings
+    resampled ([CLS] kept, the grid zoomed linearly), a convolutional patch embedding resized
+    bilinearly, the head fresh when the classes differ, every other weight as it was.
+    """
+    from crate_edu.models.base import pair
+    from crate_edu.weights.resize import adapt_state_dict
+
+    path = _pretrained_file(str(cfg.pretrained))
+    model = _read_pretrained(cfg, path)
+    src = model.config
     size = image_size_of(cfg)
-    model_size = getattr(model.config, "image_size", size)
-    if model_size != size:
+    patch = cfg.model_overrides.get("patch_size", getattr(src, "patch_size", None))
+    model_size = getattr(src, "image_size", size)
+    same_grid = pair(model_size) == pair(size) and pair(src.patch_size) == pair(patch)
+    if same_grid:
+        if getattr(src, "num_classes", num_classes) != num_classes:
+            model.reset_classifier(num_classes)
+        return model.train()
+    what = f"{model_size} px images, patch {src.patch_size}"
+    if not cfg.resample_pretrained:
         raise ConfigError(
-            f"--pretrained weights are for {model_size} px images but the run uses {size} px; "
-            f"pass --image-size {model_size} (position embeddings are not interpolated)"
+            f"--pretrained weights are for {model_size} px images (patch {src.patch_size}) but the run uses "
+            f"{size} px (patch {patch}); pass --image-size {model_size}"
+            + (f" --patch-size {src.patch_size}" if pair(src.patch_size) != pair(patch) else "")
+            + " (position embeddings are not interpolated unless resample_pretrained is set)"
         )
-    if getattr(model.config, "num_classes", num_classes) != num_classes:
-        model.reset_classifier(num_classes)
-    return model.train()
+    new_cfg = replace(src, image_size=size, patch_size=patch, num_classes=num_classes)
+    target = type(model)(new_cfg)
+    patch_key = "conv1.weight" if isinstance(getattr(model, "conv1", None), nn.Conv2d) else None
+    if patch_key is None and pair(src.patch_size) != pair(patch):
+        raise ConfigError(
+            f"--pretrained weights for {what}: {cfg.model} embeds patches with a Linear layer, which "
+            f"cannot be resized to patch {patch}; pass --patch-size {src.patch_size}"
+        )
+
+    def grid(image_size: Any, patch_size: Any) -> tuple[int, int]:
+        (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
+        return ih // ph, iw // pw
+
+    grids = (grid(model_size, src.patch_size), grid(size, patch))
+    head = f"mlp_head.{len(target.mlp_head) - 1}."  # the final Linear, as reset_classifier replaces it
+    changed = getattr(src, "num_classes", num_classes) != num_classes
+    fresh = [k for k in target.state_dict() if k.startswith(head)] if changed else []
+    try:
+        state = adapt_state_dict(
+            model.state_dict(), target.state_dict(), grids=grids, fresh=fresh, patch_key=patch_key
+        )
+    except ValueError as e:
+        raise ConfigError(f"--pretrained weights for {what}: {one_line(e)}") from None
+    target.load_state_dict(state)
+    return target.train()
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:

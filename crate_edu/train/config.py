@@ -19,15 +19,18 @@ from crate_edu.errors import ConfigError
 
 __all__ = [
     "DATA_ON_DEVICE",
+    "DECAY_MASKS",
     "NORMALIZATIONS",
     "OPTIMIZERS",
     "RESUMABLE_OVERRIDES",
+    "SMOOTHING_STYLES",
     "TrainConfig",
     "check_config",
     "choice_error",
     "classifier_models",
     "finite_number",
     "image_size_of",
+    "min_lr_ratio_of",
     "model_kwargs",
 ]
 
@@ -40,6 +43,15 @@ NORMALIZATIONS: tuple[str, ...] = ("dataset", "imagenet")
 #: augments them there (:mod:`crate_edu.data.loader`), ``yes`` insists (any device, CPU included),
 #: ``no`` always uses a ``DataLoader``.
 DATA_ON_DEVICE: tuple[str, ...] = ("auto", "yes", "no")
+#: Which parameters weight decay applies to: ``all`` (the official CRATE scripts), or ``kernels``:
+#: only the weight matrices of Linear and Conv layers (big_vision's default mask ``.*/kernel$``,
+#: used by the official CRATE-α recipes), not the ISTA dictionaries, tokens, LayerNorms or biases.
+DECAY_MASKS: tuple[str, ...] = ("all", "kernels")
+#: Forms of label smoothing ε over K classes: ``torch`` (the true class 1 − ε + ε/K, every other
+#: ε/K: ``F.cross_entropy(label_smoothing=ε)``) or ``big_vision`` (the true class 1 − ε, every
+#: other ε/K, so the targets add up to 1 − ε/K: the official CRATE-α fine-tuning's one-hot
+#: ``on=0.9, off=0.1/1000``).
+SMOOTHING_STYLES: tuple[str, ...] = ("torch", "big_vision")
 #: Fields that may differ when a run is resumed (they do not change the computation, except
 #: ``epochs``, which stretches the schedule and is allowed with a warning).
 RESUMABLE_OVERRIDES: tuple[str, ...] = (
@@ -84,7 +96,21 @@ class TrainConfig:
         warmup_epochs: linear warm-up length in epochs (may be fractional); the learning rate then
             follows a cosine from ``lr`` to ``lr * min_lr_ratio``, updated every step.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
+        min_lr: final learning rate in absolute terms (the official CRATE-α ``min_lr``); when set,
+            it replaces ``min_lr_ratio`` (which must then be left at 0).
+        decay_mask: one of :data:`DECAY_MASKS`: which parameters ``weight_decay`` applies to.
         label_smoothing: label smoothing of the training cross-entropy (0 for none).
+        smoothing_style: one of :data:`SMOOTHING_STYLES`: how ``label_smoothing`` forms the targets.
+        mixup_alpha, cutmix_alpha: mix the images and labels of each training batch with the
+            batch in reverse order (:mod:`crate_edu.train.mixing`): mixup with λ ~ Beta(a, a),
+            CutMix with λ ~ Beta(a, a) (then recomputed from the pasted box's area); 0 turns each
+            off. With both on, each step picks mixup with probability ``mix_switch_prob``.
+        mix_switch_prob: probability of mixup rather than CutMix when both are on.
+        randaugment_magnitude: the RandAugment magnitude of the policies that have one (None: the
+            policy's own, 14 of 30 for ``randaugment``, 9 of 10 for ``imagenet-randaugment``).
+        resample_pretrained: when ``pretrained`` weights were made for another image size or
+            patch size, resample their position embeddings (and resize their patch embedding) to
+            the run's, as the official CRATE-α fine-tuning does; False refuses such weights.
         grad_clip: clip the global gradient norm to this value; None for no clipping.
         image_size: side of the images in pixels; None for the dataset's default size.
         augment: a training augmentation policy of ``crate_edu.data`` (``none``, ``cifar``,
@@ -135,7 +161,15 @@ class TrainConfig:
     betas: tuple[float, float] | None = None
     warmup_epochs: float = 0.0
     min_lr_ratio: float = 0.0
+    min_lr: float | None = None
+    decay_mask: str = "all"
     label_smoothing: float = 0.0
+    smoothing_style: str = "torch"
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_switch_prob: float = 0.5
+    randaugment_magnitude: float | None = None
+    resample_pretrained: bool = False
     grad_clip: float | None = None
     image_size: int | None = None
     augment: str | None = None
@@ -247,6 +281,10 @@ def _check_names(cfg: TrainConfig) -> None:
         raise choice_error(cfg.augment, POLICIES, "augmentation policy")
     if cfg.normalize is not None and cfg.normalize not in NORMALIZATIONS:
         raise choice_error(cfg.normalize, NORMALIZATIONS, "normalisation")
+    if cfg.decay_mask not in DECAY_MASKS:
+        raise choice_error(cfg.decay_mask, DECAY_MASKS, "weight-decay mask")
+    if cfg.smoothing_style not in SMOOTHING_STYLES:
+        raise choice_error(cfg.smoothing_style, SMOOTHING_STYLES, "label-smoothing style")
     if cfg.data_on_device not in DATA_ON_DEVICE:
         raise choice_error(cfg.data_on_device, DATA_ON_DEVICE, "data-on-device setting")
     if cfg.compile is not None and not (isinstance(cfg.compile, str) and cfg.compile):
@@ -279,9 +317,13 @@ def _check_counts(cfg: TrainConfig) -> None:
 
 
 def _check_numbers(cfg: TrainConfig) -> None:
-    """Learning rate and schedule, weight decay, momentum, betas, smoothing, clipping, seed."""
-    for name in ("lr", "weight_decay", "momentum", "warmup_epochs", "min_lr_ratio", "label_smoothing"):
+    """Learning rate and schedule, weight decay, momentum, betas, smoothing, mixing, clipping, seed."""
+    names = ("lr", "weight_decay", "momentum", "warmup_epochs", "min_lr_ratio", "label_smoothing")
+    for name in (*names, "mixup_alpha", "cutmix_alpha", "mix_switch_prob"):
         finite_number(name, getattr(cfg, name))
+    for name in ("min_lr", "randaugment_magnitude"):
+        if getattr(cfg, name) is not None:
+            finite_number(name, getattr(cfg, name))
     if cfg.grad_clip is not None:
         finite_number("grad_clip", cfg.grad_clip, "0 on the command line (None in Python): no clipping")
     if not cfg.lr > 0:
@@ -300,6 +342,21 @@ def _check_numbers(cfg: TrainConfig) -> None:
         )
     if not 0 <= cfg.min_lr_ratio <= 1:
         raise ConfigError(f"min-lr-ratio must be in [0, 1], got {cfg.min_lr_ratio!r}")
+    if cfg.min_lr is not None and not (0 <= cfg.min_lr <= cfg.lr and cfg.min_lr_ratio == 0):
+        raise ConfigError(f"min-lr must be in [0, lr = {cfg.lr:g}] and min-lr-ratio 0, got {cfg.min_lr!r}")
+    if not (cfg.mixup_alpha >= 0 and cfg.cutmix_alpha >= 0 and 0 <= cfg.mix_switch_prob <= 1):
+        raise ConfigError(
+            f"mixup-alpha and cutmix-alpha must be 0 (off) or positive and mix-switch-prob in [0, 1], got "
+            f"{cfg.mixup_alpha!r}, {cfg.cutmix_alpha!r}, {cfg.mix_switch_prob!r}"
+        )
+    m = cfg.randaugment_magnitude
+    if m is not None and not 0 <= m <= (10 if cfg.augment == "imagenet-randaugment" else 30):
+        raise ConfigError(
+            f"randaugment-magnitude must be in [0, 10] for imagenet-randaugment (timm's scale) and [0, 30] "
+            f"for randaugment (torchvision's), got {m!r}"
+        )
+    if not isinstance(cfg.resample_pretrained, bool):
+        raise ConfigError(f"resample-pretrained must be True or False, got {cfg.resample_pretrained!r}")
     if cfg.betas is not None and not (
         isinstance(cfg.betas, (tuple, list))
         and len(cfg.betas) == 2
@@ -315,6 +372,12 @@ def image_size_of(cfg: TrainConfig) -> int:
     from crate_edu.data import dataset_info
 
     return int(cfg.image_size) if cfg.image_size is not None else dataset_info(cfg.dataset).image_size
+
+
+def min_lr_ratio_of(cfg: TrainConfig) -> float:
+    """The final learning rate as a fraction of ``lr``: ``min_lr / lr`` when ``min_lr`` is set,
+    else ``min_lr_ratio``."""
+    return cfg.min_lr / cfg.lr if cfg.min_lr is not None else cfg.min_lr_ratio
 
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:

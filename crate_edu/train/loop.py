@@ -68,9 +68,15 @@ from crate_edu.train.checkpoint import (
     set_rng_state,
     write_jsonl,
 )
-from crate_edu.train.config import RESUMABLE_OVERRIDES, TrainConfig, check_config, image_size_of
+from crate_edu.train.config import (
+    RESUMABLE_OVERRIDES,
+    TrainConfig,
+    check_config,
+    image_size_of,
+    min_lr_ratio_of,
+)
 from crate_edu.train.objectives import Classification, EpochStats, Objective, Run
-from crate_edu.train.optim import build_optimizer, lr_schedule
+from crate_edu.train.optim import build_optimizer, lr_schedule, param_groups
 
 __all__ = [
     "OneDevice",
@@ -462,9 +468,9 @@ def set_up(
     accelerator, mixed_precision = make_accelerator(cfg.precision, cfg.grad_accum)
     _check_batches(cfg, accelerator.num_processes, train_set, test_set)
     steps_per_epoch = len(train_set) // cfg.batch_size  # type: ignore[arg-type]  # drops a partial batch
-    optimizer = build_optimizer(model.parameters(), cfg)
+    optimizer = build_optimizer(param_groups(model, cfg), cfg)
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    scheduler = lr_schedule(optimizer, warmup_steps, steps_per_epoch * cfg.epochs, cfg.min_lr_ratio)
+    scheduler = lr_schedule(optimizer, warmup_steps, steps_per_epoch * cfg.epochs, min_lr_ratio_of(cfg))
     start_epoch, history = restore_state(resume, model, optimizer, scheduler)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)

@@ -8,7 +8,8 @@ the model is evaluated, one line of metrics is recorded and a checkpoint is writ
 =====================  ====================================  ====================================
 method                 :class:`Classification`               ``crate_edu.train.mae.MaskedPatches``
 =====================  ====================================  ====================================
-``loss``               cross-entropy with label smoothing    masked-patch MSE (the batch's masks)
+``loss``               cross-entropy with label smoothing,   masked-patch MSE (the batch's masks)
+                       mixup / CutMix (``mixing.py``)
 ``evaluate``           test loss and accuracy                masked-patch loss, fixed test masks
 ``record``             the metrics.jsonl line, accuracies    the metrics.jsonl line, training time
 ``checkpoint_extras``  config, gradient scaler, generators   config, model name, training time
@@ -41,6 +42,7 @@ from crate_edu.models.crate_alpha_clipa import normalize
 from crate_edu.train.build import default_workers, make_accelerator
 from crate_edu.train.checkpoint import CHECKPOINT_NAME, rng_state
 from crate_edu.train.config import TrainConfig, choice_error
+from crate_edu.train.mixing import draw_mix, mix_images, mixed_cross_entropy
 
 __all__ = [
     "Classification",
@@ -156,7 +158,10 @@ class Objective(Protocol):
 
 
 class Classification:
-    """Image classification: cross-entropy with label smoothing, scored by test loss and accuracy.
+    """Image classification: cross-entropy with label smoothing (torch's or big_vision's form) on
+    batches mixed by mixup / CutMix when the run asks for it (:mod:`crate_edu.train.mixing`),
+    scored by test loss and accuracy. With mixing, the training accuracy counts the label with the
+    larger weight.
 
     Args:
         cfg: the run configuration (label smoothing; the settings a divergence message names).
@@ -168,10 +173,18 @@ class Classification:
         self.mixed_precision = mixed_precision
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        cfg = self.cfg
         x, y = batch  # (b, 3, S, S) images, (b,) labels: this process's share of the batch
-        logits = model(x).float()  # (b, num_classes)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
-        return loss, logits.detach().argmax(dim=-1) == y  # (), (b,)
+        mix = draw_mix(x.shape[-2], x.shape[-1], cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_switch_prob)
+        if mix is None and cfg.smoothing_style == "torch":
+            logits = model(x).float()  # (b, num_classes)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            return loss, logits.detach().argmax(dim=-1) == y  # (), (b,)
+        lam = 1.0 if mix is None else mix.lam
+        logits = model(mix_images(x, mix)).float()  # (b, num_classes)
+        loss = mixed_cross_entropy(logits, y, lam, cfg.label_smoothing, cfg.smoothing_style)
+        main = y if lam >= 0.5 else y.flip(0)  # accuracy against the label with the larger weight
+        return loss, logits.detach().argmax(dim=-1) == main  # (), (b,)
 
     def evaluate(self, run: Run, epoch: int) -> dict[str, float]:
         ev = evaluate_classifier(run.model, run.test_data, run.accelerator)

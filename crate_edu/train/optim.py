@@ -1,4 +1,11 @@
-"""The optimisers of the official recipes and the learning-rate schedule, updated every step."""
+"""The optimisers of the official recipes and the learning-rate schedule, updated every step.
+
+Weight decay is decoupled (AdamW, Lion: ``θ ← θ − lr_t · wd · θ`` besides the gradient step), on
+every parameter as in the official CRATE scripts, or only on the weight matrices of Linear and Conv
+layers (``decay_mask='kernels'``), as big_vision's default mask ``.*/kernel$`` does in the official
+CRATE-α recipes (optim/build_optax.py): the ISTA dictionaries D and D1, the class token, the
+position embeddings, LayerNorms and biases are then not decayed.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,13 @@ import math
 from typing import Any
 
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from crate_edu.errors import ConfigError
 from crate_edu.train.config import TrainConfig
 
-__all__ = ["build_optimizer", "lr_schedule", "warmup_cosine"]
+__all__ = ["build_optimizer", "decayed_parameters", "lr_schedule", "param_groups", "warmup_cosine"]
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
@@ -35,8 +43,34 @@ def lr_schedule(
     return LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps, min_ratio))
 
 
+def decayed_parameters(model: nn.Module) -> set[str]:
+    """Names of the parameters that the ``kernels`` mask decays: the ``weight`` of every Linear and
+    Conv layer (big_vision's Dense and Conv ``kernel``), nothing else."""
+    kernels = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    return {
+        f"{prefix}.weight" if prefix else "weight"
+        for prefix, module in model.named_modules()
+        if isinstance(module, kernels) and getattr(module, "weight", None) is not None
+    }
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> Any:
+    """What :func:`build_optimizer` optimises: every parameter with ``cfg.weight_decay``
+    (``decay_mask='all'``), or two groups, the kernels with it and the rest without
+    (``decay_mask='kernels'``)."""
+    if cfg.decay_mask == "all":
+        return model.parameters()
+    decayed = decayed_parameters(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if n in decayed], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0},
+    ]
+
+
 def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser ``cfg.optimizer`` over ``params``, at the peak learning rate ``cfg.lr``."""
+    """The optimiser ``cfg.optimizer`` over ``params`` (parameters or :func:`param_groups`), at the
+    peak learning rate ``cfg.lr``; Adam's epsilon is torch's default 1e-8 (optax's too)."""
     if cfg.optimizer == "lion":
         from lion_pytorch import Lion
 

@@ -23,6 +23,19 @@ Facts about the official scripts (Ma-Lab-Berkeley/CRATE) that the recipes rely o
   classifier head is replaced by a new ``LayerNorm + Linear`` for the target classes. The README's
   table: CIFAR-10/100 lr 5e-5, 200 epochs, batch 256; Pets and Flowers lr 1e-4, 400 epochs; the
   paper uses lr 5e-5, weight decay 0.01, batch 512.
+
+Facts about the official CRATE-α scripts (UCSC-VLAA/CRATE-alpha, JAX / big_vision; every value with
+its file and line in docs/notes/crate_alpha_official_code.md §3.0-3.2) for ``in21k-pretrain`` and
+``in1k-finetune``:
+
+* ``optim/build_optax.py``: global-norm clipping, then Adam (optax defaults: eps 1e-8), then
+  weight decay added to the update and multiplied by lr · schedule (AdamW's decoupled decay) on the
+  ``.*/kernel$`` parameters only; a linear warm-up from 0, then cosine to ``min_lr``;
+* ``lr = base_lr · batch // 256``: 5e-5 (pre-training) and 1e-5 (fine-tuning) per 256 images,
+  8e-4 and 1.6e-4 at the batch of 4,096;
+* mixup / CutMix on the device against the batch in reverse order (``main.py:210-223``);
+* the fine-tuning loads the pre-trained model except the head, resamples the position embeddings
+  and resizes the patch embedding (``models/crate.py:321-344, 399-403``; ``models/common.py:605``).
 """
 
 from __future__ import annotations
@@ -43,7 +56,9 @@ class Recipe:
         doc: what the recipe is for, where each value comes from, and what it reaches.
         model, dataset, epochs, batch_size, optimizer, lr, weight_decay, warmup_epochs,
         label_smoothing, grad_clip, image_size, augment, normalize, model_overrides, betas, min_lr_ratio,
-        threads: the :class:`~crate_edu.train.config.TrainConfig` fields this recipe sets.
+        threads, min_lr, decay_mask, smoothing_style, mixup_alpha, cutmix_alpha, mix_switch_prob,
+        randaugment_magnitude, resample_pretrained: the :class:`~crate_edu.train.config.TrainConfig`
+        fields this recipe sets.
         needs_pretrained: the recipe only makes sense from pretrained weights (``--pretrained``).
         summary: one line for ``crate-edu list recipes`` (default: the doc's first sentence).
     """
@@ -67,6 +82,14 @@ class Recipe:
     betas: tuple[float, float] | None = None
     min_lr_ratio: float = 0.0
     threads: int | None = None
+    min_lr: float | None = None
+    decay_mask: str = "all"
+    smoothing_style: str = "torch"
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_switch_prob: float = 0.5
+    randaugment_magnitude: float | None = None
+    resample_pretrained: bool = False
     needs_pretrained: bool = False
     summary: str = ""
 
@@ -274,6 +297,104 @@ _RECIPES: list[Recipe] = [
         image_size=224,
         augment="randaugment",
         normalize="imagenet",
+        needs_pretrained=True,
+    ),
+    Recipe(
+        name="in21k-pretrain",
+        summary="CRATE-α-B/16 ImageNet-21K pre-training as the official code (Adam, batch 4,096, 91 epochs)",
+        doc=(
+            "CRATE-α ImageNet-21K pre-training as the official code runs it (UCSC-VLAA/CRATE-alpha "
+            "configs/crate/classification/pre_training_in21k.py, launched for B/16 by "
+            "scripts/in1k/pre_training_in21k.sh:13; file:line of every value in "
+            "docs/notes/crate_alpha_official_code.md §3.0-3.1): crate_alpha_b16 with a 19,167-way head "
+            "(dataset imagenet21k: the Winter 2021 release, whose class count that head has; :33), 91 "
+            "epochs (:32), batch 4,096 (:26), Adam b1 0.9 b2 0.95 eps 1e-8 (:95-96) with decoupled weight "
+            "decay 0.1 (:107) on the Linear and Conv kernels only, not on the ISTA dictionaries D and D1, "
+            "the class token, the position embeddings, LayerNorms or biases (optim/build_optax.py), lr 8e-4 "
+            "= 5e-5 x 4,096 / 256 (:25, :106), 10 warm-up epochs then cosine to min_lr 1e-6 (:108-110), "
+            "gradient clipping 1.0 (:94), no label smoothing (:34, :59), 224 px inception crop (8-100 % of "
+            "the area, aspect 3/4-4/3, bilinear) + flip (:55-62), mixup Beta(0.8, 0.8) or CutMix Beta(1, 1) "
+            "with probability 1/2 each, against the batch in reverse order (:77-82; main.py:210-223, "
+            "transforms/mixup.py), ImageNet mean/std, evaluation resize 256 + centre crop 224 (:63), bf16 "
+            "mixed precision on GPU (--precision auto). Expected: no accuracy is published for the "
+            "pre-training; fine-tuned on ImageNet-1K (--recipe in1k-finetune) the published CRATE-α-B/16 "
+            "reaches 81.2 % top-1 and L/14 (--model crate_alpha_l14) 83.9 % (the official README's table, "
+            "docs/notes §4.1); NOT measured here (no ImageNet-21K or GPU cluster on these machines). "
+            "Differs from the official JAX run: Adam's first moment in float32 (officially bfloat16), "
+            "torchvision's crop and resize instead of TensorFlow's, the warm-up's first step at lr / steps "
+            "(officially 0), each process mixes its share of the batch and each micro-batch of --grad-accum "
+            "its own (officially each device its own), a test split of 10 images per class held out from "
+            "the release (officially a private validation split). With another batch, scale --lr with it "
+            "(the official rule: 5e-5 x batch / 256); with fewer GPUs keep the batch and add --grad-accum."
+        ),
+        model="crate_alpha_b16",
+        dataset="imagenet21k",
+        epochs=91,
+        batch_size=4096,
+        optimizer="adamw",
+        lr=8e-4,
+        betas=(0.9, 0.95),
+        weight_decay=0.1,
+        decay_mask="kernels",
+        warmup_epochs=10,
+        min_lr=1e-6,
+        label_smoothing=0.0,
+        grad_clip=1.0,
+        image_size=224,
+        augment="imagenet",
+        normalize="imagenet",
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        mix_switch_prob=0.5,
+    ),
+    Recipe(
+        name="in1k-finetune",
+        summary="CRATE-α-B/16 ImageNet-1K fine-tuning from in21k (needs --pretrained; 81.2 % published)",
+        doc=(
+            "CRATE-α ImageNet-1K fine-tuning of ImageNet-21K weights as the official code runs it "
+            "(UCSC-VLAA/CRATE-alpha configs/crate/classification/fine_tuning_in1k.py, launched for B/16 by "
+            "scripts/in1k/fine_tuning_in1k.sh:15; file:line in docs/notes/crate_alpha_official_code.md "
+            "§3.0, §3.2): crate_alpha_b16 from --pretrained (a checkpoint.pt of --recipe in21k-pretrain, or "
+            "the published weights crate_alpha_b16_in21k, crate-edu show weights crate_alpha_b16_in21k) "
+            "with the 19,167-way head replaced by a fresh 1,000-way one (dont_load, :121), the position "
+            "embeddings resampled and the patch embedding resized when the image or patch size differs "
+            "(models/crate.py:321-344, models/common.py:605-607), 91 epochs (:34), batch 4,096 (:28), "
+            "Adam b1 0.9 b2 0.95 eps 1e-8, weight decay 0.1 on the kernels only (:99-101, :112), lr 1.6e-4 "
+            "= 1e-5 x 4,096 / 256 (:27, :111), 10 warm-up epochs then cosine to 1e-6 (:113-115), clipping "
+            "1.0, 224 px inception crop + flip + RandAugment(2, 9) as timm draws it (magnitude N(9, 0.5), "
+            "each op with probability 1/2; :57-66, transforms/autoaugment.py:776-836), label smoothing in "
+            "big_vision's form: the true class 0.9, every other 0.1 / 1000 (:62; not torch's "
+            "label_smoothing=0.1, which gives the true class 0.9001), mixup / CutMix as in21k-pretrain "
+            "(:81-86), evaluation resize 256 + centre crop 224 (:67), bf16 mixed precision on GPU. "
+            "Expected: 81.2 % top-1 for B/16 and 83.9 % for L/14 (--model crate_alpha_l14 from "
+            "crate_alpha_l14_in21k), the official README's table (docs/notes §4.1); NOT measured here. "
+            "Differs from the official JAX run as in21k-pretrain does (float32 Adam moment, torchvision "
+            "instead of TensorFlow resizing, warm-up start, mixing per process and micro-batch), and its "
+            "RandAugment operations are torchvision's (PIL's definitions, as timm's) where the official "
+            "ones are TensorFlow ports."
+        ),
+        model="crate_alpha_b16",
+        dataset="imagenet",
+        epochs=91,
+        batch_size=4096,
+        optimizer="adamw",
+        lr=1.6e-4,
+        betas=(0.9, 0.95),
+        weight_decay=0.1,
+        decay_mask="kernels",
+        warmup_epochs=10,
+        min_lr=1e-6,
+        label_smoothing=0.1,
+        smoothing_style="big_vision",
+        grad_clip=1.0,
+        image_size=224,
+        augment="imagenet-randaugment",
+        randaugment_magnitude=9,
+        normalize="imagenet",
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        mix_switch_prob=0.5,
+        resample_pretrained=True,
         needs_pretrained=True,
     ),
 ]

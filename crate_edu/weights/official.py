@@ -27,6 +27,7 @@ Example::
     import crate_edu
     model = crate_edu.load_official("crate_small", "CRATE_small.pth")   # any local copy
     path = crate_edu.download_official("crate_alpha_b16_in1k")          # needs the internet
+    model = crate_edu.load_official("crate_alpha_b16_in21k", path21k)   # 19,167-way head
 """
 
 from __future__ import annotations
@@ -135,6 +136,17 @@ class OfficialWeights:
 
 
 _IN1K = "ImageNet-1K top-1 (%)"
+_IN21K = "ImageNet-21K pre-training, 19,167 classes (fine-tune with --recipe in1k-finetune)"
+#: ``torch/in21k_Pretrain/`` of the hub repository (docs/notes/crate_alpha_official_code.md §4.2):
+#: (model size and patch, file name); some names have no extension.
+_IN21K_FILES = (
+    ("B16", "crate_alpha_B16_IN21K"),
+    ("B32", "crate_alpha_B32_in21k.pth"),
+    ("B8", "crate_alpha_B8_IN21K"),
+    ("L14", "crate_alpha_L14_IN21K"),
+    ("L32", "crate_alpha_L32_in21k.pth"),
+    ("L8", "crate_alpha_L8_IN21K"),
+)
 _HF_REPO = "UCSC-VLAA/CRATE-alpha"
 
 OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
@@ -202,6 +214,22 @@ OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
             metric="ImageNet-1K top-1 (%), ImageNet-21K pre-training + ImageNet-1K fine-tuning",
             notes="plain state dict from the official torch_inference code",
         ),
+        *[
+            OfficialWeights(
+                f"crate_alpha_{size.lower()}_in21k",
+                f"crate_alpha_{size[0].lower()}{16 if size[0] == 'B' else 14}",
+                "hf",
+                repo_id=_HF_REPO,
+                filename=f"torch/in21k_Pretrain/{filename}",
+                metric=_IN21K,
+                overrides={"num_classes": 19167, "patch_size": int(size[1:])},
+                notes="ImageNet-21K pre-training (the official recipe, crate-edu train --recipe "
+                "in21k-pretrain); no accuracy published; the layout (the crate_alpha.py classifier with a "
+                "19,167-way head) is inferred from the file size, the file has not been loaded here"
+                + ("; the file name has no extension on the hub" if "." not in filename else ""),
+            )
+            for size, filename in _IN21K_FILES
+        ],
         OfficialWeights(
             "crate_alpha_clipa_l14",
             "crate_alpha_clipa_l14",
@@ -241,13 +269,19 @@ def get_official(key: str) -> OfficialWeights:
     """
     if key in OFFICIAL_WEIGHTS:
         return OFFICIAL_WEIGHTS[key]
-    matches = [w for w in OFFICIAL_WEIGHTS.values() if w.model == key]
+    matches = _preset_entries(key)
     if len(matches) == 1:
         return matches[0]
     raise ValueError(
         f"no official weights named {key!r}; known keys: {', '.join(OFFICIAL_WEIGHTS)} "
         "(see crate_edu.list_official())"
     )
+
+
+def _preset_entries(model: str) -> list[OfficialWeights]:
+    """The entries of ``model`` itself: those of its preset shape (e.g. ``crate_alpha_b16``'s
+    ImageNet-1K weights, not the ImageNet-21K ones with a 19,167-way head)."""
+    return [w for w in OFFICIAL_WEIGHTS.values() if w.model == model and not w.overrides]
 
 
 def cache_path(key: str, cache_dir: PathLike | None = None) -> Path:
@@ -270,7 +304,7 @@ def _resolve(name: str) -> tuple[str, dict[str, Any], OfficialWeights | None]:
             f"unknown model {name!r}; choose one of {', '.join(known)} "
             f"or an official-weights key ({', '.join(OFFICIAL_WEIGHTS)})"
         )
-    entries = [w for w in OFFICIAL_WEIGHTS.values() if w.model == name]
+    entries = _preset_entries(name)
     return name, {}, entries[0] if len(entries) == 1 else None
 
 
@@ -301,7 +335,9 @@ def load_official(
         map_location: where tensors are loaded; a device string or ``torch.device`` also moves the
             model there.
         **overrides: extra ``create_model`` overrides that cannot be read from the weights (e.g.
-            ``pool="mean"``); they win over the inferred ``num_classes``/``patch_size``/``image_size``.
+            ``pool="mean"``); they win over the inferred ``num_classes``/``patch_size``/``image_size``,
+            and so does the published shape of a registry key (``crate_alpha_b16_in21k``: 19,167
+            classes), so that a file of another shape is refused under that key.
 
     Returns:
         The model, in eval mode, with the file's weights.
@@ -319,7 +355,7 @@ def load_official(
     path = Path(path).expanduser()
     state_dict = read_state_dict(path, map_location=map_location)
     inferred = infer_overrides(model_name, state_dict, **{**base, **overrides})
-    final = {**base, **inferred, **overrides}
+    final = {**inferred, **base, **overrides}  # a registry key's published shape wins over the file's
     report = check_structure(model_name, state_dict, path, final, strict)
     if not report.ok:
         warnings.warn(

@@ -13,6 +13,7 @@ from PIL import Image
 from crate_edu.data import (
     POLICIES,
     ClutteredDigits,
+    DatasetFileError,
     DatasetUnavailableError,
     build_dataset,
     build_transform,
@@ -43,11 +44,11 @@ def unnormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 def test_registry_names_and_infos():
     assert list_datasets() == [
         "cifar10", "cifar100", "oxford-pets", "flowers102", "imagenette",
-        "imagenet", "imagenet-100", "digits", "cluttered-digits",
+        "imagenet", "imagenet21k", "imagenet-100", "digits", "cluttered-digits",
     ]  # fmt: skip
     expected_classes = {
         "cifar10": 10, "cifar100": 100, "oxford-pets": 37, "flowers102": 102, "imagenette": 10,
-        "imagenet": 1000, "imagenet-100": 100, "digits": 10, "cluttered-digits": 10,
+        "imagenet": 1000, "imagenet21k": 19167, "imagenet-100": 100, "digits": 10, "cluttered-digits": 10,
     }  # fmt: skip
     for name in list_datasets():
         info = dataset_info(name)
@@ -430,3 +431,105 @@ def test_dataloader_batches():
     loader = torch.utils.data.DataLoader(build_dataset("digits", "test"), batch_size=50)
     x, y = next(iter(loader))
     assert x.shape == (50, 3, 32, 32) and y.dtype == torch.int64
+
+
+# --------------------------------------------------------------------------------------------------
+# ImageNet-21K (Winter 2021 release)
+
+WNIDS_21K = ["n00004475", "n00005787", "n01440764"]
+
+
+def test_imagenet21k_release_tree_holds_out_a_test_split(tmp_path):
+    """winter21_whole/<wnid>/*.JPEG: the last min(10, n // 10) files of each class are the test split."""
+    write_image_folder(tmp_path / "winter21_whole", WNIDS_21K[:2], per_class=12)
+    write_image_folder(tmp_path / "winter21_whole", WNIDS_21K[2:], per_class=5)  # too few to hold out
+    (tmp_path / "winter21_whole" / "n00004475" / "notes.txt").write_text("not an image")
+    train = build_dataset("imagenet21k", "train", data_dir=tmp_path, image_size=16)
+    test = build_dataset("imagenet21k", "test", data_dir=tmp_path, image_size=16)
+    assert train.classes == test.classes == WNIDS_21K
+    assert len(train) == 11 + 11 + 5 and len(test) == 2 and test.targets == [0, 1]
+    assert not {p.name for p in train.paths} & {p.name for p in test.paths if p.parent.name == "n00004475"}
+    assert test.paths[0].name == "img_9.JPEG"  # the last file by sorted name (img_10, img_11, ..., img_9)
+    x, y = train[len(train) - 1]
+    assert x.shape == (3, 16, 16) and y == 2
+    assert dataset_info("imagenet21k").num_classes == 19167 and dataset_info("imagenet21k").image_size == 224
+    # pointing --data-dir at the release folder itself works too
+    assert len(build_dataset("imagenet21k", "test", data_dir=tmp_path / "winter21_whole", image_size=16)) == 2
+
+
+@pytest.mark.parametrize(
+    "layout", [("imagenet21k", "train", "val"), ("", "imagenet21k_train", "imagenet21k_val")]
+)
+def test_imagenet21k_split_trees(tmp_path, layout):
+    """DIR/imagenet21k/{train,val}/<wnid>/ and ImageNet-21K-P's imagenet21k_{train,val}/ are read as is."""
+    base, train_dir, val_dir = layout
+    write_image_folder(tmp_path / base / train_dir, WNIDS_21K, per_class=2)
+    write_image_folder(tmp_path / base / val_dir, WNIDS_21K[1:], per_class=1)
+    train = build_dataset("imagenet21k", "train", data_dir=tmp_path, image_size=16)
+    test = build_dataset("imagenet21k", "test", data_dir=tmp_path, image_size=16)
+    assert len(train) == 6 and train.classes == WNIDS_21K
+    assert test.targets == [1, 2]  # labels of the training classes, not re-numbered
+
+
+def test_imagenet21k_class_list_from_a_file_and_its_checks(tmp_path):
+    root = tmp_path / "imagenet21k"
+    write_image_folder(root / "train", WNIDS_21K, per_class=1)
+    write_image_folder(root / "val", ["n09999999"], per_class=1)
+    (root / "classes.txt").write_text("\n".join(reversed(WNIDS_21K)) + "\n")
+    train = build_dataset("imagenet21k", "train", data_dir=tmp_path, image_size=16)
+    assert train.classes == list(reversed(WNIDS_21K)) and train.targets == [2, 1, 0]
+    with pytest.raises(DatasetFileError, match="n09999999 is a class that"):
+        build_dataset("imagenet21k", "test", data_dir=tmp_path, image_size=16)
+    (root / "classes.txt").write_text("\n".join(f"n{k:08d}" for k in range(21841)))
+    with pytest.raises(DatasetFileError, match="21,841 classes, more than the 19,167.*fall11") as err:
+        build_dataset("imagenet21k", "train", data_dir=tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_imagenet21k_missing_says_where_it_looked_and_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetUnavailableError) as err:
+        build_dataset("imagenet21k", "train", data_dir=tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path / "winter21_whole") in msg
+    assert "image-net.org" in msg and "Winter 2021" in msg and "--data-dir" in msg
+    (tmp_path / "winter21_whole").mkdir()
+    (tmp_path / "winter21_whole" / "n00004475.tar").write_bytes(b"")
+    with pytest.raises(DatasetUnavailableError, match="per-class tars, not yet extracted"):
+        build_dataset("imagenet21k", "train", data_dir=tmp_path)
+    with pytest.raises(DatasetUnavailableError, match="cannot be fetched automatically.*winter21_whole"):
+        fetch_dataset("imagenet21k", tmp_path)
+    # an ImageNet-1K tree in DIR/train is not taken for ImageNet-21K
+    write_image_folder(tmp_path / "elsewhere" / "train", WNIDS_21K)
+    with pytest.raises(DatasetUnavailableError, match="not found"):
+        build_dataset("imagenet21k", "train", data_dir=tmp_path / "elsewhere")
+
+
+# --------------------------------------------------------------------------------------------------
+# RandAugment as the official CRATE-α fine-tuning draws it
+
+
+def test_timm_randaugment_operations_at_their_levels():
+    from crate_edu.data.transforms import TIMM_FILL, TIMM_OPS, TimmRandAugment, apply_timm_op
+
+    assert len(TIMM_OPS) == 15 and "Cutout" not in TIMM_OPS
+    img = torch.arange(256, dtype=torch.uint8).view(1, 16, 16).expand(3, 16, 16).contiguous()
+    x = img.to(torch.int16)
+    # posterize keeps 4 - int(0.4 m) bits: m = 5 -> 2 bits
+    assert torch.equal(apply_timm_op(img, "Posterize", 5.0), (x // 64 * 64).to(torch.uint8))
+    # solarize inverts above 256 - int(25.6 m): m = 9 -> 26
+    assert torch.equal(apply_timm_op(img, "Solarize", 9.0), torch.where(x < 26, x, 255 - x).to(torch.uint8))
+    # solarize-add adds min(128, int(11 m)) below 128: m = 9 -> 99
+    added = torch.where(x < 128, (x + 99).clamp(max=255), x).to(torch.uint8)
+    assert torch.equal(apply_timm_op(img, "SolarizeAdd", 9.0), added)
+    for op in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "Brightness", "Color"):
+        assert torch.equal(apply_timm_op(img, op, 0.0, 16), img), op  # level 0 changes nothing
+    moved = apply_timm_op(img, "TranslateX", 10.0, 16)  # 45 % of 16 px = 7.2 px, uncovered -> fill
+    filled = (moved.permute(1, 2, 0) == torch.tensor(TIMM_FILL, dtype=torch.uint8)).all(-1)
+    assert 6 * 16 <= int(filled.sum()) <= 8 * 16
+    torch.manual_seed(0)
+    aug = TimmRandAugment(2, 9, image_size=16)
+    photo = torch.randint(30, 200, (3, 16, 16), dtype=torch.uint8)  # every op changes it
+    changed = sum(not torch.equal(aug(photo), photo) for _ in range(400))
+    assert 0.68 * 400 < changed < 0.82 * 400  # two ops, each applied with probability 1/2: 3/4
+    t = build_transform("imagenet-randaugment", True, 32, (0.5,) * 3, (0.25,) * 3, magnitude=3)
+    assert any(isinstance(step, TimmRandAugment) and step.magnitude == 3 for step in t.transforms)

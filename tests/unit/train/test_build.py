@@ -68,3 +68,49 @@ def test_imagenet_normalisation_reaches_the_datasets():
     with pytest.raises(ConfigError, match="unknown normalisation 'cifar'; choose one of: dataset, imagenet"):
         check_config(tiny_config(normalize="cifar"))
     assert RECIPES["finetune"].config().normalize == "imagenet"  # as the official finetune.py
+
+
+def test_hand_off_resamples_positions_and_replaces_the_head(tmp_path: Path) -> None:
+    """A pretrained model at 32 px, patch 8 (4x4 grid) fine-tuned at 48 px, patch 8 (6x6 grid)."""
+    from crate_edu.weights.resize import resample_pos_embedding
+
+    src = train(tiny_config(epochs=1, limit_train=64, model="crate_alpha_nano_cifar"), tmp_path / "src")
+    weights = load_checkpoint(src.checkpoint)["model"]
+    cfg = tiny_config(
+        model="crate_alpha_nano_cifar", dataset="cluttered-digits", image_size=48,
+        pretrained=str(src.checkpoint), resample_pretrained=True,
+    )  # fmt: skip
+    model = build_model(cfg)
+    own = model.state_dict()
+    assert model.config.image_size == 48 and own["pos_embedding"].shape == (1, 37, 32)
+    torch.testing.assert_close(own["pos_embedding"], resample_pos_embedding(weights["pos_embedding"], (6, 6)))
+    assert torch.equal(own["pos_embedding"][:, 0], weights["pos_embedding"][:, 0])  # [CLS] kept
+    for k, v in weights.items():  # everything else carried over exactly (the head: same 10 classes)
+        if k != "pos_embedding":
+            assert torch.equal(own[k], v), k
+    # another patch size: the patch embedding resized, the head replaced for other classes
+    model = build_model(cfg.replace(model_overrides={**cfg.model_overrides, "patch_size": 16}))
+    assert model.conv1.weight.shape == (32, 3, 16, 16) and model.pos_embedding.shape == (1, 10, 32)
+    with pytest.raises(ConfigError, match="weights are for 32 px images.*--image-size 32") as err:
+        build_model(cfg.replace(resample_pretrained=False))
+    assert "\n" not in str(err.value)
+
+
+def test_hand_off_replaces_a_19167_way_head(tmp_path: Path) -> None:
+    """An official-layout in21k file (tiny widths, 19,167 classes, 32 px) into a 10-class 48 px model."""
+    from crate_edu.models import create_model
+
+    tiny = dict(depth=1, dim=32, heads=2)
+    src = create_model("crate_alpha_b16", num_classes=19167, image_size=32, patch_size=8, **tiny)
+    path = tmp_path / "crate_alpha_B16_IN21K"
+    torch.save(src.state_dict(), path)
+    cfg = tiny_config(
+        model="crate_alpha_b16", image_size=48, pretrained=str(path), resample_pretrained=True,
+        model_overrides={**tiny, "patch_size": 8},
+    )  # fmt: skip
+    model = build_model(cfg)
+    own, weights = model.state_dict(), src.state_dict()
+    assert own["mlp_head.1.weight"].shape == (10, 32) and model.config.num_classes == 10
+    assert torch.equal(own["mlp_head.0.weight"], weights["mlp_head.0.weight"])  # the head's LayerNorm kept
+    body = [k for k in weights if not k.startswith(("mlp_head.1.", "pos_embedding"))]
+    assert body and all(torch.equal(own[k], weights[k]) for k in body)

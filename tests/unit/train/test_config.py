@@ -24,6 +24,15 @@ from tests.unit.train.test_loop import tiny_config
         (dict(augment="mixup"), "unknown augmentation policy"),
         (dict(model_overrides={"patch_size": 5}), "crate_nano_cifar"),
         (dict(model_overrides={"colour": 1}), "no option"),
+        (dict(decay_mask="bias"), "unknown weight-decay mask 'bias'"),
+        (dict(smoothing_style="timm"), "unknown label-smoothing style"),
+        (dict(min_lr=1.0), "min-lr must be in"),
+        (dict(min_lr=1e-6, min_lr_ratio=0.1), "min-lr must be in"),
+        (dict(mixup_alpha=-1.0), "mixup-alpha"),
+        (dict(mix_switch_prob=2.0), "mix-switch-prob"),
+        (dict(randaugment_magnitude=12, augment="imagenet-randaugment"), "randaugment-magnitude"),
+        (dict(randaugment_magnitude=float("nan")), "finite"),
+        (dict(resample_pretrained="yes"), "resample-pretrained"),
     ],
 )
 def test_bad_configurations_are_one_line_errors(changes: dict, match: str) -> None:

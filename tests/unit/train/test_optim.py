@@ -48,3 +48,34 @@ def test_build_optimizer(optimizer: str, kind) -> None:
     with pytest.raises(ConfigError, match="unknown optimizer 'adam'"):
         build_optimizer(params, tiny_config(optimizer="adam"))
     assert math.isfinite(opt.param_groups[0]["lr"])
+
+
+def test_kernels_mask_decays_only_linear_and_conv_weights() -> None:
+    """decay_mask='kernels': big_vision's ``.*/kernel$`` (the official CRATE-α recipes)."""
+    from crate_edu.models import create_model
+    from crate_edu.train.optim import decayed_parameters, param_groups
+
+    model = create_model("crate_alpha_nano_cifar", depth=1, dim=32, heads=2, num_classes=5)
+    decayed = decayed_parameters(model)
+    names = dict(model.named_parameters())
+    assert "conv1.weight" in decayed and "mlp_head.1.weight" in decayed
+    assert any(n.endswith("qkv.weight") for n in decayed)
+    for n in names:
+        if n.split(".")[-1] in ("D", "D1", "bias") or n in ("pos_embedding", "cls_token") or ".norm." in n:
+            assert n not in decayed, n
+    assert "mlp_head.0.weight" not in decayed  # the LayerNorm of the head
+    groups = param_groups(model, tiny_config(decay_mask="kernels", weight_decay=0.1))
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    assert sum(len(g["params"]) for g in groups) == len(names)
+
+    # One AdamW step with zero gradients moves only the decayed weights, by lr * wd * w.
+    cfg = tiny_config(decay_mask="kernels", weight_decay=0.1, lr=0.01, betas=(0.9, 0.95))
+    opt = build_optimizer(param_groups(model, cfg), cfg)
+    before = {n: p.detach().clone() for n, p in names.items()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in names.items():
+        expected = before[n] * (1 - 0.01 * 0.1) if n in decayed else before[n]
+        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-7)
+    assert opt.param_groups[0]["betas"] == (0.9, 0.95) and opt.param_groups[0]["eps"] == 1e-8

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import types
 from pathlib import Path
@@ -575,3 +576,66 @@ def test_verify_not_loadable_entry_checks_only_the_hash(tmp_path, monkeypatch):
     report = W.verify_checkpoint("other", path)
     assert report["ok"] and report["model"] is None and report["sha256_ok"] is None
     assert report["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# The published ImageNet-21K pre-training checkpoints (torch/in21k_Pretrain/)
+
+#: docs/notes/crate_alpha_official_code.md §4.2: (key, hub file, size listed by the hub in bytes).
+IN21K_FILES = [
+    ("crate_alpha_b16_in21k", "crate_alpha_B16_IN21K", 345e6),
+    ("crate_alpha_b32_in21k", "crate_alpha_B32_in21k.pth", 352e6),
+    ("crate_alpha_b8_in21k", "crate_alpha_B8_IN21K", 345e6),
+    ("crate_alpha_l14_in21k", "crate_alpha_L14_IN21K", 1.09e9),
+    ("crate_alpha_l32_in21k", "crate_alpha_L32_in21k.pth", 1.1e9),
+    ("crate_alpha_l8_in21k", "crate_alpha_L8_IN21K", 1.09e9),
+]
+
+
+@pytest.mark.parametrize("key, filename, size", IN21K_FILES)
+def test_in21k_entries_predict_the_published_file_sizes(key, filename, size):
+    """The 19,167-way classifier layout of each entry (built on the meta device) has the hub's file size."""
+    entry = W.get_official(key)
+    assert (entry.repo_id, entry.filename) == ("UCSC-VLAA/CRATE-alpha", f"torch/in21k_Pretrain/{filename}")
+    assert entry.loadable and entry.overrides["num_classes"] == 19167 and entry.top1 is None
+    assert W.cache_path(key).name == f"{key}.pth"  # extension-less hub names are cached as .pth
+    shapes = S.expected_shapes(entry.model, **entry.overrides)
+    assert shapes["mlp_head.1.weight"] == (19167, shapes["cls_token"][-1])
+    patch = entry.overrides["patch_size"]
+    assert shapes["conv1.weight"][-2:] == (patch, patch)
+    assert shapes["pos_embedding"][1] == (224 // patch) ** 2 + 1
+    assert len(shapes) == (104 if "_b" in key else 200)  # the crate_alpha.py classifier's tensors
+    nbytes = 4 * sum(math.prod(s) for s in shapes.values())  # float32
+    assert abs(nbytes - size) / size < 0.01, (nbytes, size)
+
+
+def test_in21k_checkpoint_loads_by_name_and_checks_its_structure(tmp_path):
+    """An in21k-layout file (tiny widths) loads by key with a 19,167-way head; a 1,000-way one is refused."""
+    tiny = dict(dim=32, depth=2, heads=2)
+    src = crate_edu.create_model("crate_alpha_b16", num_classes=19167, patch_size=32, **tiny)
+    path = tmp_path / "crate_alpha_B32_in21k"  # no extension, as some hub files
+    torch.save(src.state_dict(), path)
+    model = crate_edu.load_official("crate_alpha_b32_in21k", path, **tiny)
+    assert model.config.num_classes == 19167 and model.config.patch_size == 32
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+    x = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(model(x), src.eval()(x))
+    wrong = crate_edu.create_model("crate_alpha_b16", patch_size=32, **tiny).state_dict()  # 1,000 classes
+    torch.save(wrong, path)
+    with pytest.raises(
+        CheckpointError, match="mlp_head.1.weight: expected \\(19167, 32\\), got \\(1000, 32\\)"
+    ) as err:
+        crate_edu.load_official("crate_alpha_b32_in21k", path, **tiny)
+    assert "\n" not in str(err.value)
+
+
+def test_full_size_in21k_structure_on_the_meta_device():
+    """The B/16 key list at full size: a 19,167-way head passes, the ImageNet-1K preset's is named."""
+    with torch.device("meta"):
+        full = crate_edu.create_model("crate_alpha_b16", num_classes=19167).state_dict()
+    assert S.check_structure("crate_alpha_b16", full, Path("B16_IN21K"), {"num_classes": 19167}, True).ok
+    assert S.infer_overrides("crate_alpha_b16", full) == {"num_classes": 19167}
+    with pytest.raises(CheckpointError, match="shape mismatches \\(2\\): mlp_head.1.weight"):
+        S.check_structure("crate_alpha_b16", full, Path("B16_IN21K"), {}, True)
+    assert W.get_official("crate_alpha_b16").key == "crate_alpha_b16_in1k"  # the preset's own weights
