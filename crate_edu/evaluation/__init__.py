@@ -82,10 +82,14 @@ from crate_edu.evaluation.throughput import (
 from crate_edu.evaluation.zero_shot import (
     ZeroShotPredictions,
     class_embeddings,
+    evaluate_zero_shot,
     imagenet_classnames,
+    imagenet_label_map,
     imagenet_templates,
+    imagenet_wnids,
     zero_shot_logits,
     zero_shot_predict,
+    zero_shot_transform,
 )
 
 __all__ = [
@@ -166,8 +170,12 @@ __all__ = [
     # zero_shot
     "ZeroShotPredictions",
     "class_embeddings",
+    "evaluate_zero_shot",
     "imagenet_classnames",
+    "imagenet_label_map",
     "imagenet_templates",
+    "imagenet_wnids",
     "zero_shot_logits",
     "zero_shot_predict",
+    "zero_shot_transform",
 ]

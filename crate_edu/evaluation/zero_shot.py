@@ -5,6 +5,10 @@
     W = class_embeddings(model.encode_text, tokenize, imagenet_classnames(), imagenet_templates())  # (E, C)
     result = zero_shot_predict(model, (images, labels), W, batch_size=64)
     result.topk_accuracy[1], result.topk_accuracy[5]                     # top-1 and top-5, fractions
+    evaluate_zero_shot(model, loader, W)   # {"top1", "top5", "n"} over a DataLoader, counts only
+
+``tokenize`` is e.g. :class:`crate_edu.text.CLIPATokenizer`; ``crate-edu eval WEIGHTS --zero-shot``
+runs the whole official ImageNet evaluation (the images through :func:`zero_shot_transform`).
 
 The arithmetic is the official CRATE-α-CLIPA evaluation's (``torch_inference/eval_in1k.py``, see
 ``docs/notes/crate_alpha_official_code.md`` §2.3):
@@ -16,9 +20,12 @@ The arithmetic is the official CRATE-α-CLIPA evaluation's (``torch_inference/ev
    ``100 · image @ W``: scaled cosine similarities to every class; the prediction is the nearest class.
 
 The class names and the 80 templates are the official ones, shipped as data in
-``crate_edu/resources/``. The class-name list is OpenAI CLIP's, kept verbatim: it names two pairs of
-ImageNet classes alike ("missile" at 657 and 744, "sunglasses" at 836 and 837), so those pairs get
-identical embeddings and tie, as they do officially.
+``crate_edu/resources/`` with the 1000 WordNet ids of ImageNet-1K in label order (sorted, as
+torchvision's ``ImageFolder`` orders the class folders of ``val/``), so that a folder holding some
+of the classes is scored against all 1000 (:func:`imagenet_label_map`). The class-name list is
+OpenAI CLIP's, kept verbatim: it names two pairs of ImageNet classes alike ("missile" at 657 and
+744, "sunglasses" at 836 and 837), so those pairs get identical embeddings and tie, as they do
+officially.
 """
 
 from __future__ import annotations
@@ -33,16 +40,22 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from crate_edu.data.base import IMAGENET_MEAN, IMAGENET_STD
+from crate_edu.device import autocast
 from crate_edu.evaluation.batches import iter_batches
 from crate_edu.models.crate_alpha_clipa import normalize
 
 __all__ = [  # in the order the module defines them
     "imagenet_classnames",
     "imagenet_templates",
+    "imagenet_wnids",
+    "imagenet_label_map",
+    "zero_shot_transform",
     "class_embeddings",
     "zero_shot_logits",
     "ZeroShotPredictions",
     "zero_shot_predict",
+    "evaluate_zero_shot",
 ]
 
 
@@ -63,6 +76,50 @@ def imagenet_classnames() -> list[str]:
 def imagenet_templates() -> list[str]:
     """The 80 prompt templates of the official zero-shot evaluation, ``{}`` standing for the class."""
     return list(_read_lines("imagenet_templates.txt", 80))
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1000 WordNet ids of ImageNet-1K in label order (sorted): label ``k`` is ``wnids[k]``,
+    whose class name is ``imagenet_classnames()[k]`` (``n01440764``, tench, is label 0)."""
+    return list(_read_lines("imagenet_wnids.txt", 1000))
+
+
+def imagenet_label_map(wnids: Sequence[str]) -> Tensor:
+    """The ImageNet-1K label (int64, ``(K,)``) of each of a dataset's class folders ``wnids``.
+
+    A val folder with all 1000 classes gives ``0 .. 999``; one with some of them (ImageNet-100, a
+    partial copy) gives where each sits among the 1000, so its images are scored against every class.
+
+    Raises:
+        ValueError: a folder name that is not an ImageNet-1K WordNet id (one line naming it).
+    """
+    index = {w: k for k, w in enumerate(imagenet_wnids())}
+    unknown = [w for w in wnids if w not in index]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} class folder(s) are not ImageNet-1K classes (first: {', '.join(unknown[:3])}); "
+            "zero-shot ImageNet needs a folder whose subfolders are ImageNet-1K WordNet ids (n01440764, ...)"
+        )
+    return torch.tensor([index[w] for w in wnids], dtype=torch.int64)
+
+
+def zero_shot_transform(image_size: int = 224) -> Callable:
+    """The official evaluation's preprocessing of a PIL image (``eval_in1k.py:12-17``), written as it is.
+
+    The shorter side resized to ``image_size`` (bilinear, PIL's, antialiased), the centre
+    ``image_size`` × ``image_size`` crop, values in [0, 1], then ImageNet's mean and std per channel
+    (not OpenAI CLIP's statistics). Returns float32 ``(3, S, S)``.
+    """
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.Resize(image_size),  # shorter side -> S, bilinear
+            transforms.CenterCrop((image_size, image_size)),  # (S, S) from the centre
+            transforms.ToTensor(),  # (3, S, S) in [0, 1]
+            transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        ]
+    )
 
 
 @cache
@@ -254,3 +311,70 @@ def zero_shot_predict(
         top = all_logits.topk(max(topk), dim=-1).indices  # (N, k_max), highest first
         result.topk_accuracy = {k: float((top[:, :k] == y[:, None]).any(dim=-1).float().mean()) for k in topk}
     return result
+
+
+@torch.no_grad()
+def evaluate_zero_shot(
+    model: nn.Module,
+    loader,
+    class_embeddings: Tensor,
+    *,
+    label_map: Tensor | Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+    precision: str = "no",
+    topk: Sequence[int] = (1, 5),
+    progress: bool = True,
+    scale: float = 100.0,
+) -> dict[str, float]:
+    """Top-k zero-shot accuracies over a loader of ``(images, labels)``, counting hits only (the
+    official ``eval_in1k.py:61-76``; nothing of size N × C is kept, so 50,000 images cost no memory).
+
+    Args:
+        model: anything with ``encode_image(images (B, 3, H, W)) -> features (B, E)``.
+        loader: batches ``(images (B, 3, H, W), labels (B,))``, e.g. a DataLoader.
+        class_embeddings: ``W`` (E, C) of :func:`class_embeddings`.
+        label_map: column of ``W`` for each label of the loader (``(K,)``; e.g.
+            :func:`imagenet_label_map` of the dataset's class folders); None: label = column.
+        device: where to run (default: where the model's parameters are); the model is moved there
+            and its train/eval mode restored afterwards.
+        precision: ``'no'`` (float32, as the official evaluation), ``'bf16'`` or ``'fp16'`` for the
+            image tower (:func:`crate_edu.device.autocast`); the logits are float32 either way.
+        topk: the k of the accuracies (each at most C).
+        progress: show a progress bar over the batches.
+        scale: the logit scale (official: 100; it does not change the ranking).
+
+    Returns:
+        ``{"top1": fraction, "top5": fraction, "n": number of images}`` (one key per k).
+    """
+    from tqdm.auto import tqdm
+
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    W = class_embeddings.to(device=device, dtype=torch.float32)  # (E, C)
+    bad = [k for k in topk if not 1 <= k <= W.shape[1]]
+    if not topk or bad:
+        raise ValueError(f"topk values must be in 1..{W.shape[1]} (the number of classes), got {list(topk)}")
+    columns = None if label_map is None else torch.as_tensor(label_map, dtype=torch.int64)
+    hits, n = dict.fromkeys(topk, 0), 0
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        bar = tqdm(loader, desc="zero-shot", disable=not progress, leave=False, dynamic_ncols=True)
+        for images, labels in bar:
+            with autocast(device, precision):
+                features = model.encode_image(images.to(device, non_blocking=True))  # (B, E)
+            logits = zero_shot_logits(features.float(), W, scale)  # 100 · cos to each class  (B, C)
+            y = torch.as_tensor(labels, dtype=torch.int64)  # (B,)
+            if columns is not None:
+                y = columns[y]  # the dataset's labels -> columns of W
+            top = logits.topk(max(topk), dim=-1).indices.cpu()  # highest first          (B, k_max)
+            for k in topk:
+                hits[k] += int((top[:, :k] == y[:, None]).any(dim=-1).sum())
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate_zero_shot() got no images: the loader is empty")
+    return {**{f"top{k}": hits[k] / n for k in topk}, "n": n}

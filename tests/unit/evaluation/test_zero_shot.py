@@ -8,10 +8,14 @@ from torch import nn
 
 from crate_edu.evaluation import (
     class_embeddings,
+    evaluate_zero_shot,
     imagenet_classnames,
+    imagenet_label_map,
     imagenet_templates,
+    imagenet_wnids,
     zero_shot_logits,
     zero_shot_predict,
+    zero_shot_transform,
 )
 
 WORDS = ["cat", "dog", "bird", "a", "photo", "of", "the", "sketch", "big"]
@@ -143,3 +147,83 @@ def test_resources_hold_the_official_names_and_templates() -> None:
     assert all(n == n.strip() and n for n in names)
     assert len(set(templates)) == 80 and all(t.count("{}") == 1 for t in templates)
     assert templates[0] == "a bad photo of a {}." and templates[-1] == "a tattoo of the {}."
+
+
+def test_the_wnids_are_imagenet_1k_in_label_order() -> None:
+    from crate_edu.data import dataset_info, imagenet100_classes
+
+    wnids = imagenet_wnids()
+    assert len(wnids) == len(set(wnids)) == 1000 and wnids == sorted(wnids)  # ImageFolder's order
+    assert all(len(w) == 9 and w[0] == "n" and w[1:].isdigit() for w in wnids)
+    names = dict(zip(wnids, imagenet_classnames(), strict=True))
+    assert names["n01440764"] == "tench" and names["n15075141"] == "toilet paper"
+    assert set(imagenet100_classes()) <= set(wnids)
+    # Imagenette's ten classes, by their wnids, carry the names Imagenette gives them
+    imagenette = {
+        "n01440764": "tench", "n02102040": "English Springer Spaniel", "n02979186": "cassette player",
+        "n03000684": "chainsaw", "n03028079": "church", "n03394916": "French horn",
+        "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
+        "n03888257": "parachute",
+    }  # fmt: skip
+    assert {w: names[w] for w in imagenette} == imagenette
+    assert [n.lower().replace(" ", "") for n in dataset_info("imagenette").classes] == [
+        n.lower().replace(" ", "").replace("springerspaniel", "springer") for n in imagenette.values()
+    ]
+
+
+def test_label_map_places_each_folder_among_the_1000() -> None:
+    assert torch.equal(imagenet_label_map(imagenet_wnids()), torch.arange(1000))
+    got = imagenet_label_map(["n01443537", "n01440764", "n15075141"])
+    assert got.dtype == torch.int64 and got.tolist() == [1, 0, 999]
+    with pytest.raises(
+        ValueError, match=r"2 class folder\(s\) are not ImageNet-1K classes \(first: cats, n0\)"
+    ):
+        imagenet_label_map(["n01440764", "cats", "n0"])
+
+
+def test_the_transform_is_the_official_resize_crop_and_normalisation() -> None:
+    """Resize(224) on the shorter side (PIL bilinear), centre crop, [0, 1], ImageNet mean and std,
+    computed here by hand with PIL and numpy."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for h, w in [(300, 500), (500, 300), (224, 224), (100, 150)]:
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        short = min(h, w)
+        size = (224, int(224 * w / short)) if h <= w else (int(224 * h / short), 224)  # (H', W')
+        resized = np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float64)
+        top, left = round((size[0] - 224) / 2), round((size[1] - 224) / 2)
+        crop = resized[top : top + 224, left : left + 224] / 255.0  # (224, 224, 3)
+        want = torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1)).float()
+        got = zero_shot_transform(224)(image)
+        assert got.shape == (3, 224, 224) and got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert zero_shot_transform(28)(image).shape == (3, 28, 28)
+
+
+def test_evaluate_zero_shot_counts_what_zero_shot_predict_finds() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, W, images, labels = _toy_problem()
+    wrong = (labels + 1) % 3
+    loader = DataLoader(TensorDataset(images, wrong), batch_size=3)
+    got = evaluate_zero_shot(model, loader, W, topk=(1, 2, 3), progress=False)
+    want = zero_shot_predict(model, (images, wrong), W, progress=False, topk=(1, 2, 3)).topk_accuracy
+    assert got == {"top1": want[1], "top2": pytest.approx(want[2]), "top3": want[3], "n": 7}
+    assert got["top1"] == 0.0 and got["top3"] == 1.0 and 0.0 < got["top2"] < 1.0
+    # label_map: the loader's labels are folder indices; map[k] is the column of folder k
+    order = torch.tensor([2, 0, 1])  # folder k holds class order[k]
+    folders = torch.argsort(order)[labels]  # the folder index of each image
+    loader = DataLoader(TensorDataset(images, folders), batch_size=4)
+    unmapped = evaluate_zero_shot(model, loader, W, topk=(1,), progress=False)
+    assert unmapped == {"top1": 0.0, "n": 7}  # no class sits in the folder of its own index
+    mapped = evaluate_zero_shot(model, loader, W, label_map=order, topk=(1,), progress=False)
+    assert mapped == {"top1": 1.0, "n": 7}
+    bf16 = evaluate_zero_shot(model, loader, W, label_map=order, topk=(1,), precision="bf16", progress=False)
+    assert bf16["n"] == 7
+    with pytest.raises(ValueError, match=r"topk values must be in 1..3"):
+        evaluate_zero_shot(model, loader, W, progress=False)  # 5 > 3 classes
+    with pytest.raises(ValueError, match="the loader is empty"):
+        evaluate_zero_shot(model, [], W, topk=(1,), progress=False)
