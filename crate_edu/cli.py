@@ -10,6 +10,7 @@ Examples::
     torchrun --nproc_per_node 4 -m crate_edu train --recipe cifar10-scratch
     crate-edu eval runs/c10/checkpoint.pt             # test accuracy and loss of a checkpoint
     crate-edu eval CRATE_small.pth --model crate_small --dataset imagenet --data-dir /data/imagenet
+    crate-edu eval crate_alpha_CLIPA_L14.pth --zero-shot --data-dir /data/imagenet --vocab vocab.txt
     crate-edu fetch cifar10 crate_alpha_b16_in1k      # datasets and published weights, ahead of time
     crate-edu export runs/c10 c10.safetensors         # weights + how to rebuild the model (--force: replace)
     crate-edu list recipes                            # one line each (--verbose: in full)
@@ -210,15 +211,19 @@ def _add_model_flags(g: Any) -> None:
 def _add_eval(sub: Any) -> None:
     p = sub.add_parser(
         "eval",
-        help="test accuracy and loss of a checkpoint",
-        description="Evaluate a trainer checkpoint (or official weights with --model) on a dataset split.",
+        help="test accuracy and loss of a checkpoint, or zero-shot ImageNet accuracy of an image-text model",
+        description="Evaluate a trainer checkpoint (or official weights with --model) on a dataset split; "
+        "with --zero-shot, classify ImageNet zero-shot with CRATE-α-CLIPA weights as the official "
+        "eval_in1k.py does (1000 class names × 80 prompt templates; top-1 and top-5).",
     )
     p.add_argument(
         "checkpoint",
         help="checkpoint.pt, a run folder, a weights file written by `crate-edu export`, or an official "
-        "weights file (with --model)",
+        "weights file (with --model; with --zero-shot the CRATE-α-CLIPA preset is read from the file)",
     )
-    p.add_argument("--dataset", help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument(
+        "--dataset", help="dataset (default: the one the checkpoint was trained on; zero-shot: imagenet)"
+    )
     p.add_argument("--split", default="test", choices=("test", "train"))
     p.add_argument("--data-dir")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
@@ -228,6 +233,25 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate on a fixed random subset of N images")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    z = p.add_argument_group("zero-shot (image-text models)")
+    z.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="zero-shot ImageNet classification from the class names and the official 80 templates "
+        '(needs the clip extra: pip install "crate-edu[clip]")',
+    )
+    vocab = z.add_mutually_exclusive_group()
+    vocab.add_argument(
+        "--vocab", metavar="FILE", help="the text tokenizer's vocabulary: BERT uncased vocab.txt"
+    )
+    vocab.add_argument(
+        "--vocab-from-hub",
+        action="store_true",
+        help="download bert-base-uncased's vocab.txt from the Hugging Face hub (once, into the hub cache)",
+    )
+    z.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars on stderr"
+    )
 
 
 def _add_fetch(sub: Any) -> None:
@@ -506,6 +530,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise _UsageError(f"--limit must be a positive integer, got {args.limit}")
     if args.num_workers is not None and args.num_workers < 0:
         raise _UsageError(f"--num-workers must be 0 or more, got {args.num_workers}")
+    if args.zero_shot:
+        return cmd_eval_zero_shot(args)
+    if args.vocab is not None or args.vocab_from_hub:
+        raise _UsageError("--vocab and --vocab-from-hub are for --zero-shot; add --zero-shot")
     model, ds, what = _load_for_eval(args)
     result = evaluate(
         model, ds, batch_size=args.batch_size, precision=args.precision, num_workers=args.num_workers
@@ -518,6 +546,187 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"{what}: acc {result['acc']:.4f} ({round(result['acc'] * result['n'])}/{result['n']}), "
                 f"loss {result['loss']:.4f}"
             )
+    return 0
+
+
+#: Datasets whose class folders are ImageNet-1K WordNet ids (zero-shot scores them among all 1000).
+_ZERO_SHOT_DATASETS = ("imagenet", "imagenet-100")
+
+
+def _zero_shot_tokenizer(args: argparse.Namespace) -> Any:
+    """The CLIPA tokenizer from ``--vocab`` or ``--vocab-from-hub`` (one line if neither, or if unusable)."""
+    from crate_edu.text import CLIPATokenizer
+
+    if args.vocab is None and not args.vocab_from_hub:
+        raise _UsageError(
+            "--zero-shot needs the text tokenizer's vocabulary: pass --vocab vocab.txt (BERT uncased, the "
+            "vocab.txt of bert-base-uncased) or --vocab-from-hub to download it from the Hugging Face hub"
+        )
+    return CLIPATokenizer.from_hub() if args.vocab_from_hub else CLIPATokenizer(args.vocab)
+
+
+def _clipa_preset(path: Path, state_dict: dict[str, Any]) -> str:
+    """The registered CRATE-α-CLIPA preset whose every key and shape the file has."""
+    from crate_edu.models import list_models, model_config
+    from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPAConfig
+    from crate_edu.weights import compare_structure, expected_shapes
+
+    presets = [n for n in list_models() if isinstance(model_config(n), CRATEAlphaCLIPAConfig)]
+    for name in presets:
+        if compare_structure(expected_shapes(name), state_dict).ok:
+            return name
+    raise _UsageError(
+        f"{path} is a CRATE-α-CLIPA state dict that fits none of the presets {', '.join(presets)} "
+        "(another width, depth or vocabulary); pass --model NAME (crate-edu list models)"
+    )
+
+
+def _load_zero_shot_model(args: argparse.Namespace) -> tuple[Any, str]:
+    """(image-text model in eval mode, its name) from a weights file, a run, or an official state dict."""
+    from crate_edu.models import create_model
+    from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA
+    from crate_edu.train.checkpoint import CHECKPOINT_NAME, is_checkpoint, read_checkpoint
+    from crate_edu.weights import detect_family, is_weights_file, load_weights, read_state_dict
+    from crate_edu.weights.structure import check_structure
+
+    path = Path(args.checkpoint).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise _UsageError(f"no weights file at {path}")
+    if is_weights_file(path):
+        model, info = load_weights(path)
+        name = info.model_name
+    elif is_checkpoint(obj := read_checkpoint(path, mmap=True)):  # a run of `crate-edu train`
+        model, data = _from_checkpoint(path, args, obj)
+        name = data["model_name"]
+    else:  # an official state dict, e.g. crate_alpha_CLIPA_L14.pth
+        del obj
+        state_dict = read_state_dict(path)
+        family = detect_family(state_dict)
+        if family != "crate_alpha_clipa":
+            looks = (
+                f"its keys are those of a {family} model" if family else "its keys are not a CRATE model's"
+            )
+            raise _UsageError(
+                f"{path} is not CRATE-α-CLIPA weights ({looks}); --zero-shot needs an image-text model "
+                "such as crate_alpha_CLIPA_L14.pth (crate-edu list weights)"
+            )
+        name = args.model or _clipa_preset(path, state_dict)
+        check_structure(name, state_dict, path, {}, strict=True)  # one line naming what differs
+        model = create_model(name)
+        model.load_state_dict(state_dict)
+        del state_dict
+    if not isinstance(model, CRATEAlphaCLIPA):
+        raise _UsageError(
+            f"{path} holds a {name!r} model, not an image-text model; --zero-shot needs CRATE-α-CLIPA weights"
+        )
+    if args.model is not None and args.model != name:
+        raise _UsageError(f"{path} holds a {name!r} model, not {args.model!r}")
+    return model.eval(), name
+
+
+def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
+    """``crate-edu eval WEIGHTS --zero-shot``: the official ImageNet zero-shot evaluation.
+
+    The cheap checks come first (the vocabulary and the optional packages, then the data folder),
+    the weights (2.6 GB for L/14) last. One process, one device.
+    """
+    import os
+
+    from torch.utils.data import DataLoader
+
+    from crate_edu.data import build_dataset
+    from crate_edu.device import detect_device, resolve_precision
+    from crate_edu.evaluation.zero_shot import (
+        class_embeddings,
+        evaluate_zero_shot,
+        imagenet_classnames,
+        imagenet_label_map,
+        imagenet_templates,
+        zero_shot_transform,
+    )
+    from crate_edu.train.build import default_workers, limit_dataset
+    from crate_edu.train.checkpoint import json_line
+
+    dataset = args.dataset or "imagenet"
+    if dataset not in _ZERO_SHOT_DATASETS:
+        raise _UsageError(
+            f"--zero-shot classifies ImageNet-1K classes; choose --dataset "
+            f"{' or '.join(_ZERO_SHOT_DATASETS)}, not {dataset!r}"
+        )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the loader's workers fork after tokenizing
+    tokenizer = _zero_shot_tokenizer(args)
+    ds = build_dataset(dataset, args.split, data_dir=args.data_dir, augment="none", normalize="imagenet")
+    if not (hasattr(ds, "transform") and hasattr(ds, "classes")):  # an ImageFolder of class folders
+        raise TypeError(f"build_dataset({dataset!r}) gave {type(ds).__name__}, not an ImageFolder")
+    try:
+        label_map = imagenet_label_map(ds.classes)  # the folders' labels -> ImageNet-1K labels
+    except ValueError as e:
+        raise _UsageError(f"{args.data_dir or 'the data folder'}: {e}") from None
+    model, name = _load_zero_shot_model(args)
+    cfg = model.config
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise _UsageError(
+            f"the vocabulary has {tokenizer.vocab_size} tokens but {name}'s text tower embeds "
+            f"{cfg.vocab_size}; use the vocabulary the model was trained with (bert-base-uncased's for "
+            "the published weights)"
+        )
+    ds.transform = zero_shot_transform(cfg.image_size)  # the official preprocessing, at the model's size
+    ds = limit_dataset(ds, args.limit)
+
+    choice = detect_device()
+    device = choice.device
+    precision = resolve_precision(args.precision, device.type)
+    model.to(device)
+    classnames, templates = imagenet_classnames(), imagenet_templates()
+
+    def encode_text(tokens: Any) -> Any:
+        from crate_edu.device import autocast
+
+        with autocast(device, precision):
+            return model.encode_text(tokens)
+
+    W = class_embeddings(
+        encode_text,
+        lambda texts: tokenizer(texts, context_length=cfg.context_length),
+        classnames,
+        templates,
+        batch_size=args.batch_size,
+        device=device,
+        progress=args.progress,
+    )  # (E, 1000)
+    workers = default_workers(device.type, 1) if args.num_workers is None else args.num_workers
+    loader = DataLoader(
+        ds, batch_size=args.batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda"
+    )
+    result = evaluate_zero_shot(
+        model, loader, W, label_map=label_map, device=device, precision=precision, progress=args.progress
+    )
+    what = f"{dataset} {args.split}"
+    if args.json:
+        print(
+            json_line(
+                {
+                    "checkpoint": str(args.checkpoint),
+                    "data": what,
+                    "model": name,
+                    "zero_shot": True,
+                    "classes": len(classnames),
+                    "templates": len(templates),
+                    "device": device.type,
+                    "precision": precision,
+                    **result,
+                }
+            )
+        )
+    else:
+        n = result["n"]
+        print(
+            f"{what}, zero-shot ({name}, {len(classnames)} classes × {len(templates)} templates): "
+            f"top-1 {result['top1']:.4f} ({round(result['top1'] * n)}/{n}), "
+            f"top-5 {result['top5']:.4f} ({round(result['top5'] * n)}/{n})"
+        )
     return 0
 
 

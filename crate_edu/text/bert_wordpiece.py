@@ -82,7 +82,8 @@ MAX_WORD_CHARS = 100
 _REQUIRED = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 _VOCAB_FIX = (
     "give the vocab.txt of BERT uncased (one token per line, id = line number; bert-base-uncased's "
-    "has 30,522 lines), or download it: CLIPATokenizer.from_hub() (needs the internet)"
+    "has 30,522 lines), or download that one from the Hugging Face hub: CLIPATokenizer.from_hub(), "
+    "or crate-edu eval --vocab-from-hub"
 )
 #: Unicode's White_Space characters: what open_clip's ``regex`` ``\s+`` collapses (Python's ``re``
 #: ``\s`` would also take the separators U+001C-U+001F, which BERT's cleaning deletes instead).

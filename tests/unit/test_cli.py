@@ -265,3 +265,197 @@ def test_finetune_recipe_from_an_official_checkpoint(tmp_path: Path, capsys) -> 
     wrong[wrong.index("--image-size") + 1] = "64"
     code, _, err = run_main(wrong, capsys)
     assert_one_line_error(code, err, "weights are for 32 px images", "--image-size 32")
+
+
+# --------------------------------------------------------------------------------------------
+# crate-edu eval --zero-shot: a tiny CRATE-α-CLIPA in the official key layout, a fake ImageNet val.
+# --------------------------------------------------------------------------------------------
+
+VOCAB = Path(__file__).resolve().parents[1] / "fixtures" / "bert_uncased_vocab_small.txt"
+TINY_CLIPA = "crate_alpha_clipa_test_tiny"
+TINY_CLIPA_SIZES = dict(
+    image_size=28, patch_size=14, vision_width=16, vision_depth=1, vision_heads=2, context_length=32,
+    vocab_size=330, text_width=16, text_depth=1, text_heads=2, embed_dim=8,
+)  # fmt: skip
+#: Two of the 80 templates keep the 1000 class embeddings quick (80 x 1000 prompts take a minute here).
+TWO_TEMPLATES = ["a bad photo of a {}.", "a photo of many {}."]
+
+
+@pytest.fixture(scope="module")
+def zero_shot_files(tmp_path_factory) -> dict:
+    """tiny.pth (a plain state dict, official key names) and DIR/val/<wnid>/*.JPEG whose classes are
+    chosen from the model's own ranking: two images in their top-1 class, one in a class ranked 2nd
+    to 5th, one ranked 501st or lower, so the expected result is top-1 2/4 and top-5 3/4."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from crate_edu.evaluation import (
+        class_embeddings,
+        imagenet_classnames,
+        imagenet_wnids,
+        zero_shot_logits,
+        zero_shot_transform,
+    )
+    from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA
+    from crate_edu.text import CLIPATokenizer
+
+    root = tmp_path_factory.mktemp("zero_shot")
+    torch.manual_seed(0)
+    model = CRATEAlphaCLIPA(**TINY_CLIPA_SIZES).eval()
+    torch.save(model.state_dict(), root / "tiny.pth")
+    W = class_embeddings(model.encode_text, CLIPATokenizer(VOCAB), imagenet_classnames(), TWO_TEMPLATES)
+    colours = [(230, 30, 30), (30, 200, 40), (40, 40, 220), (128, 128, 128)]  # different enough features
+    wanted_ranks = [range(1), range(1), range(1, 5), range(500, 1000)]
+    taken: set[str] = set()
+    for k, ranks in enumerate(wanted_ranks):
+        source = root / f"img_{k}.JPEG"
+        noise = np.random.default_rng(k).integers(-20, 21, (20, 28, 3))
+        Image.fromarray(np.clip(np.array(colours[k]) + noise, 0, 255).astype(np.uint8)).save(source)
+        with Image.open(source) as image, torch.no_grad():
+            x = zero_shot_transform(28)(image.convert("RGB"))[None]  # (1, 3, 28, 28)
+            order = zero_shot_logits(model.encode_image(x), W)[0].argsort(descending=True)
+        free = [w for w in (imagenet_wnids()[int(order[r])] for r in ranks) if w not in taken]
+        assert free, "two images rank one class first: change the colours"
+        taken.add(free[0])
+        target = root / "val" / free[0] / f"ILSVRC2012_val_0000000{k}.JPEG"  # ImageNet's val layout
+        target.parent.mkdir(parents=True)
+        source.rename(target)
+    return {"root": root, "weights": root / "tiny.pth", "model": model}
+
+
+@pytest.fixture
+def tiny_clipa_preset(monkeypatch):
+    """Register the tiny model as a preset for this test only."""
+    from crate_edu.models import registry
+    from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA, CRATEAlphaCLIPAConfig
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_model(TINY_CLIPA, CRATEAlphaCLIPA, CRATEAlphaCLIPAConfig(**TINY_CLIPA_SIZES), "tiny")
+
+
+@pytest.fixture
+def two_templates(monkeypatch):
+    from crate_edu.evaluation import zero_shot
+
+    monkeypatch.setattr(zero_shot, "imagenet_templates", lambda: list(TWO_TEMPLATES))
+
+
+def zero_shot_args(files: dict, *extra: str) -> list[str]:
+    return ["eval", str(files["weights"]), "--zero-shot", "--data-dir", str(files["root"]), *extra]
+
+
+def test_zero_shot_eval_of_a_tiny_clipa_on_a_fake_imagenet_val(
+    zero_shot_files, tiny_clipa_preset, two_templates, monkeypatch, capsys
+) -> None:
+    code, out, err = run_main(zero_shot_args(zero_shot_files, "--vocab", str(VOCAB), "--no-progress"), capsys)
+    assert code == 0, err
+    assert out == (
+        f"imagenet test, zero-shot ({TINY_CLIPA}, 1000 classes × 2 templates): "
+        "top-1 0.5000 (2/4), top-5 0.7500 (3/4)\n"
+    )
+    # the vocabulary from the hub (faked: the hub's cache layout), JSON, a subset, the model named
+    import huggingface_hub
+
+    def fake_download(repo_id, filename, cache_dir=None, **kw):
+        assert (repo_id, filename) == ("bert-base-uncased", "vocab.txt")
+        return str(VOCAB)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    code, out, err = run_main(zero_shot_args(zero_shot_files, "--vocab-from-hub", "--json"), capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["top1"] == 0.5 and result["top5"] == 0.75 and result["n"] == 4
+    assert result["model"] == TINY_CLIPA and (result["classes"], result["templates"]) == (1000, 2)
+    assert result["zero_shot"] is True and result["data"] == "imagenet test"
+    assert (result["device"], result["precision"]) == ("cpu", "no")
+    assert "zero-shot" in err or "class embeddings" in err  # the progress bars, on stderr
+    code, out, err = run_main(
+        zero_shot_args(
+            zero_shot_files, "--vocab", str(VOCAB), "--json", "--limit", "2", "--model", TINY_CLIPA
+        ),
+        capsys,
+    )
+    assert code == 0, err
+    assert json.loads(out)["n"] == 2
+
+
+def _write_state_dict(path: Path, model) -> Path:
+    import torch
+
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_zero_shot_bad_input_is_one_line(zero_shot_files, tiny_clipa_preset, tmp_path, monkeypatch, capsys):
+    from crate_edu.models import create_model
+    from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA
+
+    files, vocab = zero_shot_files, ["--vocab", str(VOCAB)]
+    cases = [
+        (zero_shot_args(files), "--zero-shot needs the text tokenizer's vocabulary: pass --vocab"),
+        (zero_shot_args(files, "--vocab", str(tmp_path / "vocab.txt")), "no vocabulary file at"),
+        (zero_shot_args(files, "--vocab", str(files["weights"])), "is not UTF-8 text"),
+        (
+            ["eval", str(files["weights"]), "--zero-shot", "--data-dir", str(tmp_path / "none"), *vocab],
+            "imagenet",
+        ),
+        (zero_shot_args(files, *vocab, "--dataset", "cifar10"), "choose --dataset imagenet or imagenet-100"),
+        (["eval", str(files["weights"]), *vocab], "are for --zero-shot; add --zero-shot"),
+        (["eval", str(tmp_path / "no.pth"), "--zero-shot", "--data-dir", str(files["root"]), *vocab],
+         "no weights file at"),
+    ]  # fmt: skip
+    classifier = _write_state_dict(tmp_path / "alpha.pth", create_model("crate_alpha_nano_cifar"))
+    cases.append(
+        (
+            ["eval", str(classifier), "--zero-shot", "--data-dir", str(files["root"]), *vocab],
+            "is not CRATE-α-CLIPA weights (its keys are those of a crate_alpha model); --zero-shot needs",
+        )
+    )
+    (tmp_path / "page.pth").write_text("<html>not weights</html>")
+    page = tmp_path / "page.pth"
+    cases.append((["eval", str(page), "--zero-shot", "--data-dir", str(files["root"]), *vocab], "page.pth"))
+    wider = _write_state_dict(
+        tmp_path / "wider.pth", CRATEAlphaCLIPA(**{**TINY_CLIPA_SIZES, "vision_width": 32})
+    )
+    cases.append(
+        (
+            ["eval", str(wider), "--zero-shot", "--data-dir", str(files["root"]), *vocab],
+            "is a CRATE-α-CLIPA state dict that fits none of the presets",
+        )
+    )
+    cases.append(
+        (
+            zero_shot_args(files, *vocab, "--model", "crate_alpha_clipa_l14"),
+            "does not fit model 'crate_alpha_clipa_l14'",
+        )
+    )
+    for args, expected in cases:
+        code, _, err = run_main(args, capsys)
+        assert_one_line_error(code, err, expected)
+
+    # class folders that are not ImageNet-1K wnids
+    from tests.support.fake_datasets import write_image_folder
+
+    not_imagenet = tmp_path / "pets"
+    write_image_folder(not_imagenet / "val", ["cats", "n01440764"])
+    code, _, err = run_main(
+        ["eval", str(files["weights"]), "--zero-shot", "--data-dir", str(not_imagenet), *vocab], capsys
+    )
+    assert_one_line_error(code, err, "1 class folder(s) are not ImageNet-1K classes (first: cats)")
+
+    # a vocabulary larger than the text tower's embedding (registered in tiny_clipa_preset's copy)
+    from crate_edu.models import registry
+
+    small = CRATEAlphaCLIPA(**{**TINY_CLIPA_SIZES, "vocab_size": 200})
+    registry.register_model("crate_alpha_clipa_test_small_vocab", CRATEAlphaCLIPA, small.config, "tiny")
+    small_file = _write_state_dict(tmp_path / "small_vocab.pth", small)
+    code, _, err = run_main(
+        ["eval", str(small_file), "--zero-shot", "--data-dir", str(files["root"]), *vocab], capsys
+    )
+    assert_one_line_error(code, err, "the vocabulary has 330 tokens but crate_alpha_clipa_test_small_vocab's")
+
+    # the clip extra not installed
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    code, _, err = run_main(zero_shot_args(files, *vocab), capsys)
+    assert_one_line_error(code, err, "needs the 'tokenizers' package", 'pip install "crate-edu[clip]"')
