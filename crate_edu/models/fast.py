@@ -19,6 +19,8 @@ What it does:
   (:data:`ATTENTION_KERNELS`, :func:`set_attention_kernel`);
 - ISTA's step (:func:`ista_step`): folded into one matmul with a hand-written gradient for the
   folded matrix (:func:`ista_folded`), or two matmuls for small batches (:func:`ista_two_matmuls`);
+- CRATE-α's overcomplete sparse coding block (:func:`overcomplete_ista`): its four matmuls with
+  the scaling and shifts folded into them and a written-out backward (:class:`_OvercompleteISTA`);
 - a classifier's last layer (:func:`forward_cls_logits`): only the [CLS] row, the one row the head
   reads.
 
@@ -43,6 +45,8 @@ __all__ = [
     "ista_two_matmuls",
     "ista_folded",
     "folded_ista_matrix",
+    "overcomplete_ista",
+    "overcomplete_ista_matmuls",
     "prunes_last_layer",
     "forward_cls_logits",
 ]
@@ -274,6 +278,115 @@ class _FoldedISTAMatrix(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         (D,) = ctx.saved_tensors
         return torch.addmm(grad.t(), D, grad + grad.t(), beta=ctx.eta, alpha=-ctx.eta), None
+
+
+# ------------------------------------------------------------------- CRATE-α's sparse coding block
+def overcomplete_ista(x: Tensor, D: Tensor, D1: Tensor, eta: float, lambd: float) -> tuple[Tensor, Tensor]:
+    """CRATE-α's sparse coding block, its fast path: the codes A2 and the output D1 A2.
+
+    For tokens x (..., d) as rows and dictionaries D, D1 (d, r·d)::
+
+        A1 = ReLU(η (x D − λ))                                   # (..., r·d)
+        A2 = ReLU(A1 − η ((A1 D^T − x) D + λ))                   # (..., r·d)
+        out = A2 D1^T                                            # (..., d)
+
+    Returns ``(A2, out)``. Eager float32/64 work goes through :class:`_OvercompleteISTA` (the
+    elementwise work folded into the four matmuls, a written-out backward that keeps four
+    tensors); under autocast or ``torch.compile`` the same four matmuls go through autograd
+    (:func:`overcomplete_ista_matmuls`). ``D1`` may be ``D`` itself (the tied block).
+    """
+    if (
+        x.dtype in (torch.float32, torch.float64)
+        and not torch.is_autocast_enabled(x.device.type)
+        and not torch.compiler.is_compiling()
+    ):
+        return _OvercompleteISTA.apply(x, D, D1, eta, lambd)
+    return overcomplete_ista_matmuls(x, D, D1, eta, lambd)
+
+
+def overcomplete_ista_matmuls(
+    x: Tensor, D: Tensor, D1: Tensor, eta: float, lambd: float
+) -> tuple[Tensor, Tensor]:
+    """The block as four plain matmuls through autograd: ``(A2, out)`` as :func:`overcomplete_ista`."""
+    a1 = F.relu(eta * (x @ D) - eta * lambd)  # A1 = ReLU(η x D − ηλ)                   (..., r·d)
+    residual = a1 @ D.t() - x  # A1 D^T − x                                            (..., d)
+    a2 = F.relu(a1 - eta * (residual @ D) - eta * lambd)  # A2                           (..., r·d)
+    return a2, a2 @ D1.t()  # out = A2 D1^T                                             (..., d)
+
+
+class _OvercompleteISTA(torch.autograd.Function):
+    """CRATE-α's block with its elementwise work folded into the matmuls and its backward written out.
+
+    Both ISTA steps have one form: from codes A (A0 = 0), with y = x − A D^T, the step is
+    ReLU(A + η (y D − λ)). Appending a column of −1 to y and a row λ 1^T to D makes the shift part
+    of the product, and ``addmm``'s factor α = η its scaling: with D⁺ = [D; λ 1^T] ((d + 1) × r·d)
+    and y⁺ = [y, −1] (N × (d + 1))::
+
+        A1 = ReLU(η x⁺ D⁺)                x⁺ = [x, −1]; one addmm (β = 0, α = η)
+        y⁺ = x⁺ − [A1 D^T, 0]             one addmm, into a copy of x⁺
+        A2 = ReLU(A1 + η y⁺ D⁺)           one addmm (α = η)
+        out = A2 D1^T
+
+    so each r·d-wide step costs its matmul and one ReLU in place (and one copy of A1, which the
+    backward pass keeps): no separate scaling, shift or subtraction over the wide codes. The
+    backward pass, with G2 = ∂L/∂A2 (from ``out``, plus any gradient of the codes themselves)::
+
+        G2  = (∂L/∂out D1 + ∂L/∂A2) ∘ [A2 > 0]            ∂L/∂D1 = ∂L/∂out^T A2
+        dy  = η G2 D^T                                     gradient of y = x − A1 D^T
+        G1  = (G2 − dy D) ∘ [A1 > 0]                       A1 directly, then through y
+        ∂L/∂D = η (y^T G2 + x^T G1) − dy^T A1
+        ∂L/∂x = dy + η G1 D^T
+
+    eight matmuls, the minimum for four linear maps (an input and a weight gradient each),
+    accumulated in place (``addmm_``), with two elementwise passes over the wide codes (the
+    ReLU masks, in place), where autograd on the plain form makes and keeps several more. Saved:
+    x⁺, y⁺ (d + 1 wide), A1 and A2 (r·d wide). Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, D: Tensor, D1: Tensor, eta: float, lambd: float):  # type: ignore[override]
+        shape, d = x.shape, D.shape[0]
+        flat = x.reshape(-1, d)  # tokens as rows                                         (N, d)
+        xp = torch.cat([flat, flat.new_full((flat.shape[0], 1), -1.0)], dim=1)  # x⁺       (N, d + 1)
+        Dp = torch.cat([D, D.new_full((1, D.shape[1]), lambd)])  # D⁺ = [D; λ 1^T]          (d + 1, r·d)
+        zero = x.new_zeros(()).expand(xp.shape[0], D.shape[1])  # beta=0: addmm only scales by η
+        a1 = torch.addmm(zero, xp, Dp, beta=0, alpha=eta).relu_()  # A1 = ReLU(η (x D − λ))  (N, r·d)
+        yp = xp.clone()
+        yp[:, :d].addmm_(a1, D.t(), alpha=-1)  # y = x − A1 D^T                            (N, d + 1)
+        a2 = torch.addmm(a1, yp, Dp, alpha=eta).relu_()  # A2 = ReLU(A1 + η (y D − λ))     (N, r·d)
+        out = torch.mm(a2, D1.t())  # D1 A2                                                (N, d)
+        ctx.save_for_backward(xp, yp, a1, a2, D, D1)
+        ctx.eta, ctx.shape = eta, shape
+        ctx.set_materialize_grads(False)
+        return a2.view(*shape[:-1], a2.shape[1]), out.view(shape)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_codes: Tensor | None, grad_out: Tensor | None):  # type: ignore[override]
+        xp, yp, a1, a2, D, D1 = ctx.saved_tensors
+        eta, d = ctx.eta, D.shape[0]
+        need_x, need_D, need_D1 = ctx.needs_input_grad[:3]
+        go = grad_out.reshape(-1, d) if grad_out is not None else None
+        grad_x = grad_D = grad_D1 = None
+        if need_D1 and go is not None:
+            grad_D1 = torch.mm(go.t(), a2)  # ∂L/∂out^T A2                                (d, r·d)
+        if not (need_x or need_D) or (go is None and grad_codes is None):
+            return grad_x, grad_D, grad_D1, None, None
+        g = torch.mm(go, D1) if go is not None else torch.zeros_like(a2)  # ∂L/∂A2 via out (N, r·d)
+        if grad_codes is not None:
+            g.add_(grad_codes.reshape(g.shape))
+        torch.ops.aten.threshold_backward.grad_input(g, a2, 0, grad_input=g)  # G2, in place
+        dy = torch.mm(g, D.t()).mul_(eta)  # η G2 D^T                                      (N, d)
+        if need_D:  # η y^T G2 − dy^T A1                                                   (d, r·d)
+            grad_D = torch.mm(yp[:, :d].t(), g).mul_(eta)
+            grad_D.addmm_(dy.t(), a1, alpha=-1)
+        g.addmm_(dy, D, alpha=-1)  # ∂L/∂A1 = G2 − dy D
+        torch.ops.aten.threshold_backward.grad_input(g, a1, 0, grad_input=g)  # G1, in place
+        if need_D:
+            grad_D.addmm_(xp[:, :d].t(), g, alpha=eta)  # + η x^T G1
+        if need_x:
+            grad_x = torch.addmm(dy, g, D.t(), alpha=eta).view(ctx.shape)  # dy + η G1 D^T  (..., d)
+        return grad_x, grad_D, grad_D1, None, None
 
 
 # ------------------------------------------------------------------------- the last layer, pruned

@@ -1,5 +1,6 @@
 """crate_edu.models.crate_alpha: the overcomplete sparse coding block, on both paths."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -7,9 +8,15 @@ from crate_edu.models import OvercompleteISTA
 from tests.unit.models.twins import assert_same_forward_and_grads, twins
 
 
-def test_overcomplete_ista_fast_equals_reference():
-    fast, reference = twins(lambda ref: OvercompleteISTA(16, overcomplete_ratio=4, reference=ref))
+@pytest.mark.parametrize("decoupled", [True, False], ids=["decoupled", "tied"])
+def test_overcomplete_ista_fast_equals_reference(decoupled):
+    fast, reference = twins(
+        lambda ref: OvercompleteISTA(16, overcomplete_ratio=4, reference=ref, decoupled=decoupled)
+    )
     assert_same_forward_and_grads(fast, reference, torch.randn(2, 5, 16))
+    x = torch.randn(3, 16)
+    for fast_part, ref_part in zip(fast.forward_parts(x), reference.forward_parts(x), strict=True):
+        torch.testing.assert_close(fast_part, ref_part, atol=1e-5, rtol=1e-5)  # codes, then out
 
 
 def test_overcomplete_ista_is_two_ista_steps_from_zero():

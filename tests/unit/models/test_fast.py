@@ -194,6 +194,87 @@ def test_ista_fast_path_folds_only_when_it_pays(monkeypatch):
     assert calls == ["two", "folded"]
 
 
+# ------------------------------------------------------------------- CRATE-α's sparse coding block
+def _official_overcomplete_ista(x, D, D1, eta=0.1, lambd=0.1):
+    """The official einsums (``OvercompleteISTA(reference=True)``): (codes A2, out D1 A2)."""
+    a1 = F.relu(eta * torch.einsum("pd,...p->...d", D, x) - eta * lambd)
+    lasso_grad = torch.einsum("pd,...p->...d", D, torch.einsum("dp,...p->...d", D, a1) - x)
+    a2 = F.relu(a1 - eta * lasso_grad - eta * lambd)
+    return a2, torch.einsum("dp,...p->...d", D1, a2)
+
+
+def _codes_and_grads(fn, x, D, D1, g_out, g_codes):
+    """fn's (codes, out) and the gradients of x, D, D1 for upstream gradients of out and codes
+    (``g_codes=None``: the codes are not used, as in training)."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, D, D1) if t is not None]
+    x, D = leaves[:2]
+    codes, out = fn(x, D, leaves[2] if D1 is not None else D)  # tied: D decodes too
+    loss = (out * g_out).sum() + ((codes * g_codes).sum() if g_codes is not None else 0)
+    loss.backward()
+    return [codes, out] + [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["decoupled", "tied D1 = D"])
+@pytest.mark.parametrize("codes_used", [False, True], ids=["out only", "codes used too"])
+@pytest.mark.parametrize("shape", [(2, 9), (1, 1), (0, 5)], ids=["tokens", "one token", "empty"])
+def test_overcomplete_ista_equals_the_official_einsums(tied, codes_used, shape):
+    # float64: the same arithmetic to 1e-12; float32: equal within rounding, values and gradients
+    torch.manual_seed(sum(shape) + 2 * tied + codes_used)
+    d, r = 12, 4
+    x = F.layer_norm(torch.randn(*shape, d, dtype=torch.float64), (d,))
+    D = torch.nn.init.kaiming_uniform_(torch.empty(d, r * d, dtype=torch.float64))
+    D1 = None if tied else torch.nn.init.kaiming_uniform_(torch.empty(d, r * d, dtype=torch.float64))
+    g_out = torch.randn(*shape, d, dtype=torch.float64)
+    g_codes = torch.randn(*shape, r * d, dtype=torch.float64) if codes_used else None
+    for dtype, atol in ((torch.float64, 1e-12), (torch.float32, ATOL)):
+        args = [t.to(dtype) if t is not None else None for t in (x, D, D1, g_out, g_codes)]
+        ours = _codes_and_grads(lambda *a: fast.overcomplete_ista(*a, 0.1, 0.1), *args)
+        official = _codes_and_grads(_official_overcomplete_ista, *args)
+        names = ["codes", "out", "grad x", "grad D", "grad D1"][: len(ours)]
+        for name, a, b in zip(names, ours, official, strict=True):
+            assert a.shape == b.shape, name
+            torch.testing.assert_close(a, b, atol=atol, rtol=1e-5, msg=f"{name}, {dtype}")
+        assert (ours[0] > 0).float().mean() > 0.1 or ours[0].numel() == 0  # the ReLUs do cut
+
+
+def test_overcomplete_ista_gradient_is_exact():
+    # finite differences (float64) through both outputs, the written-out backward against them
+    torch.manual_seed(1)
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    D = (0.5 * torch.randn(6, 24, dtype=torch.float64)).requires_grad_(True)
+    D1 = torch.randn(6, 24, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: fast.overcomplete_ista(*a, 0.1, 0.1), (x, D, D1))
+
+
+def test_overcomplete_ista_skips_unneeded_gradients():
+    x, D, D1 = torch.randn(3, 4, 8), torch.randn(8, 32), torch.randn(8, 32, requires_grad=True)
+    codes, out = fast.overcomplete_ista(x, D, D1, 0.1, 0.1)
+    out.sum().backward()  # only D1 wants a gradient
+    torch.testing.assert_close(D1.grad, torch.ones(3 * 4, 8).t() @ codes.reshape(-1, 32))
+
+
+def test_overcomplete_ista_under_autocast_uses_autograd(monkeypatch):
+    # the written-out kernel is for eager float32/64; autocast goes through the plain matmuls
+    calls = []
+    monkeypatch.setattr(fast, "overcomplete_ista_matmuls", lambda *a: calls.append("matmuls") or a[:2])
+    x, D = torch.randn(2, 3, 8), torch.randn(8, 32)
+    fast.overcomplete_ista(x, D, D, 0.1, 0.1)
+    assert calls == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast.overcomplete_ista(x, D, D, 0.1, 0.1)
+    fast.overcomplete_ista(x.bfloat16(), D.bfloat16(), D.bfloat16(), 0.1, 0.1)
+    assert calls == ["matmuls", "matmuls"]
+
+
+def test_overcomplete_ista_matmuls_equal_the_official_einsums():
+    torch.manual_seed(2)
+    x, D, D1 = torch.randn(2, 7, 10), torch.randn(10, 40), torch.randn(10, 40)
+    for a, b in zip(
+        fast.overcomplete_ista_matmuls(x, D, D1, 0.1, 0.1), _official_overcomplete_ista(x, D, D1), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=1e-5)
+
+
 # ------------------------------------------------------------------------- the last layer, pruned
 @pytest.mark.parametrize("rows", [1, 4])
 @pytest.mark.parametrize(
