@@ -75,6 +75,14 @@ _CONFIG_FLAGS = (
     "momentum",
     "warmup_epochs",
     "min_lr_ratio",
+    "min_lr",
+    "decay_mask",
+    "smoothing_style",
+    "mixup_alpha",
+    "cutmix_alpha",
+    "mix_switch_prob",
+    "randaugment_magnitude",
+    "resample_pretrained",
     "label_smoothing",
     "grad_clip",
     "image_size",
@@ -143,6 +151,11 @@ def _add_run_flags(g: Any) -> None:
         metavar="PATH|KEY",
         help="initial weights: official file, trainer checkpoint, or published key",
     )
+    g.add_argument(
+        "--resample-pretrained",
+        action=argparse.BooleanOptionalAction,
+        help="interpolate the position/patch embeddings of --pretrained weights made for another size",
+    )
     g.add_argument("--precision", help="auto (default), no, fp16 or bf16")
     g.add_argument(
         "--compile",
@@ -165,7 +178,10 @@ def _add_data_flags(g: Any) -> None:
         help="download a missing dataset where its source allows it (default: on)",
     )
     g.add_argument("--image-size", type=int, help="image side in pixels")
-    g.add_argument("--augment", help="train augmentation: none, cifar, shift, randaugment, imagenet")
+    g.add_argument(
+        "--augment",
+        help="train augmentation: none, cifar, shift, randaugment, imagenet, imagenet-randaugment",
+    )
     g.add_argument(
         "--normalize", help="input statistics: dataset (its own mean/std) or imagenet (for ImageNet weights)"
     )
@@ -195,6 +211,23 @@ def _add_optimisation_flags(g: Any) -> None:
     g.add_argument("--min-lr-ratio", type=_finite_float, help="final lr as a fraction of --lr")
     g.add_argument("--label-smoothing", type=_finite_float)
     g.add_argument("--grad-clip", type=_grad_clip, help="max global gradient norm (0: no clipping)")
+    g.add_argument(
+        "--min-lr", type=_finite_float, help="final lr in absolute terms (replaces --min-lr-ratio)"
+    )
+    g.add_argument(
+        "--decay-mask", help="weight decay on: all (default) or kernels (Linear/Conv weights only)"
+    )
+    g.add_argument("--smoothing-style", help="label smoothing form: torch (default) or big_vision")
+    g.add_argument(
+        "--mixup-alpha", type=_finite_float, help="mixup with the reversed batch, λ ~ Beta(a, a); 0: off"
+    )
+    g.add_argument(
+        "--cutmix-alpha", type=_finite_float, help="CutMix with the reversed batch, λ ~ Beta(a, a); 0: off"
+    )
+    g.add_argument("--mix-switch-prob", type=_finite_float, help="probability of mixup when both are on")
+    g.add_argument(
+        "--randaugment-magnitude", type=_finite_float, help="0-30 (randaugment), 0-10 (imagenet-randaugment)"
+    )
     g.add_argument("--threads", type=int, help="CPU threads of torch per process")
 
 
@@ -229,7 +262,11 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--model", help="model name, for official weights files")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto (default: bf16 on a GPU) or as named; zero-shot: no (float32, as officially) by default",
+    )
     p.add_argument("--num-workers", type=int)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate on a fixed random subset of N images")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -536,7 +573,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise _UsageError("--vocab and --vocab-from-hub are for --zero-shot; add --zero-shot")
     model, ds, what = _load_for_eval(args)
     result = evaluate(
-        model, ds, batch_size=args.batch_size, precision=args.precision, num_workers=args.num_workers
+        model,
+        ds,
+        batch_size=args.batch_size,
+        precision=args.precision or "auto",
+        num_workers=args.num_workers,
     )
     if _is_main_process():
         if args.json:
@@ -677,7 +718,7 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
 
     choice = detect_device()
     device = choice.device
-    precision = resolve_precision(args.precision, device.type)
+    precision = resolve_precision(args.precision or "no", device.type)  # the official float32 by default
     model.to(device)
     classnames, templates = imagenet_classnames(), imagenet_templates()
 

@@ -34,6 +34,7 @@ FACES = {
     "crate_edu.models",
     "crate_edu.notebook",
     "crate_edu.plotting",
+    "crate_edu.text",
     "crate_edu.train",
     "crate_edu.weights",
 }

@@ -459,3 +459,27 @@ def test_zero_shot_bad_input_is_one_line(zero_shot_files, tiny_clipa_preset, tmp
     monkeypatch.setitem(sys.modules, "tokenizers", None)
     code, _, err = run_main(zero_shot_args(files, *vocab), capsys)
     assert_one_line_error(code, err, "needs the 'tokenizers' package", 'pip install "crate-edu[clip]"')
+
+
+def test_official_recipe_options_are_flags():
+    """The in21k/in1k recipes' options (mixing, smoothing form, decay mask, min lr, RandAugment
+    magnitude, resampling of pretrained embeddings) each override the recipe from the command line."""
+    from crate_edu.cli import build_parser, train_settings
+
+    argv = ["train", "--recipe", "in1k-finetune", "--mixup-alpha", "0", "--cutmix-alpha", "0.5"]
+    argv += ["--mix-switch-prob", "0.25", "--min-lr", "1e-7", "--decay-mask", "all"]
+    argv += ["--smoothing-style", "torch", "--randaugment-magnitude", "5", "--no-resample-pretrained"]
+    recipe, overrides, _ = train_settings(vars(build_parser().parse_args(argv)))
+    cfg = recipe.config(**overrides)
+    assert (cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_switch_prob) == (0.0, 0.5, 0.25)
+    assert (cfg.min_lr, cfg.decay_mask, cfg.smoothing_style) == (1e-7, "all", "torch")
+    assert (cfg.randaugment_magnitude, cfg.resample_pretrained) == (5.0, False)
+    recipe, overrides, _ = train_settings(
+        vars(build_parser().parse_args(["train", "--recipe", "in1k-finetune"]))
+    )
+    default = recipe.config(**overrides)
+    assert (
+        default.resample_pretrained
+        and default.decay_mask == "kernels"
+        and default.smoothing_style == "big_vision"
+    )
