@@ -154,10 +154,8 @@ def main(argv: list[str] | None = None) -> None:
 
     base = CLIPTrainConfig()
     total_epochs = base.low_res_epochs + base.full_res_epochs
-    train, test = (
-        CaptionedDigits("train", samples_per_digit=base.samples_per_digit),
-        CaptionedDigits("test", samples_per_digit=base.samples_per_digit),
-    )
+    kw = dict(samples_per_digit=base.samples_per_digit, seed=base.data_seed, clutter=base.clutter)
+    train, test = CaptionedDigits("train", **kw), CaptionedDigits("test", **kw)
     record: dict = {"machine": machine_info(), "config": base.to_dict(), "command": COMMAND, "seeds": {}}
     for seed in args.seeds:
         two = CLIPTrainConfig(seed=seed)
@@ -190,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
                     "timing": shipped_metrics["timing"],
                     # what tests/unit/weights/test_tutorial.py recomputes from the file
                     "check": {
-                        "data": f"CaptionedDigits('test', samples_per_digit={two.samples_per_digit})",
+                        "data": f"CaptionedDigits('test', **{kw})",
                         "limit": CHECK_LIMIT,
                         **zero_shot_scores(model, test, limit=CHECK_LIMIT),
                     },

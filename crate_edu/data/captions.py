@@ -97,7 +97,9 @@ assert len(BACKGROUND_WORDS) == len(TEXTURE_SOURCES)
 #: A colour whose max − min channel is below this is named by brightness (white, grey, black).
 ACHROMATIC_CHROMA = 0.2
 
-#: The captions of the training split; each names the digit and one to three other attributes.
+#: The captions of the training split; each names the digit, most with one to three other attributes
+#: (the two that name the digit alone make the digit, not only the easier colour and background,
+#: tell the images of a batch apart).
 TRAIN_TEMPLATES: tuple[str, ...] = (
     "a {colour} {digit} on {background}",
     "the digit {digit} in {colour} at the {position}",
@@ -107,6 +109,8 @@ TRAIN_TEMPLATES: tuple[str, ...] = (
     "{colour} number {digit} on a {background} background at the {position}",
     "the {digit} at the {position} is {colour}",
     "a {digit} on a picture of {background}",
+    "the digit {digit}",
+    "a {digit}",
 )
 #: Zero-shot prompts, one ``{}`` for the class name (a digit word, or "colour digit"); worded as no
 #: training caption is, from words that training captions use.
