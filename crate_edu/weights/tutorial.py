@@ -84,6 +84,12 @@ TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
             "2964fdd6f88e0bf4cee0f67d796d996c2683f61d88f04fd2d9ff13ef3dbfdc82",
             "a small CRATE-MAE pretrained on cluttered-digits",
         ),
+        TutorialCheckpoint(
+            "cluttered-digits-crate-alpha-clipa",
+            "cluttered-digits-crate-alpha-clipa.safetensors",
+            "43e41c0b3c12904d7964addffb7ddffd541374e19a1bcacd5a071f6918db88d5",
+            "a small CRATE-α-CLIPA trained contrastively on captioned digits with the CLIPA recipe",
+        ),
     ]
 }
 

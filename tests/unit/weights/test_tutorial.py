@@ -171,3 +171,22 @@ def test_every_shipped_checkpoint_is_package_data_pinned_and_loads(name):
     assert info.path == path and not model.training
     assert info.metadata.get("command"), "record the command that reproduces it"
     assert name in (path.parent / "README.md").read_text()
+
+
+def test_the_shipped_clipa_model_scores_what_its_file_records():
+    """The offline CRATE-α-CLIPA rebuilds by name and its zero-shot accuracy on a fixed held-out
+    set (the first 2,000 test images, prompts never seen in training) is the recorded one."""
+    from crate_edu.data import CaptionedDigits
+    from crate_edu.train import zero_shot_scores
+
+    model, info = load_tutorial_model("cluttered-digits-crate-alpha-clipa")
+    assert info.model_name == "crate_alpha_clipa_digits" and model.config.image_size == 32
+    check = info.metadata["check"]
+    cfg = info.metadata["train_config"]
+    test = CaptionedDigits(
+        "test", samples_per_digit=cfg["samples_per_digit"], seed=cfg["data_seed"], clutter=cfg["clutter"]
+    )
+    scores = zero_shot_scores(model, test, limit=check["limit"])
+    assert scores["n"] == check["n"] == 2000 and scores["n_held_out"] == check["n_held_out"]
+    for key in ("digit_acc", "digit_acc_seen_pairs", "digit_acc_held_out_pairs", "pair_acc_held_out_pairs"):
+        assert scores[key] == pytest.approx(check[key], abs=2e-3), key
