@@ -19,7 +19,10 @@ of it), written to ``benchmarks/results/clipa_digits.json``:
   classes on the held-out combinations; chance 1/10 and 1/90;
 * a linear probe (:func:`crate_edu.evaluation.linear_probe`) on the same frozen image features
   (``encode_image``), fitted on the first ``--probe-train`` training images' digit labels;
-* training wall-clock and CPU time of each phase and of each run.
+* training wall-clock and CPU time of each phase and of each run;
+* at the phase switch (when the run kept ``checkpoint_low_res.pt``): zero-shot digits of the 16-px
+  model, of its weights at 32 px with the official flattened position resize before fine-tuning,
+  and with a 2-D grid resample instead (a comparison, not what the recipe does).
 
 ``--ship`` writes the first seed's two-phase model as the tutorial checkpoint
 (``crate_edu/resources/checkpoints/cluttered-digits-crate-alpha-clipa.safetensors``)::
@@ -43,10 +46,13 @@ from _machine import machine_info  # benchmarks/ is on sys.path when a script he
 from crate_edu.data import CaptionedDigits
 from crate_edu.evaluation import linear_probe
 from crate_edu.train import (
+    LOW_RES_CHECKPOINT,
     CLIPTrainConfig,
+    build_clip_model,
     clip_image_features,
     load_clip_run,
     pretrain_clip,
+    upsize_clip_model,
     zero_shot_scores,
 )
 from crate_edu.weights import save_weights
@@ -139,6 +145,36 @@ def measure(model, train, test, probe_train: int) -> dict:
     }
 
 
+def switch(run_dir: Path, test, limit: int) -> dict | None:
+    """Zero-shot digits on the first ``limit`` test images at the phase switch: the 16-px model at
+    the end of phase 1 (``checkpoint_low_res.pt``), the same weights at 32 px with the official
+    flattened 1-D position resize before any fine-tuning, and, for comparison only, with a 2-D grid
+    resample of the patch positions ([CLS] kept). None when the run kept no low-resolution model."""
+    path = run_dir / LOW_RES_CHECKPOINT
+    if not path.is_file():
+        return None
+    low, state = load_clip_run(path)
+    cfg = CLIPTrainConfig.from_dict(state["config"])
+    flat = upsize_clip_model(low, build_clip_model(cfg, 1)).eval()
+    grid = upsize_clip_model(low, build_clip_model(cfg, 1)).eval()
+    pos = low.visual.positional_embedding.detach()  # (N₁ + 1, W)
+    g1, g2 = int(round((pos.shape[0] - 1) ** 0.5)), int(round((grid.config.num_patches) ** 0.5))
+    patches = pos[1:].T.reshape(1, -1, g1, g1)  # (1, W, g₁, g₁)
+    up = torch.nn.functional.interpolate(patches, size=(g2, g2), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        grid.visual.positional_embedding.copy_(torch.cat([pos[:1], up.reshape(pos.shape[1], -1).T]))
+
+    def digits(model) -> float:
+        return round(zero_shot_scores(model, test, limit=limit)["digit_acc"], 4)
+
+    return {
+        "test_images": limit,
+        "low_res_model_16px": digits(low),
+        "flat_1d_resize_32px_before_finetuning": digits(flat),
+        "grid_2d_resize_32px_before_finetuning": digits(grid),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -170,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
             "timing": timing(history, total_steps),
             **measure(model, train, test, args.probe_train),
         }
+        entry["two_phase"]["phase_switch"] = switch(
+            folder(args.runs_dir, seed, two.low_res_epochs, two.full_res_epochs), test, CHECK_LIMIT
+        )
         entry["two_phase"]["curve"] = [
             {k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()} for h in history
         ]

@@ -35,6 +35,7 @@ from crate_edu.train.checkpoint import (
     save_checkpoint,
 )
 from crate_edu.train.clip import (
+    LOW_RES_CHECKPOINT,
     CaptionBatches,
     CLIPRunResult,
     CLIPTrainConfig,
@@ -74,6 +75,7 @@ __all__ = [
     "RECIPES",
     "CLIPRunResult",
     "CLIPTrainConfig",
+    "LOW_RES_CHECKPOINT",
     "CaptionBatches",
     "Classification",
     "ConfigError",

@@ -29,9 +29,10 @@ is a new run initialised from the first. Between the phases:
 Per epoch it atomically rewrites ``metrics.jsonl`` (one line per epoch: phase, image size,
 context, train loss, zero-shot accuracies on the test split with the held-out prompts, the
 temperature, learning rate, time) and ``checkpoint.pt`` (model, optimiser, schedule, phase,
-history, configuration). The order and the captions of epoch ``e`` come from one generator seeded
-by ``(seed, e)``, so ``resume=True`` continues an interrupted run, in either phase or between them,
-exactly as if it had not stopped.
+history, configuration); the checkpoint at the end of the low-resolution phase is also kept, as
+``checkpoint_low_res.pt`` (:func:`load_clip_run` reads it as the 16-px model). The order and
+the captions of epoch ``e`` come from one generator seeded by ``(seed, e)``, so ``resume=True``
+continues an interrupted run, in either phase or between them, exactly as if it had not stopped.
 
 **Hyperparameters.** Official CLIPA (§3.3–3.4): Adam b1 0.9, b2 0.95, eps 1e-8, decoupled weight
 decay 0.2 on the Dense and Conv kernels only (not on the ISTA dictionaries, positions, embeddings,
@@ -78,12 +79,13 @@ from crate_edu.data.loader import epoch_generator
 from crate_edu.errors import TrainingDivergedError
 from crate_edu.evaluation.batches import iter_batches
 from crate_edu.evaluation.zero_shot import class_embeddings, zero_shot_logits
-from crate_edu.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from crate_edu.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from crate_edu.train.loop import OneDevice, restore_state, run_epochs, start_run_folder
 from crate_edu.train.objectives import EpochStats, Run, contrastive_loss
 from crate_edu.train.optim import lr_schedule
 
 __all__ = [
+    "LOW_RES_CHECKPOINT",
     "CLIPRunResult",
     "CLIPTrainConfig",
     "CaptionBatches",
@@ -104,6 +106,9 @@ __all__ = [
 
 #: The logit scale exp(t) is capped here (CLIP's cap), so the temperature cannot run away.
 MAX_LOGIT_SCALE = 100.0
+#: The run folder's copy of the checkpoint at the end of the low-resolution phase (the model the
+#: full-size phase starts from, before the positions are resized).
+LOW_RES_CHECKPOINT = "checkpoint_low_res.pt"
 
 
 @dataclass
@@ -647,6 +652,14 @@ def _run_phase(
     return run
 
 
+def _keep_low_res(folder: Path | None, state: dict[str, Any] | None) -> None:
+    """Copy the checkpoint of the finished low-resolution phase to ``checkpoint_low_res.pt``."""
+    if folder is None or (folder / LOW_RES_CHECKPOINT).is_file():
+        return
+    state = state if state is not None else load_checkpoint(folder / CHECKPOINT_NAME)
+    save_checkpoint(state, folder / LOW_RES_CHECKPOINT)
+
+
 def pretrain_clip(
     cfg: CLIPTrainConfig,
     out_dir: str | Path | None = None,
@@ -697,6 +710,7 @@ def pretrain_clip(
                 model = build_clip_model(cfg, phase)
                 model.load_state_dict(saved["model"])
                 history = [dict(h) for h in saved["history"]]
+                _keep_low_res(folder, saved)
                 continue
             if saved is not None:  # inside this phase: the weights come from the checkpoint
                 model = build_clip_model(cfg, phase)
@@ -706,6 +720,8 @@ def pretrain_clip(
                 model = build_clip_model(cfg, phase)
             run = _run_phase(cfg, phase, model, data, folder, saved, history, log)
             model, history = run.model, run.history
+            if phase == 0:
+                _keep_low_res(folder, None)
     finally:
         torch.set_num_threads(threads_before)
     train_time = history[-1]["time_s"] if history else 0.0

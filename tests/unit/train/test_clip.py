@@ -64,6 +64,8 @@ def test_loss_decreases_and_the_phases_switch(tmp_path, data):
     assert run.model.visual.positional_embedding.shape == (65, 32)  # full size at the end
     model, state = load_clip_run(tmp_path)
     assert state["phase"] == 1 and state["epoch"] == 1
+    low, low_state = load_clip_run(tmp_path / "checkpoint_low_res.pt")  # the hand-off is kept
+    assert low_state["phase"] == 0 and low_state["epoch"] == 3 and low.config.image_size == 16
     for (k, a), b in zip(run.model.state_dict().items(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
@@ -147,6 +149,13 @@ def test_resume_continues_exactly_inside_and_between_phases(tmp_path, data):
     keys = ("train_loss", "digit_acc", "pair_acc_held_out_pairs", "logit_scale", "step", "phase")
     assert [[h[k] for k in keys] for h in resumed.history] == [[h[k] for k in keys] for h in full.history]
     assert len((cut / "metrics.jsonl").read_text().splitlines()) == 4
+    a, b = (
+        load_checkpoint(cut / "checkpoint_low_res.pt"),
+        load_checkpoint(tmp_path / "full" / "checkpoint_low_res.pt"),
+    )
+    assert a["phase"] == b["phase"] == 0 and a["epoch"] == b["epoch"] == 2
+    for k, t in a["model"].items():
+        assert torch.equal(t, b["model"][k]), k
     with pytest.raises(ValueError, match="other settings"):
         pretrain_clip(config(full_res_epochs=3), cut, datasets=data, resume=True, log=None)
 
