@@ -192,7 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     total_epochs = base.low_res_epochs + base.full_res_epochs
     kw = dict(samples_per_digit=base.samples_per_digit, seed=base.data_seed, clutter=base.clutter)
     train, test = CaptionedDigits("train", **kw), CaptionedDigits("test", **kw)
-    record: dict = {"machine": machine_info(), "config": base.to_dict(), "command": COMMAND, "seeds": {}}
+    record: dict = {
+        "machine": machine_info(),
+        "invocation": "python benchmarks/clipa_digits.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command_of_the_shipped_file": COMMAND,
+        "config": base.to_dict(),
+        "seeds": {},
+    }
     for seed in args.seeds:
         two = CLIPTrainConfig(seed=seed)
         full = CLIPTrainConfig(seed=seed, low_res_epochs=0, full_res_epochs=total_epochs)
