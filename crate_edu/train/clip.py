@@ -9,7 +9,7 @@ device, float32, :class:`~crate_edu.train.loop.OneDevice`). The data are the cap
 the training templates, the held-out digit–colour combinations left out::
 
     from crate_edu.train import CLIPTrainConfig, pretrain_clip, pretrain_clip_quick
-    run = pretrain_clip(CLIPTrainConfig(), "runs/clipa-digits")   # about 10 min on one CPU thread
+    run = pretrain_clip(CLIPTrainConfig(), "runs/clipa-digits")   # about 5 min of CPU, one thread
     run.model, run.history          # the trained CRATEAlphaCLIPA, one dict per epoch
     run = pretrain_clip_quick()     # a tiny version in well under a minute
 
@@ -38,9 +38,10 @@ continues an interrupted run, in either phase or between them, exactly as if it 
 decay 0.2 on the Dense and Conv kernels only (not on the ISTA dictionaries, positions, embeddings,
 LayerNorms, biases or the temperature), gradient clipping 1.0, cosine to 0 after a linear warm-up
 (1,600 steps pre-training, 800 fine-tuning), lr 1.024e-3 then 5.12e-5, batch 32,768. Kept here:
-the optimiser, betas, weight decay and its mask, clipping, cosine-to-zero. Changed for one CPU
-thread: batch 256, warm-up 100 and 20 steps (a few per cent of each phase), fine-tuning lr 2.5e-4
-(÷4 instead of ÷20: phase 2 is one epoch, too short to move at 5 % of the peak), and the text
+the optimiser, betas, weight decay and its mask, clipping, cosine-to-zero, the peak lr (1e-3).
+Changed for one CPU thread: batch 128, warm-up 100 and 20 steps (12 % of each phase's 830 and 166
+steps, against 2 % and 5 % officially), fine-tuning lr 2.5e-4 (÷4 instead of ÷20: phase 2 is one
+epoch, too short to move at 5 % of the peak), and the text
 tower and temperature are trained from scratch (officially both are loaded from a pre-trained
 text model and frozen; there is no pre-trained text model for these captions). The temperature
 starts at 1/0.07 as CLIP's and the logit scale is capped at 100.
@@ -236,7 +237,7 @@ class CLIPTrainConfig:
 
 def quick_clip_config(**overrides: Any) -> CLIPTrainConfig:
     """A tiny two-phase run for notebooks' quick mode (well under a minute on one CPU thread):
-    2 composites per digit (about 2,600 training images), a 1-layer image tower 64 wide, 4 epochs
+    2 composites per digit (2,675 training images), a 1-layer image tower 64 wide, 4 epochs
     at 16 px then 1 at 32 px, batch 128; ``overrides`` replace any field."""
     base = dict(
         model_overrides={"vision_width": 64, "vision_depth": 1, "text_depth": 1},
