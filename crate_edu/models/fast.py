@@ -24,8 +24,8 @@ What it does:
 - a classifier's last layer (:func:`forward_cls_logits`): only the [CLS] row, the one row the head
   reads.
 
-What each part gains is measured in ``benchmarks/train_step.py`` (results and discussion in
-``benchmarks/README.md``).
+What each part gains is measured in ``benchmarks/train_step.py`` and, for CRATE-α,
+``benchmarks/crate_alpha_step.py`` (results and discussion in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -297,6 +297,7 @@ def overcomplete_ista(x: Tensor, D: Tensor, D1: Tensor, eta: float, lambd: float
     """
     if (
         x.dtype in (torch.float32, torch.float64)
+        and not x.is_meta  # shapes only (FLOP counts): no autocast state to ask
         and not torch.is_autocast_enabled(x.device.type)
         and not torch.compiler.is_compiling()
     ):
@@ -338,9 +339,10 @@ class _OvercompleteISTA(torch.autograd.Function):
         ∂L/∂x = dy + η G1 D^T
 
     eight matmuls, the minimum for four linear maps (an input and a weight gradient each),
-    accumulated in place (``addmm_``), with two elementwise passes over the wide codes (the
-    ReLU masks, in place), where autograd on the plain form makes and keeps several more. Saved:
-    x⁺, y⁺ (d + 1 wide), A1 and A2 (r·d wide). Not twice differentiable.
+    accumulated in place (``addmm(..., out=)``), with two elementwise passes over the wide codes
+    (the ReLU masks, in place), where autograd on the plain form spends about a dozen, each into a
+    new tensor. Kept for the backward pass: x⁺, y⁺ (d + 1 wide), A1 and A2 (r·d wide), what
+    autograd keeps too. Not twice differentiable.
     """
 
     @staticmethod
@@ -352,7 +354,8 @@ class _OvercompleteISTA(torch.autograd.Function):
         zero = x.new_zeros(()).expand(xp.shape[0], D.shape[1])  # beta=0: addmm only scales by η
         a1 = torch.addmm(zero, xp, Dp, beta=0, alpha=eta).relu_()  # A1 = ReLU(η (x D − λ))  (N, r·d)
         yp = xp.clone()
-        yp[:, :d].addmm_(a1, D.t(), alpha=-1)  # y = x − A1 D^T                            (N, d + 1)
+        y = yp[:, :d]  # out=: in place, and FlopCounterMode counts it (it misses addmm_)
+        torch.addmm(y, a1, D.t(), alpha=-1, out=y)  # y = x − A1 D^T, so y⁺ = [y, −1]      (N, d)
         a2 = torch.addmm(a1, yp, Dp, alpha=eta).relu_()  # A2 = ReLU(A1 + η (y D − λ))     (N, r·d)
         out = torch.mm(a2, D1.t())  # D1 A2                                                (N, d)
         ctx.save_for_backward(xp, yp, a1, a2, D, D1)
@@ -379,11 +382,11 @@ class _OvercompleteISTA(torch.autograd.Function):
         dy = torch.mm(g, D.t()).mul_(eta)  # η G2 D^T                                      (N, d)
         if need_D:  # η y^T G2 − dy^T A1                                                   (d, r·d)
             grad_D = torch.mm(yp[:, :d].t(), g).mul_(eta)
-            grad_D.addmm_(dy.t(), a1, alpha=-1)
-        g.addmm_(dy, D, alpha=-1)  # ∂L/∂A1 = G2 − dy D
+            torch.addmm(grad_D, dy.t(), a1, alpha=-1, out=grad_D)
+        torch.addmm(g, dy, D, alpha=-1, out=g)  # ∂L/∂A1 = G2 − dy D
         torch.ops.aten.threshold_backward.grad_input(g, a1, 0, grad_input=g)  # G1, in place
         if need_D:
-            grad_D.addmm_(xp[:, :d].t(), g, alpha=eta)  # + η x^T G1
+            torch.addmm(grad_D, xp[:, :d].t(), g, alpha=eta, out=grad_D)  # + η x^T G1
         if need_x:
             grad_x = torch.addmm(dy, g, D.t(), alpha=eta).view(ctx.shape)  # dy + η G1 D^T  (..., d)
         return grad_x, grad_D, grad_D1, None, None
