@@ -237,7 +237,8 @@ INT_FLAGS = [
 ]  # fmt: skip
 FLOAT_FLAGS = [
     "--lr", "--weight-decay", "--momentum", "--warmup-epochs", "--min-lr-ratio", "--label-smoothing",
-    "--grad-clip", "--dropout",
+    "--grad-clip", "--dropout", "--min-lr", "--mixup-alpha", "--cutmix-alpha", "--mix-switch-prob",
+    "--randaugment-magnitude",
 ]  # fmt: skip
 
 CLI_CASES: dict[str, Case] = {}
@@ -256,6 +257,24 @@ CLI_CASES.update(
     {
         # out of range
         "train --epochs 0": _train("--epochs", "0", expected="epochs must be a positive integer, got 0"),
+        "train --mix-switch-prob 1.5": _train(
+            "--mix-switch-prob", "1.5", expected="mix-switch-prob in [0, 1]"
+        ),
+        "train --mixup-alpha -1": _train("--mixup-alpha=-1", expected="must be 0 (off) or positive"),
+        "train --min-lr -1": _train("--min-lr=-1", expected="min-lr must be in [0, lr"),
+        "train --randaugment-magnitude 99": _train(
+            "--augment",
+            "randaugment",
+            "--randaugment-magnitude",
+            "99",
+            expected="randaugment-magnitude must be in",
+        ),
+        "train --decay-mask bogus": _train(
+            "--decay-mask", "bogus", expected="unknown weight-decay mask 'bogus'"
+        ),
+        "train --smoothing-style bogus": _train(
+            "--smoothing-style", "bogus", expected="unknown label-smoothing style 'bogus'"
+        ),
         "train --batch-size 0": _train("--batch-size", "0", expected="batch-size must be a positive integer"),
         "train --batch-size -8": _train(
             "--batch-size", "-8", expected="batch-size must be a positive integer"
