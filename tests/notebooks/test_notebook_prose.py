@@ -106,6 +106,9 @@ PUBLISHED: dict[str, str] = {
     "4.9": f"CRATE-α-L/8 − L/32: 85.1 − 80.2 ({_ALPHA_T1})",
     "1.9": f"CRATE-α-L/8 − B/8: 85.1 − 83.2, the smallest L − B gain at one patch size ({_ALPHA_T1})",
     "3.7": f"CRATE-α-L/32 − B/32: 80.2 − 76.5, the largest L − B gain at one patch size ({_ALPHA_T1})",
+    # CRATE-alpha-CLIPA, ImageNet-1K zero-shot top-1 (UCSC-VLAA/CRATE-alpha README, PyTorch = JAX)
+    "69.8": f"CRATE-α-CLIPA-L/14 zero-shot ({_ALPHA_T1.replace('Table 1', '§4.3')}; official README)",
+    "72.3": f"CRATE-α-CLIPA-H/14 zero-shot ({_ALPHA_T1.replace('Table 1', '§4.3')}; official README)",
     # coarse segmentation, mIoU
     "23.9": f"CRATE-S/8 ({_SEG})",
     "23.6": f"CRATE-B/8 ({_SEG})",
@@ -173,6 +176,13 @@ FACTS: dict[str, dict[str, str]] = {
     "07": {
         "12": "the official CRATE-S: 12 layers of 12 heads",
         "14": "224 / 16 = 14 patches a side",
+    },
+    "10": {
+        "65": "tokens of a 32-px image in 4-px patches: 8² + [CLS]",
+        "2.6": "crate_alpha_CLIPA_L14.pth: 2.56 GB on the Hugging Face hub (640.2M float32 parameters)",
+        "80": "the official ImageNet prompt templates (torch_inference/imagenet_templates.py)",
+        "112": "Exercise 2: an image size between 84 and 224 px",
+        "160": "Exercise 2: an image size between 84 and 224 px",
     },
     "09": {
         "3.4": "CRATE-L over CRATE-B parameters: 77.64M / 22.80M",
