@@ -677,18 +677,15 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
 
     from torch.utils.data import DataLoader
 
-    from crate_edu.data import build_dataset
     from crate_edu.device import detect_device, resolve_precision
     from crate_edu.evaluation.zero_shot import (
         class_embeddings,
         evaluate_zero_shot,
         imagenet_classnames,
-        imagenet_label_map,
         imagenet_templates,
         zero_shot_transform,
     )
     from crate_edu.train.build import default_workers, limit_dataset
-    from crate_edu.train.checkpoint import json_line
 
     dataset = args.dataset or "imagenet"
     if dataset not in _ZERO_SHOT_DATASETS:
@@ -698,13 +695,7 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
         )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the loader's workers fork after tokenizing
     tokenizer = _zero_shot_tokenizer(args)
-    ds = build_dataset(dataset, args.split, data_dir=args.data_dir, augment="none", normalize="imagenet")
-    if not (hasattr(ds, "transform") and hasattr(ds, "classes")):  # an ImageFolder of class folders
-        raise TypeError(f"build_dataset({dataset!r}) gave {type(ds).__name__}, not an ImageFolder")
-    try:
-        label_map = imagenet_label_map(ds.classes)  # the folders' labels -> ImageNet-1K labels
-    except ValueError as e:
-        raise _UsageError(f"{args.data_dir or 'the data folder'}: {e}") from None
+    ds, label_map = _zero_shot_folder(args, dataset)
     model, name = _load_zero_shot_model(args)
     cfg = model.config
     if tokenizer.vocab_size > cfg.vocab_size:
@@ -744,31 +735,46 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
     result = evaluate_zero_shot(
         model, loader, W, label_map=label_map, device=device, precision=precision, progress=args.progress
     )
-    what = f"{dataset} {args.split}"
+    setting = {"model": name, "classes": len(classnames), "templates": len(templates)}
+    _print_zero_shot(
+        args, f"{dataset} {args.split}", setting | {"device": device.type, "precision": precision}, result
+    )
+    return 0
+
+
+def _zero_shot_folder(args: argparse.Namespace, dataset: str) -> tuple[Any, dict[int, int]]:
+    """The ImageNet folder as an ImageFolder, and its labels -> ImageNet-1K labels."""
+    from crate_edu.data import build_dataset
+    from crate_edu.evaluation.zero_shot import imagenet_label_map
+
+    ds = build_dataset(dataset, args.split, data_dir=args.data_dir, augment="none", normalize="imagenet")
+    if not (hasattr(ds, "transform") and hasattr(ds, "classes")):  # an ImageFolder of class folders
+        raise TypeError(f"build_dataset({dataset!r}) gave {type(ds).__name__}, not an ImageFolder")
+    try:
+        return ds, imagenet_label_map(ds.classes)  # the folders' labels -> ImageNet-1K labels
+    except ValueError as e:
+        raise _UsageError(f"{args.data_dir or 'the data folder'}: {e}") from None
+
+
+def _print_zero_shot(
+    args: argparse.Namespace, what: str, setting: dict[str, Any], result: dict[str, Any]
+) -> None:
+    """One JSON line (``--json``) or one sentence with top-1 and top-5."""
+    from crate_edu.train.checkpoint import json_line
+
     if args.json:
         print(
             json_line(
-                {
-                    "checkpoint": str(args.checkpoint),
-                    "data": what,
-                    "model": name,
-                    "zero_shot": True,
-                    "classes": len(classnames),
-                    "templates": len(templates),
-                    "device": device.type,
-                    "precision": precision,
-                    **result,
-                }
+                {"checkpoint": str(args.checkpoint), "data": what, "zero_shot": True, **setting, **result}
             )
         )
-    else:
-        n = result["n"]
-        print(
-            f"{what}, zero-shot ({name}, {len(classnames)} classes × {len(templates)} templates): "
-            f"top-1 {result['top1']:.4f} ({round(result['top1'] * n)}/{n}), "
-            f"top-5 {result['top5']:.4f} ({round(result['top5'] * n)}/{n})"
-        )
-    return 0
+        return
+    n = result["n"]
+    print(
+        f"{what}, zero-shot ({setting['model']}, {setting['classes']} classes × {setting['templates']} "
+        f"templates): top-1 {result['top1']:.4f} ({round(result['top1'] * n)}/{n}), "
+        f"top-5 {result['top5']:.4f} ({round(result['top5'] * n)}/{n})"
+    )
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
