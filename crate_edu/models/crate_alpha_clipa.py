@@ -90,6 +90,9 @@ class MultiheadAttention(base.Block):
     (``tests/unit/models/test_crate_alpha_clipa.py`` checks it).
     """
 
+    #: Raw matrices that are Dense kernels in the official training code (weight decay reads this).
+    kernel_parameters = ("in_proj_weight",)
+
     def __init__(self, dim: int, heads: int, bias: bool = True, reference: bool = False):
         super().__init__()
         self.heads = heads
@@ -227,6 +230,8 @@ class ImageTower(nn.Module):
     classifier's has one).
     """
 
+    kernel_parameters = ("proj",)  # the official head, a Dense kernel (weight decay reads this)
+
     def __init__(self, cfg: CRATEAlphaCLIPAConfig):
         super().__init__()
         width = cfg.vision_width
@@ -348,6 +353,8 @@ class CRATEAlphaCLIPA(nn.Module):
     - ``forward(images, tokens)`` -> (logits per image (B_img, B_text), logits per text, its
       transpose): scaled cosine similarities, normalised with the official + 1e-8.
     """
+
+    kernel_parameters = ("text_projection",)  # the official text head, a Dense kernel (weight decay)
 
     def __init__(self, config: CRATEAlphaCLIPAConfig | None = None, **kwargs):
         super().__init__()

@@ -83,7 +83,7 @@ from crate_edu.evaluation.zero_shot import class_embeddings, zero_shot_logits
 from crate_edu.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from crate_edu.train.loop import OneDevice, restore_state, run_epochs, start_run_folder
 from crate_edu.train.objectives import EpochStats, Run, contrastive_loss
-from crate_edu.train.optim import lr_schedule
+from crate_edu.train.optim import kernel_decay_groups, lr_schedule
 
 __all__ = [
     "LOW_RES_CHECKPOINT",
@@ -93,7 +93,6 @@ __all__ = [
     "ContrastiveCaptions",
     "build_clip_model",
     "clip_image_features",
-    "clip_param_groups",
     "extend_text_positions",
     "load_clip_run",
     "pretrain_clip",
@@ -130,7 +129,8 @@ class CLIPTrainConfig:
         batch_size: image–caption pairs per step (every other pair of the batch is a negative).
         lr, warmup_steps: phase 1's peak learning rate and linear warm-up (then cosine to 0).
         finetune_lr, finetune_warmup_steps: the same for phase 2 (a fresh schedule).
-        weight_decay, betas, eps: AdamW, decay on the kernels only (:func:`clip_param_groups`).
+        weight_decay, betas, eps: AdamW, decay on the kernels only
+            (:func:`crate_edu.train.optim.kernel_decay_groups`).
         grad_clip: max gradient norm (None: no clipping).
         seed: initialisation, shuffling and the captions' templates.
         threads: ``torch.set_num_threads`` during the run (None: leave as is).
@@ -573,20 +573,6 @@ def build_clip_model(cfg: CLIPTrainConfig, phase: int = 1) -> nn.Module:
     return CRATEAlphaCLIPA(model_cfg)
 
 
-def clip_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups, as the official CLIPA mask (only Dense and Conv kernels decay): weight
-    decay on the projection and convolution matrices; none on the ISTA dictionaries ``D``, ``D1``,
-    the positions, the [CLS] and token embeddings, LayerNorms, biases and the temperature."""
-    no_decay_names = ("positional_embedding", "class_embedding", "token_embedding.weight", ".D", ".D1")
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        kernel = p.ndim >= 2 and not name.endswith(no_decay_names)
-        (decay if kernel else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _datasets(cfg: CLIPTrainConfig) -> tuple[CaptionedDigits, CaptionedDigits]:
     size = cfg.full_model_config().image_size
     kw = dict(
@@ -631,7 +617,7 @@ def _run_phase(
     lr, warmup = (cfg.lr, cfg.warmup_steps) if phase == 0 else (cfg.finetune_lr, cfg.finetune_warmup_steps)
     model = model.to(device)
     optimizer = torch.optim.AdamW(
-        clip_param_groups(model, cfg.weight_decay), lr=lr, betas=cfg.betas, eps=cfg.eps
+        kernel_decay_groups(model, cfg.weight_decay), lr=lr, betas=cfg.betas, eps=cfg.eps
     )
     scheduler = lr_schedule(optimizer, warmup, epochs * steps_per_epoch)
     start_epoch, saved_history = restore_state(state, model, optimizer, scheduler)

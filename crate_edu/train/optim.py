@@ -19,7 +19,14 @@ from torch.optim.lr_scheduler import LambdaLR
 from crate_edu.errors import ConfigError
 from crate_edu.train.config import TrainConfig
 
-__all__ = ["build_optimizer", "decayed_parameters", "lr_schedule", "param_groups", "warmup_cosine"]
+__all__ = [
+    "build_optimizer",
+    "decayed_parameters",
+    "kernel_decay_groups",
+    "lr_schedule",
+    "param_groups",
+    "warmup_cosine",
+]
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
@@ -45,27 +52,38 @@ def lr_schedule(
 
 def decayed_parameters(model: nn.Module) -> set[str]:
     """Names of the parameters that the ``kernels`` mask decays: the ``weight`` of every Linear and
-    Conv layer (big_vision's Dense and Conv ``kernel``), nothing else."""
+    Conv layer (big_vision's Dense and Conv ``kernel``), and the raw matrices a module lists in its
+    ``kernel_parameters`` (weights the official code keeps as Dense kernels but the PyTorch port
+    stores as plain parameters, e.g. CRATE-α-CLIPA's ``in_proj_weight`` and projections); nothing
+    else."""
     kernels = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    return {
-        f"{prefix}.weight" if prefix else "weight"
-        for prefix, module in model.named_modules()
-        if isinstance(module, kernels) and getattr(module, "weight", None) is not None
-    }
+    names = set()
+    for prefix, module in model.named_modules():
+        own = (
+            ["weight"] if isinstance(module, kernels) and getattr(module, "weight", None) is not None else []
+        )
+        for name in own + list(getattr(module, "kernel_parameters", ())):
+            names.add(f"{prefix}.{name}" if prefix else name)
+    return names
+
+
+def kernel_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two optimiser groups: the trainable parameters of :func:`decayed_parameters` with
+    ``weight_decay``, every other trainable parameter without."""
+    decayed = decayed_parameters(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if n in decayed], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0},
+    ]
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> Any:
     """What :func:`build_optimizer` optimises: every parameter with ``cfg.weight_decay``
-    (``decay_mask='all'``), or two groups, the kernels with it and the rest without
-    (``decay_mask='kernels'``)."""
+    (``decay_mask='all'``), or :func:`kernel_decay_groups` (``decay_mask='kernels'``)."""
     if cfg.decay_mask == "all":
         return model.parameters()
-    decayed = decayed_parameters(model)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [
-        {"params": [p for n, p in named if n in decayed], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0},
-    ]
+    return kernel_decay_groups(model, cfg.weight_decay)
 
 
 def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:

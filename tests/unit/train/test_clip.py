@@ -14,13 +14,13 @@ from crate_edu.train.clip import (
     CaptionBatches,
     CLIPTrainConfig,
     build_clip_model,
-    clip_param_groups,
     extend_text_positions,
     load_clip_run,
     pretrain_clip,
     resize_positional_embedding,
     upsize_clip_model,
 )
+from crate_edu.train.optim import kernel_decay_groups
 
 TINY = {
     "vision_width": 32, "vision_depth": 1, "vision_heads": 2,
@@ -167,7 +167,7 @@ def test_full_size_only_run_has_one_phase(data):
 
 def test_weight_decay_only_on_kernels():
     model = build_clip_model(config())
-    decay, no_decay = clip_param_groups(model, 0.2)
+    decay, no_decay = kernel_decay_groups(model, 0.2)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
     assert decay["weight_decay"] == 0.2 and no_decay["weight_decay"] == 0.0
