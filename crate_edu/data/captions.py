@@ -48,6 +48,7 @@ from torch.utils.data import Dataset
 from crate_edu.data.synthetic import (
     CLUTTERED_MEAN,
     CLUTTERED_STD,
+    DEFAULT_CLUTTER,
     DEFAULT_SAMPLES_PER_DIGIT,
     TEXTURE_SOURCES,
     ClutteredDigits,
@@ -308,7 +309,7 @@ class CaptionedDigits(Dataset):
         image_size: int = 32,
         seed: int = 0,
         samples_per_digit: int = DEFAULT_SAMPLES_PER_DIGIT,
-        clutter: float = 0.5,
+        clutter: float = DEFAULT_CLUTTER,
         keep_held_out: bool = False,
     ) -> None:
         base = ClutteredDigits(
