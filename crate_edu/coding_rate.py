@@ -30,6 +30,9 @@ eq. 9 step                         :func:`gram_step` Z − κ ∇_Z R^c
 eqs. 10–11                         :func:`ssa` subspace self-attention
 eq. 12                             :func:`mssa`, :func:`mssa_step` (1 − κγ) Z + κγ MSSA(Z), with
                                    a temperature τ and a residual coefficient as knobs
+eq. 12, causal (language)          :func:`causal_mssa`, :func:`causal_mssa_step` (each token
+                                   against its prefix, γ_t = p/((t+1)ε²): :func:`prefix_gamma`),
+                                   :func:`causal_grad_compression_rate` ∇_{z_t} R^c(Z_{≤t})
 eq. 11's softmax                   :func:`softmax_membership`, :func:`membership_entropy`
 a step against −∇R^c               :func:`cosine`
 eqs. 16–17                         :func:`lasso_objective`, :func:`soft_threshold_nonneg`,
@@ -62,6 +65,10 @@ __all__ = [
     "ssa",
     "mssa",
     "mssa_step",
+    "prefix_gamma",
+    "causal_grad_compression_rate",
+    "causal_mssa",
+    "causal_mssa_step",
     "softmax_membership",
     "membership_entropy",
     "cosine",
@@ -479,6 +486,106 @@ def mssa_step(
     gamma = p / (N * eps**2)
     c = 1.0 - kappa * gamma if residual is None else residual
     return c * Z + kappa * gamma * M
+
+
+# ---------------------------------------------------------------------------------------------
+# the causal step, for language: each token compresses against its prefix
+# ---------------------------------------------------------------------------------------------
+
+
+def prefix_gamma(n: int, p: int, eps: float = 0.5, *, dtype=None, device=None) -> torch.Tensor:
+    """γ_t = p / ((t + 1) ε²) for t = 0 … n − 1: eq. 9's γ for the prefix Z_{≤t} of t + 1 tokens.
+
+    Returns:
+        (n,) tensor.
+    """
+    _check_eps(eps)
+    t = torch.arange(1, n + 1, dtype=dtype or torch.get_default_dtype(), device=device)
+    return p / (t * eps**2)
+
+
+def causal_grad_compression_rate(Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5) -> torch.Tensor:
+    """Row t: ∇_{z_t} R^c(Z_{≤t}; U_[K]), the gradient of the prefix's compression term with respect
+    to its newest token (eq. 9 on each prefix).
+
+    A language model may not let token t see tokens after it, so its compression step for token
+    t descends the coding rate of the tokens it can see, Z_{≤t} = (z_0, …, z_t), and moves z_t
+    alone. Computed prefix by prefix from :func:`grad_compression_rate` (N solves: a reference for
+    checking, not a fast path).
+
+    Args:
+        Z: (..., N, d). U: (K, d, p). eps: ε > 0.
+
+    Returns:
+        (..., N, d).
+    """
+    _check_subspaces(Z, U)
+    _check_eps(eps)
+    rows = [grad_compression_rate(Z[..., : t + 1, :], U, eps)[..., t, :] for t in range(Z.shape[-2])]
+    return torch.stack(rows, dim=-2)  # (..., N, d)
+
+
+def causal_mssa(
+    Z: torch.Tensor, U: torch.Tensor, eps: float = 0.5, *, membership: str = "softmax", tau: float = 1.0
+) -> torch.Tensor:
+    """Causal MSSA: row t is MSSA(Z_{≤t} | U_[K]) at token t (eq. 12 on each prefix).
+
+    Each head's membership is masked so that token t mixes only tokens s ≤ t, and the step size
+    is the prefix's γ_t = p/((t + 1) ε²) (:func:`prefix_gamma`)::
+
+        A_k[t, s] = softmax_{s ≤ t}(τ w_t · w_s)      (0 for s > t)
+        row t     = γ_t Σ_k (A_k W_k)[t] U_k^T
+
+    The masked softmax over s ≤ t is the softmax over the prefix, so this equals running
+    :func:`mssa` on every prefix and keeping its last row; one masked N × N product does all of
+    them at once. The official causal block replaces γ_t [U_1 … U_K] by one learned output map for
+    every position, as CRATE does for images.
+
+    Args:
+        Z: (..., N, d). U: (K, d, p). eps: ε > 0. membership: "softmax" (eq. 11) or "gram".
+        tau: temperature τ of the softmax (1: the derivation; 1/√p: the official code).
+
+    Returns:
+        (..., N, d).
+    """
+    _check_subspaces(Z, U)
+    _check_eps(eps)
+    W = _project(Z, U)  # W_k = U_k^T Z                                             (..., K, N, p)
+    N, p = W.shape[-2:]
+    G = W @ W.transpose(-2, -1)  # w_t · w_s                                           (..., K, N, N)
+    future = torch.ones(N, N, dtype=torch.bool, device=Z.device).triu(1)  # s > t: not visible
+    if membership == "softmax":
+        A = torch.softmax((tau * G).masked_fill(future, float("-inf")), dim=-1)  # rows sum to 1
+    elif membership == "gram":
+        A = G.masked_fill(future, 0.0)
+    else:
+        _membership(W, membership)  # raises the one-line error naming the valid memberships
+    gamma = prefix_gamma(N, p, eps, dtype=Z.dtype, device=Z.device).unsqueeze(-1)  # γ_t   (N, 1)
+    return gamma * _lift(A @ W, U)  # (..., N, d)
+
+
+def causal_mssa_step(
+    Z: torch.Tensor,
+    U: torch.Tensor,
+    eps: float = 0.5,
+    kappa: float = 0.1,
+    *,
+    membership: str = "softmax",
+    tau: float = 1.0,
+) -> torch.Tensor:
+    """The causal attention step: row t is :func:`mssa_step` on the prefix Z_{≤t}, at token t::
+
+        z_t^{ℓ+½} = (1 − κγ_t) z_t + κγ_t MSSA(Z_{≤t})_t,     γ_t = p/((t + 1) ε²)
+
+    It approximates z_t − κ ∇_{z_t} R^c(Z_{≤t}) (:func:`causal_grad_compression_rate`) as
+    :func:`mssa_step` approximates Z − κ ∇R^c, and no output depends on a later token.
+
+    Returns:
+        (..., N, d).
+    """
+    M = causal_mssa(Z, U, eps, membership=membership, tau=tau)  # (..., N, d); validates the inputs
+    gamma = prefix_gamma(Z.shape[-2], U.shape[-1], eps, dtype=Z.dtype, device=Z.device).unsqueeze(-1)
+    return (1.0 - kappa * gamma) * Z + kappa * gamma * M  # as mssa_step, with γ_t per row
 
 
 def softmax_membership(Z: torch.Tensor, U: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

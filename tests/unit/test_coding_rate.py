@@ -547,3 +547,71 @@ def test_bad_inputs_raise_helpful_errors():
         cr.ista_step(X[..., :10], X[..., :10], D)
     with pytest.raises(ValueError, match="square dictionary.*init='zeros'"):
         cr.ista_solve(X, torch.randn(12, 24), init="x")
+
+
+# ---------------------------------------------------------------------------------------------
+# the causal step (language): each token against its prefix
+# ---------------------------------------------------------------------------------------------
+
+
+def _causal_data(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    Z = torch.randn(2, 9, 12, generator=g, dtype=F64)  # (B, N, d)
+    U = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=F64))[0].reshape(12, 3, 4).permute(1, 0, 2)
+    return Z, U  # U: (K=3, d=12, p=4), orthonormal and complete
+
+
+def test_prefix_gamma_is_eq9_gamma_of_each_prefix():
+    torch.testing.assert_close(cr.prefix_gamma(3, 4, 0.5), torch.tensor([16.0, 8.0, 16 / 3]))
+    with pytest.raises(ValueError, match="eps"):
+        cr.prefix_gamma(3, 4, 0.0)
+
+
+@pytest.mark.parametrize("membership", ["softmax", "gram"])
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_causal_mssa_step_is_mssa_step_on_each_prefix(membership, tau):
+    Z, U = _causal_data()
+    got = cr.causal_mssa_step(Z, U, 0.5, 0.1, membership=membership, tau=tau)
+    want = torch.stack(
+        [cr.mssa_step(Z[:, : t + 1], U, 0.5, 0.1, membership=membership, tau=tau)[:, t] for t in range(9)], 1
+    )
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # and causal MSSA on the whole sequence is plain MSSA at the last position
+    torch.testing.assert_close(cr.causal_mssa(Z, U)[:, -1], cr.mssa(Z, U)[:, -1], rtol=0, atol=1e-12)
+
+
+def test_causal_step_never_looks_ahead():
+    Z, U = _causal_data()
+    Z2 = Z.clone()
+    Z2[:, 5:] = torch.randn_like(Z2[:, 5:])  # change the future of position 4
+    a, b = cr.causal_mssa_step(Z, U), cr.causal_mssa_step(Z2, U)
+    torch.testing.assert_close(a[:, :5], b[:, :5], rtol=0, atol=0)
+    assert (a[:, 5:] - b[:, 5:]).abs().max() > 1e-3
+
+
+def test_causal_gradient_matches_autograd_on_each_prefix():
+    Z, U = _causal_data(1)
+    got = cr.causal_grad_compression_rate(Z, U, 0.5)
+    rows = []
+    for t in range(Z.shape[1]):
+        Zt = Z[:, : t + 1].clone().requires_grad_(True)
+        cr.compression_rate(Zt, U, 0.5).sum().backward()
+        rows.append(Zt.grad[:, t])
+    torch.testing.assert_close(got, torch.stack(rows, 1), rtol=0, atol=1e-12)
+
+
+def test_causal_gram_step_is_the_neumann_gradient_step_of_each_prefix():
+    # With the Gram membership and Σ_k U_k U_k^T = I the derived step is exactly a gradient step on
+    # the first-order (Neumann) approximation of R^c(Z_{≤t}), for every t.
+    Z, U = _causal_data(2)
+    neumann = torch.stack(
+        [cr.grad_compression_rate_neumann(Z[:, : t + 1], U, 0.5)[:, t] for t in range(9)], 1
+    )
+    got = cr.causal_mssa_step(Z, U, 0.5, 0.1, membership="gram")
+    torch.testing.assert_close(got, Z - 0.1 * neumann, rtol=0, atol=1e-12)
+
+
+def test_causal_mssa_rejects_unknown_membership():
+    Z, U = _causal_data()
+    with pytest.raises(ValueError, match="membership must be"):
+        cr.causal_mssa(Z, U, membership="linear")
