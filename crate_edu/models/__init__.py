@@ -1,11 +1,13 @@
-"""CRATE, CRATE-α, CRATE-α-CLIPA, CRATE-MAE and a ViT baseline, their blocks, and a timm-style
-registry.
+"""CRATE, CRATE-α, CRATE-α-CLIPA, CRATE-MAE, CRATE-LM, a ViT and a GPT baseline, their blocks,
+and a timm-style registry.
 
 One file per model, read top to bottom next to its paper: ``crate.py`` (patch embedding, MSSA,
 ISTA, the layer, CRATE), ``crate_alpha.py``, ``crate_alpha_clipa.py`` (the image–text model),
-``crate_mae.py``, ``vit.py``. ``base.py`` holds the shell they share (checks, the classifier
-interface, the layer stack); ``fast.py`` the fast path (attention kernels, folded ISTA, the pruned
-last layer); ``registry.py`` the presets.
+``crate_mae.py``, ``vit.py``, and for language ``crate_lm.py`` (the causal CRATE language model)
+and ``gpt.py`` (its GPT baseline). ``base.py`` holds the shell they share (checks, the classifier
+interface, the layer stack), ``language.py`` the language models' (token checks, generation);
+``fast.py`` the fast path (attention kernels, folded ISTA, the pruned last layer); ``registry.py``
+the presets.
 """
 
 from crate_edu.models import fast
@@ -30,6 +32,14 @@ from crate_edu.models.crate_alpha import (
     SparseCodes,
 )
 from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA, CRATEAlphaCLIPAConfig
+from crate_edu.models.crate_lm import (
+    ISTA_KINDS,
+    CausalMSSA,
+    CRATELanguageModel,
+    CRATELMBlock,
+    CRATELMConfig,
+    TiedOvercompleteISTA,
+)
 from crate_edu.models.crate_mae import (
     CRATEMAE,
     CRATEDecoderLayer,
@@ -41,7 +51,10 @@ from crate_edu.models.crate_mae import (
     unpatchify,
 )
 from crate_edu.models.fast import ATTENTION_KERNELS, set_attention_kernel, shared_qkv_attention
+from crate_edu.models.gpt import GPT, GPTMLP, CausalSelfAttention, GPTBlock, GPTConfig
+from crate_edu.models.language import LanguageModel, LMConfig, LMLayerTrace, check_tokens
 from crate_edu.models.registry import (
+    TASKS,
     ModelSpec,
     create_model,
     list_models,
@@ -66,6 +79,12 @@ __all__ = [
     "ViTConfig",
     "ClassifierConfig",
     "ImageClassifier",
+    "CRATELanguageModel",
+    "CRATELMConfig",
+    "GPT",
+    "GPTConfig",
+    "LanguageModel",
+    "LMConfig",
     # blocks and layers
     "PatchEmbedding",
     "MSSA",
@@ -80,6 +99,15 @@ __all__ = [
     "Attention",
     "FeedForward",
     "ViTLayer",
+    "CausalMSSA",
+    "TiedOvercompleteISTA",
+    "CRATELMBlock",
+    "ISTA_KINDS",
+    "CausalSelfAttention",
+    "GPTMLP",
+    "GPTBlock",
+    "LMLayerTrace",
+    "check_tokens",
     "Block",
     "PreNorm",
     "Transformer",
@@ -98,6 +126,7 @@ __all__ = [
     "set_attention_kernel",
     "shared_qkv_attention",
     # the registry
+    "TASKS",
     "ModelSpec",
     "create_model",
     "list_models",

@@ -16,16 +16,22 @@ What it does:
 - MSSA's attention (:func:`subspace_attention`): on CPU a kernel that writes out the backward
   pass of queries = keys = values (:func:`shared_qkv_attention`), elsewhere PyTorch's
   ``scaled_dot_product_attention``; the choice is the block's ``kernel``
-  (:data:`ATTENTION_KERNELS`, :func:`set_attention_kernel`);
+  (:data:`ATTENTION_KERNELS`, :func:`set_attention_kernel`); ``causal=True`` gives the language
+  models' masked attention (each token attends to itself and the tokens before it), with the same
+  written-out backward, or ``is_causal=True`` in ``scaled_dot_product_attention``;
 - ISTA's step (:func:`ista_step`): folded into one matmul with a hand-written gradient for the
   folded matrix (:func:`ista_folded`), or two matmuls for small batches (:func:`ista_two_matmuls`);
 - CRATE-α's overcomplete sparse coding block (:func:`overcomplete_ista`): its four matmuls with
   the scaling and shifts folded into them and a written-out backward (:class:`_OvercompleteISTA`);
+- CRATE-LM's sparse coding block (:func:`tied_overcomplete_ista`): the same block with the decoder
+  tied to the dictionary, four matmuls where the official code spends five (it computes D^T x
+  twice);
 - a classifier's last layer (:func:`forward_cls_logits`): only the [CLS] row, the one row the head
   reads.
 
-What each part gains is measured in ``benchmarks/train_step.py`` and, for CRATE-α,
-``benchmarks/crate_alpha_step.py`` (results and discussion in ``benchmarks/README.md``).
+What each part gains is measured in ``benchmarks/train_step.py``, for CRATE-α in
+``benchmarks/crate_alpha_step.py`` and for the language models in ``benchmarks/lm_step.py``
+(results and discussion in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ __all__ = [
     "folded_ista_matrix",
     "overcomplete_ista",
     "overcomplete_ista_matmuls",
+    "tied_overcomplete_ista",
     "prunes_last_layer",
     "forward_cls_logits",
 ]
@@ -69,18 +76,23 @@ def check_kernel(kernel: str, dropout: float = 0.0) -> None:
         )
 
 
-def subspace_attention(w: Tensor, scale: float, kernel: str = "auto", dropout: float = 0.0) -> Tensor:
+def subspace_attention(
+    w: Tensor, scale: float, kernel: str = "auto", dropout: float = 0.0, causal: bool = False
+) -> Tensor:
     """softmax(scale · w w^T) w per (batch, head), for w of shape (B, h, N, p): MSSA's fast path.
 
     ``kernel`` is ``'shared_qkv'`` (:func:`shared_qkv_attention`, fastest on CPU), ``'sdpa'``
     (``scaled_dot_product_attention``: flash / memory-efficient kernels on GPU) or ``'auto'``:
     ``'shared_qkv'`` for eager float32/64 CPU work without attention dropout or autocast,
     ``'sdpa'`` everywhere else (GPU, autocast, ``torch.compile``, dropout). ``dropout`` is the
-    attention dropout probability (0 in evaluation).
+    attention dropout probability (0 in evaluation). ``causal=True`` masks the scores of later
+    tokens (token i attends to tokens 0..i): the language models' attention.
     """
     if _resolve_kernel(kernel, w, dropout) == "shared_qkv":
+        if causal:
+            return shared_qkv_attention(w, scale, causal=True)  # (B, h, N, p)
         return shared_qkv_attention(w, scale)  # (B, h, N, p)
-    return F.scaled_dot_product_attention(w, w, w, dropout_p=dropout, scale=scale)  # (B, h, N, p)
+    return F.scaled_dot_product_attention(w, w, w, dropout_p=dropout, scale=scale, is_causal=causal)
 
 
 def _resolve_kernel(kernel: str, w: Tensor, dropout: float) -> str:
@@ -98,19 +110,20 @@ def _resolve_kernel(kernel: str, w: Tensor, dropout: float) -> str:
     return "sdpa"
 
 
-def shared_qkv_attention(w: Tensor, scale: float) -> Tensor:
+def shared_qkv_attention(w: Tensor, scale: float, causal: bool = False) -> Tensor:
     """softmax(scale · w w^T) w for w of shape (B, h, N, p), with the backward of q = k = v.
 
-    Equal to ``scaled_dot_product_attention(w, w, w, scale=scale)`` and to the reference
-    ``softmax(w @ w.transpose(-1, -2) * scale) @ w`` within float rounding, gradients included
-    (``tests/unit/models/test_fast.py``); see :class:`_SharedQKVAttention` for the derivation. Not
-    twice differentiable.
+    Equal to ``scaled_dot_product_attention(w, w, w, scale=scale, is_causal=causal)`` and to the
+    reference ``softmax(w @ w.transpose(-1, -2) * scale) @ w`` (with the scores of later tokens set
+    to −∞ when ``causal``) within float rounding, gradients included
+    (``tests/unit/models/test_fast.py``, ``tests/unit/models/test_crate_lm.py``); see
+    :class:`_SharedQKVAttention` for the derivation. Not twice differentiable.
     """
     if w.ndim != 4:
         raise ValueError(f"w must have shape (B, heads, N, dim_head), got {tuple(w.shape)}")
     if w.numel() == 0:  # an empty batch (or no tokens): nothing to attend over, an empty output
         return w * scale  # (B, h, N, p), keeps autograd's graph so that backward gives zero-size grads
-    return _SharedQKVAttention.apply(w, scale)
+    return _SharedQKVAttention.apply(w, scale, causal)
 
 
 class _SharedQKVAttention(torch.autograd.Function):
@@ -129,6 +142,10 @@ class _SharedQKVAttention(torch.autograd.Function):
     the reference arithmetic (explicit softmax), and the N × N probabilities are kept for the
     backward pass, as on the reference path.
 
+    Causal attention (``causal=True``, the language models) sets the scores of later tokens to −∞
+    before the softmax, so P is zero above the diagonal. The backward pass needs no change: dS =
+    P ∘ (…) is zero wherever P is, so the masked entries pass no gradient.
+
     The N × N work goes in blocks of heads whose score matrices fill about
     :data:`_BLOCK_BYTES` (:func:`_blocks`), so that each block's scores, softmax, gradient and its
     transpose stay in the core's cache between one operation and the next instead of making a
@@ -139,7 +156,7 @@ class _SharedQKVAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, w: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, w: Tensor, scale: float, causal: bool = False) -> Tensor:  # type: ignore[override]
         B, h, N, p = w.shape
         flat, blocks = _blocks(B, h, N, w.element_size())
         w4 = w.reshape(1, B * h, N, p) if flat else w  # flat: a copy when w is a head-split view
@@ -147,10 +164,13 @@ class _SharedQKVAttention(torch.autograd.Function):
         size = max(hs.stop - hs.start for _, hs in blocks)
         probs = w.new_empty(*w4.shape[:2], N, N) if keep else w.new_empty(1, size, N, N)
         out = w.new_empty(w4.shape)
+        later = torch.ones(N, N, dtype=torch.bool, device=w.device).triu_(1) if causal else None
         for b, hs in blocks:
             P = probs[b, hs] if keep else probs[0, : hs.stop - hs.start]  # (k, N, N)
             wc = w4[b, hs]  # (k, N, p)
             torch.bmm(wc, wc.transpose(1, 2), out=P).mul_(scale)  # S = s w w^T
+            if later is not None:
+                P.masked_fill_(later, float("-inf"))  # token i sees tokens 0..i only
             torch.softmax(P, dim=-1, out=P)  # in place: S is not needed again
             torch.bmm(P, wc, out=out[b, hs])  # O = P w
         if keep:
@@ -160,7 +180,7 @@ class _SharedQKVAttention(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         w4, probs = ctx.saved_tensors
         B, h, N, p = grad_out.shape
         g4 = grad_out.reshape(1, B * h, N, p) if ctx.flat else grad_out
@@ -175,7 +195,7 @@ class _SharedQKVAttention(torch.autograd.Function):
             torch._softmax_backward_data(dS, P, -1, P.dtype, grad_input=dS)  # dS, in place
             torch.add(dS, dS.transpose(1, 2), out=dS_sym)  # w as the queries and the keys
             torch.baddbmm(gw, dS_sym, wc, alpha=ctx.scale, out=gw)  # out=: FlopCounterMode counts it
-        return grad_w.view(B, h, N, p), None
+        return grad_w.view(B, h, N, p), None, None
 
 
 #: Bytes of N × N score matrices that one block of :class:`_SharedQKVAttention` works on at once:
@@ -390,6 +410,27 @@ class _OvercompleteISTA(torch.autograd.Function):
         if need_x:
             grad_x = torch.addmm(dy, g, D.t(), alpha=eta).view(ctx.shape)  # dy + η G1 D^T  (..., d)
         return grad_x, grad_D, grad_D1, None, None
+
+
+# ------------------------------------------------------------------- CRATE-LM's sparse coding block
+def tied_overcomplete_ista(x: Tensor, W: Tensor, eta: float, lambd: float) -> tuple[Tensor, Tensor]:
+    """CRATE-LM's sparse coding block, its fast path: the codes z1 and their decoding z1 W.
+
+    ``W`` (m, d) is the official ``ista.weight`` (m = 4d), the dictionary in row form: D = W^T
+    (d, m). For tokens x (..., d) as rows the official block computes::
+
+        z0  = ReLU(η x W^T − ηλ)                          # x W^T: matmul 1           (..., m)
+        z1  = ReLU(z0 + η (x W^T − (z0 W) W^T) − ηλ)      # x W^T again, z0 W, · W^T: 2, 3, 4
+        out = z1 W                                        # decode: matmul 5          (..., d)
+
+    five matmuls, D^T x among them twice. Since x W^T − (z0 W) W^T = (x − z0 W) W^T, the second
+    step needs no D^T x of its own: four matmuls (x W^T, z0 W, (x − z0 W) W^T, z1 W), exact in
+    exact arithmetic. That is CRATE-α's block with its decoder tied to its dictionary, so this is
+    :func:`overcomplete_ista` with D = D1 = W^T, and its folded shifts and written-out backward
+    come with it. Returns ``(z1, out)``.
+    """
+    D = W.t()  # the dictionary, (d, m)
+    return overcomplete_ista(x, D, D, eta, lambd)
 
 
 # ------------------------------------------------------------------------- the last layer, pruned

@@ -4,7 +4,9 @@ Every preset is a family class plus a frozen config; ``create_model`` applies ov
 ``dataclasses.replace`` so a bad value is caught by the config's own checks. The official presets
 (``crate_*``, ``crate_alpha_*``, ``crate_alpha_clipa_*``, ``crate_mae_*``) match the published
 configurations exactly (docs/design.md); the ``*_cifar`` presets are for 32×32 images (patch 4;
-override ``patch_size=2`` for finer tokens).
+override ``patch_size=2`` for finer tokens). The language models (``crate_lm_*``, ``gpt_lm_*``)
+read token ids instead of images; ``ModelSpec.task`` says what each preset does
+(:data:`TASKS`), and ``list_models(task="classification")`` lists the image classifiers only.
 """
 
 from __future__ import annotations
@@ -19,37 +21,67 @@ from crate_edu.models.base import check_renamed
 from crate_edu.models.crate import CRATE, CRATEConfig
 from crate_edu.models.crate_alpha import CRATEAlpha, CRATEAlphaConfig
 from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA, CRATEAlphaCLIPAConfig
+from crate_edu.models.crate_lm import CRATELanguageModel, CRATELMConfig
 from crate_edu.models.crate_mae import CRATEMAE, CRATEMAEConfig
+from crate_edu.models.gpt import GPT, GPTConfig
 from crate_edu.models.vit import ViT, ViTConfig
 
-__all__ = ["ModelSpec", "create_model", "list_models", "model_config", "model_spec", "register_model"]
+__all__ = [
+    "TASKS",
+    "ModelSpec",
+    "create_model",
+    "list_models",
+    "model_config",
+    "model_spec",
+    "register_model",
+]
+
+#: What a preset does (``ModelSpec.task``): ``classification`` (images -> class logits: CRATE,
+#: CRATE-α, ViT), ``masked-autoencoding`` (CRATE-MAE), ``image-text`` (CRATE-α-CLIPA) or
+#: ``language`` (token ids -> next-token logits: CRATE-LM and its GPT baseline).
+TASKS: tuple[str, ...] = ("classification", "masked-autoencoding", "image-text", "language")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered preset: the model class, its config and where the configuration comes from."""
+    """A registered preset: the model class, its config and where the configuration comes from.
+
+    ``task`` is one of :data:`TASKS`: what the model reads and what it is trained for, so that a
+    trainer can tell an image classifier from a language model.
+    """
 
     name: str
     cls: type[nn.Module]
     config: object
     description: str
     official: str | None = None  # the official constructor this preset reproduces, if any
+    task: str = "classification"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, cls: type[nn.Module], config: object, description: str, official: str | None = None
+    name: str,
+    cls: type[nn.Module],
+    config: object,
+    description: str,
+    official: str | None = None,
+    task: str = "classification",
 ):
     if name in _REGISTRY:
         raise ValueError(f"model name {name!r} is already registered")
-    _REGISTRY[name] = ModelSpec(name, cls, config, description, official)
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    _REGISTRY[name] = ModelSpec(name, cls, config, description, official, task)
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Registered names, sorted; ``pattern`` is a shell-style filter such as ``'crate_mae_*'``."""
-    names = sorted(_REGISTRY)
+def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
+    """Registered names, sorted; ``pattern`` is a shell-style filter such as ``'crate_mae_*'``,
+    ``task`` keeps the presets of one task (:data:`TASKS`), e.g. ``task="language"``."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    names = sorted(n for n in _REGISTRY if task is None or _REGISTRY[n].task == task)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
@@ -110,6 +142,7 @@ for size, (dim, depth, heads) in _CRATE.items():
         ),
         f"CRATE-MAE-{size[0].upper()}/16 masked autoencoder, 224 px (official config)",
         official=f"model/crate_ae/crate_ae.py:mae_crate_{size}",
+        task="masked-autoencoding",
     )
 
 register_model(
@@ -148,6 +181,7 @@ for size, (vision, width, depth, heads) in _CLIPA.items():
         ),
         f"CRATE-α-CLIPA-{vision}/14 image–text model, 224 px, context 32 (official config)",
         official=f"torch_inference/model/clipa_model.py:get_crate_clipa (vision '{vision}', text 'H')",
+        task="image-text",
     )
 # The offline CLIPA demonstration (crate_edu.train.clip): a CPU-sized CRATE-α image tower for the
 # 32-px captioned digits (3 layers, so that the trained weights stay under 2 MB) and a small text
@@ -173,6 +207,7 @@ register_model(
     ),
     "CRATE-α-CLIPA for the 32×32 captioned digits: image tower 96 wide, 3 layers, patch 4; text "
     "tower 64 wide, 2 layers, context 16, 52-word vocabulary",
+    task="image-text",
 )
 register_model(
     "vit_tiny", ViT, ViTConfig(dim=192, depth=12, heads=3), "ViT-T/16 baseline, 224 px (DeiT-T widths)"
@@ -216,4 +251,44 @@ register_model(
     CRATEMAE,
     CRATEMAEConfig(image_size=32, patch_size=4, dim=128, depth=6, heads=4, decoder_depth=6, decoder_heads=4),
     "CRATE-MAE (128 wide, 6 + 6 layers, 4 heads) for 32×32 images, patch 4",
+    task="masked-autoencoding",
+)
+
+# Language models (crate_edu.models.crate_lm, crate_edu.models.gpt). The 12-layer presets are the
+# published CRATE-LM and its GPT baseline (docs/notes/crate_lm_official_code.md): GPT-2's BPE
+# vocabulary padded to 50304, context 1024, d = 768, 12 heads; the GPT without biases, as the
+# official train.py builds it. The character presets are CPU-sized, for
+# crate_edu.text.CharTokenizer's 98 ids (printable ASCII, newline, tab, unknown; override
+# vocab_size for another tokenizer).
+_LM_12L = dict(vocab_size=50304, block_size=1024, dim=768, depth=12, heads=12)
+_LM_CHAR = dict(vocab_size=98, block_size=128, dim=128, depth=4, heads=4)
+register_model(
+    "crate_lm_12l",
+    CRATELanguageModel,
+    CRATELMConfig(**_LM_12L),
+    "CRATE-LM, 12 layers, 768 wide, context 1024, GPT-2 vocabulary (official config)",
+    official="crate_overcomplete.py:CRATE (train.py's 12/12/768)",
+    task="language",
+)
+register_model(
+    "gpt_lm_12l",
+    GPT,
+    GPTConfig(**_LM_12L, bias=False),
+    "GPT baseline of CRATE-LM (ReLU MLP), 12 layers, 768 wide, context 1024, GPT-2 vocabulary",
+    official="gpt.py:GPT (train.py's 12/12/768, bias=False)",
+    task="language",
+)
+register_model(
+    "crate_lm_char",
+    CRATELanguageModel,
+    CRATELMConfig(**_LM_CHAR),
+    "CRATE-LM for characters on a CPU: 4 layers, 128 wide, 4 heads, context 128, 98 ids",
+    task="language",
+)
+register_model(
+    "gpt_lm_char",
+    GPT,
+    GPTConfig(**_LM_CHAR, bias=False),
+    "GPT baseline for characters on a CPU: 4 layers, 128 wide, 4 heads, context 128, 98 ids",
+    task="language",
 )
