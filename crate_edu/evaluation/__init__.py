@@ -6,7 +6,10 @@
 - ``throughput``: measured images per second of training or inference;
 - ``probe``: linear probes of frozen features, layer by layer;
 - ``segmentation``: attention maps, mass-threshold masks, IoU scores, PCA and normalised-cut maps;
-- ``layerwise``: compression and sparsity at every layer (the CRATE paper's layer-wise figure);
+- ``layerwise``: compression and sparsity at every layer (the CRATE paper's layer-wise figure),
+  for image models and for the language models;
+- ``neurons``: a language model's sparse codes read as neurons: activations, sparsity, top
+  contexts and an offline interpretability score;
 - ``reconstruction``: CRATE-MAE masks, masked-patch loss and reconstruction panels;
 - ``zero_shot``: CLIP-style zero-shot classification (class embeddings from prompt templates).
 
@@ -18,6 +21,7 @@ from crate_edu.evaluation import (
     flops,
     layerwise,
     metrics,
+    neurons,
     parameters,
     probe,
     reconstruction,
@@ -29,6 +33,22 @@ from crate_edu.evaluation.batches import iter_batches
 from crate_edu.evaluation.flops import forward_flops, forward_macs, layer_macs
 from crate_edu.evaluation.layerwise import LayerwiseMeasurements, layerwise_measurements
 from crate_edu.evaluation.metrics import Predictions, accuracy, confusion_matrix, per_class_accuracy, predict
+from crate_edu.evaluation.neurons import (
+    InterpretabilityComparison,
+    LayerSparsity,
+    NeuronActivations,
+    NeuronContext,
+    NeuronScores,
+    TextFeatures,
+    activation_sparsity,
+    collect_activations,
+    compare_interpretability,
+    correlation_ratio,
+    interpretability_scores,
+    summarize_scores,
+    text_features,
+    top_contexts,
+)
 from crate_edu.evaluation.parameters import parameters_by_component, parameters_by_formula
 from crate_edu.evaluation.probe import (
     ProbeResult,
@@ -98,6 +118,7 @@ __all__ = [
     "flops",
     "layerwise",
     "metrics",
+    "neurons",
     "parameters",
     "probe",
     "reconstruction",
@@ -119,6 +140,21 @@ __all__ = [
     "confusion_matrix",
     "per_class_accuracy",
     "predict",
+    # neurons
+    "InterpretabilityComparison",
+    "LayerSparsity",
+    "NeuronActivations",
+    "NeuronContext",
+    "NeuronScores",
+    "TextFeatures",
+    "activation_sparsity",
+    "collect_activations",
+    "compare_interpretability",
+    "correlation_ratio",
+    "interpretability_scores",
+    "summarize_scores",
+    "text_features",
+    "top_contexts",
     # parameters
     "parameters_by_component",
     "parameters_by_formula",
