@@ -14,11 +14,12 @@
   (32 ids, [CLS] first, [SEP] replaced by 0), its vocabulary from a local ``vocab.txt``
   (:func:`read_vocab`) or the Hugging Face hub (:func:`download_vocab`).
 
-``tokenizers`` and ``ftfy`` (``pip install "crate-edu[clip]"``) are imported only when a
-tokenizer that needs them is built, so importing this folder costs nothing.
+``tokenizers`` (``pip install "crate-edu[language]"``, for GPT-2) and ``ftfy`` (``pip install
+"crate-edu[clip]"``, for CLIPA, with ``tokenizers``) are imported only when a tokenizer that needs
+them is built, so importing this folder costs nothing.
 """
 
-from crate_edu.text import bert_wordpiece, characters, corpora
+from crate_edu.text import bert_wordpiece, characters, corpora, gpt2_bpe
 from crate_edu.text.bert_wordpiece import (
     CONTEXT_LENGTH,
     HUB_REPO_ID,
@@ -41,11 +42,19 @@ from crate_edu.text.corpora import (
     load_corpus,
     token_file,
 )
+from crate_edu.text.gpt2_bpe import (
+    END_OF_TEXT,
+    GPT2_VOCAB_SIZE,
+    GPT2Tokenizer,
+    download_gpt2_vocab,
+    read_gpt2_vocab,
+)
 
 __all__ = [
     "bert_wordpiece",
     "characters",
     "corpora",
+    "gpt2_bpe",
     "CONTEXT_LENGTH",
     "HUB_REPO_ID",
     "VOCAB_FILENAME",
@@ -66,4 +75,9 @@ __all__ = [
     "list_corpora",
     "load_corpus",
     "token_file",
+    "END_OF_TEXT",
+    "GPT2_VOCAB_SIZE",
+    "GPT2Tokenizer",
+    "download_gpt2_vocab",
+    "read_gpt2_vocab",
 ]

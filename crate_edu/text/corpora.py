@@ -54,6 +54,7 @@ from torch.utils.data import Dataset
 from crate_edu.data.base import DatasetFileError, DatasetUnavailableError, default_data_dir
 from crate_edu.errors import ConfigError
 from crate_edu.text.characters import get_tokenizer
+from crate_edu.text.gpt2_bpe import GPT2_VOCAB_SIZE
 from crate_edu.weights.download import download_verified
 
 __all__ = [
@@ -526,7 +527,7 @@ def build_text_dataset(
                 f"corpus {corpus!r} holds GPT-2 token ids, so it takes tokenizer='gpt2', not {name!r}"
             )
         tokens = token_file(corpus, stem, data_dir)
-        ds = TextWindows(tokens, block_size, stride, tokenizer="gpt2", vocab_size=_GPT2_VOCAB_SIZE)
+        ds = TextWindows(tokens, block_size, stride, tokenizer="gpt2", vocab_size=GPT2_VOCAB_SIZE)
     else:
         tok = (
             get_tokenizer(tokenizer, vocab=vocab, download=download)
@@ -541,7 +542,3 @@ def build_text_dataset(
         ds = TextWindows(part, block_size, stride, tokenizer=tok.name, vocab_size=tok.vocab_size)
     ds.corpus, ds.split = corpus, stem
     return ds
-
-
-#: GPT-2's vocabulary: 50,256 merged byte sequences and <|endoftext|>.
-_GPT2_VOCAB_SIZE = 50257
