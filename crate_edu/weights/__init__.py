@@ -5,7 +5,7 @@
 - ``atomic``: writes that never leave a torn file;
 - ``download``: the one cache folder (``$CRATE_EDU_CACHE``) and the one verified download path;
 - ``structure``: which family a state dict belongs to and how it differs from a model;
-- ``official``: the published CRATE, CRATE-α and CRATE-MAE checkpoints (``load_official``, ...);
+- ``official``: the published CRATE, CRATE-α, CRATE-MAE and CRATE-LM checkpoints (``load_official``, ...);
 - ``tutorial``: training runs exported as weights files, and the small models shipped with the package.
 """
 

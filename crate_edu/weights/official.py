@@ -1,5 +1,5 @@
-"""Official CRATE, CRATE-α and CRATE-MAE checkpoints: where they live, and loading, checking and
-downloading them.
+"""Official CRATE, CRATE-α, CRATE-MAE and CRATE-LM checkpoints: where they live, and loading,
+checking and downloading them.
 
 The models in ``crate_edu.models`` use the official parameter names (docs/design.md), so an
 official state dict loads with ``model.load_state_dict`` unchanged. This module adds what stands
@@ -28,6 +28,12 @@ Example::
     model = crate_edu.load_official("crate_small", "CRATE_small.pth")   # any local copy
     path = crate_edu.download_official("crate_alpha_b16_in1k")          # needs the internet
     model = crate_edu.load_official("crate_alpha_b16_in21k", path21k)   # 19,167-way head
+    lm = crate_edu.load_official("crate_lm_12l_pile", "ckpt-crate-12l-overparam-600000.pt")
+
+The CRATE-LM file is the official train.py's raw checkpoint (model, optimizer, model_args, ...):
+read with ``weights_only=True``, its ``'model'`` entry taken and the ``_orig_mod.`` prefix of
+``torch.compile`` stripped (``crate_edu.weights.reader``); its vocabulary and context sizes are
+read from the embeddings, so a file with GPT-2's unpadded 50257 ids loads as well.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crate_edu.models import create_model, list_models
+from crate_edu.models import create_model, list_models, model_spec
 from crate_edu.weights.download import (
     WeightsUnavailableError,
     default_cache_dir,
@@ -231,6 +237,19 @@ OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
             for size, filename in _IN21K_FILES
         ],
         OfficialWeights(
+            "crate_lm_12l_pile",
+            "crate_lm_12l",
+            "hf",
+            repo_id="JackBAI/CRATE-GPT-12L-Pile-600000steps",
+            filename="ckpt-crate-12l-overparam-600000.pt",
+            metric="next-token prediction on the uncopyrighted Pile, GPT-2 BPE ids (no score published "
+            "with the file)",
+            notes="the official train.py's raw torch.save dict (model, optimizer, model_args, iter_num, "
+            "best_val_loss, config), about 983 MB with the AdamW state; the model's keys likely carry "
+            "torch.compile's '_orig_mod.' prefix, stripped on loading; layout inferred from the official "
+            "code (docs/notes/crate_lm_official_code.md section 7), the file has not been loaded here",
+        ),
+        OfficialWeights(
             "crate_alpha_clipa_l14",
             "crate_alpha_clipa_l14",
             "hf",
@@ -325,7 +344,7 @@ def load_official(
 
     Args:
         name: a model name (``crate_small``, ``crate_alpha_b16``, ``crate_alpha_clipa_l14``,
-            ``crate_mae_base``, ...; see
+            ``crate_mae_base``, ``crate_lm_12l``, ...; see
             ``crate_edu.list_models()``) or an official-weights key (``crate_edu.list_official()``).
         path: the checkpoint file (``.pth``/``.pt``/``.safetensors``; official wrappers and the
             ``module.`` prefix are handled). None downloads the published file for ``name``
@@ -400,7 +419,11 @@ def verify_checkpoint(name: str, path: PathLike) -> dict[str, Any]:
     except CheckpointError as exc:
         report["error"] = str(exc)
         return report
-    overrides = dict(entry.overrides) if entry is not None else infer_overrides(model_name, state_dict)
+    overrides = (
+        _published_overrides(entry, state_dict)
+        if entry is not None
+        else infer_overrides(model_name, state_dict)
+    )
     structure = compare_structure(expected_shapes(model_name, **overrides), state_dict)
     report.update(_structure_fields(structure, state_dict, overrides))
     report["ok"] = structure.ok and report["sha256_ok"] is not False
@@ -530,4 +553,15 @@ def _verify_file(entry: OfficialWeights, path: Path, label: str) -> None:
     if entry.model is None:  # not loadable here: its layout is not ours to check
         return
     state_dict = read_state_dict(path, map_location="cpu")
-    check_structure(entry.model, state_dict, path, dict(entry.overrides), strict=True)
+    check_structure(entry.model, state_dict, path, _published_overrides(entry, state_dict), strict=True)
+
+
+def _published_overrides(entry: OfficialWeights, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The shape a registry key's file must have: the preset with the entry's overrides; for a
+    language model also the vocabulary and context read from the file (the published CRATE-LM's
+    50304 ids are inferred from the official code, not read from the file: GPT-2's unpadded 50257
+    must not be thrown away after a 983 MB download)."""
+    overrides = dict(entry.overrides)
+    if model_spec(entry.model).task == "language":
+        overrides = {**infer_overrides(entry.model, state_dict, **overrides), **overrides}
+    return overrides

@@ -36,6 +36,8 @@ _FAMILY_TITLES = {
     "crate_alpha": "CRATE-α",
     "crate_alpha_clipa": "CRATE-α-CLIPA",
     "crate_mae": "CRATE-MAE",
+    "crate_lm": "CRATE-LM",
+    "gpt_lm": "GPT (CRATE-LM's baseline)",
 }
 
 # Official presets per family, in the order suggestions are tried.
@@ -44,7 +46,13 @@ _FAMILY_PRESETS = {
     "crate_alpha": ("crate_alpha_b16", "crate_alpha_l14"),
     "crate_alpha_clipa": ("crate_alpha_clipa_l14", "crate_alpha_clipa_h14"),
     "crate_mae": ("crate_mae_tiny", "crate_mae_small", "crate_mae_base", "crate_mae_large"),
+    "crate_lm": ("crate_lm_12l", "crate_lm_char"),
+    "gpt_lm": ("gpt_lm_12l", "gpt_lm_char"),
 }
+
+#: The language-model families: their sizes are read from the file (vocabulary and context) or
+#: named in the hint (width, depth).
+_LANGUAGE_FAMILIES = ("crate_lm", "gpt_lm")
 
 
 @dataclass(frozen=True)
@@ -67,9 +75,16 @@ def detect_family(keys: Any) -> str | None:
     ``conv1.weight`` → ``"crate_alpha"`` (the classifier); ``visual.conv1.weight`` with
     ``token_embedding.weight`` → ``"crate_alpha_clipa"`` (the image–text model);
     ``patch_embed.proj.weight`` with ``decoder_pred.*`` → ``"crate_mae"``;
-    ``to_patch_embedding.1.weight`` → ``"crate"``; otherwise None.
+    ``to_patch_embedding.1.weight`` → ``"crate"``; the language models' ``transformer.wte.weight``
+    with ``transformer.h.0.ista.weight`` → ``"crate_lm"`` (CRATE-LM, either ISTA block) or with
+    ``transformer.h.0.mlp.c_fc.weight`` → ``"gpt_lm"`` (its GPT baseline); otherwise None.
     """
     keys = set(keys)
+    if "transformer.wte.weight" in keys:
+        if "transformer.h.0.ista.weight" in keys:
+            return "crate_lm"
+        if "transformer.h.0.mlp.c_fc.weight" in keys:
+            return "gpt_lm"
     if "visual.conv1.weight" in keys and "token_embedding.weight" in keys:
         return "crate_alpha_clipa"
     if "conv1.weight" in keys:
@@ -178,12 +193,15 @@ def infer_overrides(name: str, state_dict: Mapping[str, Any], **base_overrides: 
     """``create_model`` overrides that make ``name`` fit the file: num_classes, patch_size, image_size.
 
     Read from the classifier weight (num_classes), the patch-embedding weight (patch size) and the
-    positional-embedding length N + 1 (image size = sqrt(N) · patch, when N is a square). Only values
-    that differ from the preset (with ``base_overrides``) are returned; nothing is inferred when the
-    file belongs to another family.
+    positional-embedding length N + 1 (image size = sqrt(N) · patch, when N is a square); for a
+    language model, ``vocab_size`` and ``block_size`` from the rows of ``transformer.wte`` and
+    ``transformer.wpe``. Only values that differ from the preset (with ``base_overrides``) are
+    returned; nothing is inferred when the file belongs to another family.
     """
     expected = expected_shapes(name, **base_overrides)
     family = detect_family(expected)
+    if family in _LANGUAGE_FAMILIES and detect_family(state_dict) == family:
+        return _infer_language_sizes(expected, state_dict)
     if family not in _SPECS or detect_family(state_dict) != family:  # (CLIPA: nothing to infer)
         return {}
     spec = _SPECS[family]
@@ -212,6 +230,19 @@ def infer_overrides(name: str, state_dict: Mapping[str, Any], **base_overrides: 
     return out
 
 
+def _infer_language_sizes(
+    expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``vocab_size`` / ``block_size`` of a language-model file where they differ from ``expected``."""
+    out: dict[str, Any] = {}
+    for key, field in (("transformer.wte.weight", "vocab_size"), ("transformer.wpe.weight", "block_size")):
+        v = state_dict.get(key)
+        got = None if v is None else (tuple(v.shape) if hasattr(v, "shape") else tuple(v))
+        if got is not None and len(got) == 2 and got[1] == expected[key][1] and got[0] != expected[key][0]:
+            out[field] = got[0]
+    return out
+
+
 def _fits(name: str, state_dict: Mapping[str, Any]) -> bool:
     try:
         overrides = infer_overrides(name, state_dict)
@@ -236,8 +267,8 @@ def _hint(name: str, model_family: str | None, state_dict: Mapping[str, Any], re
     file_family = detect_family(state_dict)
     if file_family is None:
         return (
-            "the keys do not look like an official CRATE, CRATE-α, CRATE-α-CLIPA or CRATE-MAE state dict "
-            f"(first keys: {', '.join(list(state_dict)[:4])}); check that this is the right file"
+            "the keys do not look like an official CRATE, CRATE-α, CRATE-α-CLIPA, CRATE-MAE or CRATE-LM "
+            f"state dict (first keys: {', '.join(list(state_dict)[:4])}); check that this is the right file"
         )
     title = _FAMILY_TITLES[file_family]
     if file_family != model_family:
@@ -260,6 +291,11 @@ def _hint(name: str, model_family: str | None, state_dict: Mapping[str, Any], re
 
 def _describe_width_depth(state_dict: Mapping[str, Any]) -> str:
     """`` (width dim=64, depth=2)`` read from the file, to help choose overrides; empty if unclear."""
+    wte = state_dict.get("transformer.wte.weight")
+    if wte is not None:  # a language model: width from the embedding, depth from transformer.h.{i}
+        width = (tuple(wte.shape) if hasattr(wte, "shape") else tuple(wte))[-1]
+        layers = {m.group(1) for k in state_dict if (m := re.match(r"transformer\.h\.(\d+)\.", k))}
+        return f" (width dim={width}, depth={len(layers)})"
     cls = state_dict.get("cls_token")
     if cls is None:
         return ""
