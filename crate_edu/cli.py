@@ -100,9 +100,10 @@ _CONFIG_FLAGS = (
     "limit_test",
     "progress",
     "data_on_device",
+    "tokenizer",
 )
 #: ``train`` options that become ``create_model`` overrides.
-_MODEL_FLAGS = ("depth", "dim", "heads", "patch_size", "pool", "dropout")
+_MODEL_FLAGS = ("depth", "dim", "heads", "patch_size", "pool", "dropout", "block_size")
 
 
 def _finite_float(text: str) -> float:
@@ -170,7 +171,10 @@ def _add_run_flags(g: Any) -> None:
 
 
 def _add_data_flags(g: Any) -> None:
-    g.add_argument("--dataset", help="dataset name (crate-edu list datasets)")
+    g.add_argument(
+        "--dataset", help="dataset name (crate-edu list datasets), or a text corpus for a language model"
+    )
+    g.add_argument("--tokenizer", help="language models: char (default), byte or gpt2")
     g.add_argument("--data-dir", help="root folder of the datasets")
     g.add_argument(
         "--download",
@@ -215,7 +219,8 @@ def _add_optimisation_flags(g: Any) -> None:
         "--min-lr", type=_finite_float, help="final lr in absolute terms (replaces --min-lr-ratio)"
     )
     g.add_argument(
-        "--decay-mask", help="weight decay on: all (default) or kernels (Linear/Conv weights only)"
+        "--decay-mask",
+        help="weight decay on: all (default), kernels (Linear/Conv weights only) or matrices (2-D and up)",
     )
     g.add_argument("--smoothing-style", help="label smoothing form: torch (default) or big_vision")
     g.add_argument(
@@ -239,6 +244,7 @@ def _add_model_flags(g: Any) -> None:
     g.add_argument("--patch-size", type=int)
     g.add_argument("--pool", help="cls or mean")
     g.add_argument("--dropout", type=_finite_float)
+    g.add_argument("--block-size", type=int, help="language models: context length in tokens")
 
 
 def _add_eval(sub: Any) -> None:
@@ -435,9 +441,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if _is_main_process():
         if result.history:
             f = result.final
+            score = f"test_acc {f['test_acc']:.4f}  test_loss {f['test_loss']:.4f}"
+            if "test_bits" in f:  # a language model: validation loss in bits per token
+                score = f"val_loss {f['test_loss']:.4f} ({f['test_bits']:.3f} bits per {result.config.tokenizer} token)"
             print(
-                f"done: test_acc {f['test_acc']:.4f}  test_loss {f['test_loss']:.4f} after "
-                f"{f['epoch']} epochs ({sum(h['seconds'] for h in result.history):.1f} s of training)"
+                f"done: {score} after {f['epoch']} epochs "
+                f"({sum(h['seconds'] for h in result.history):.1f} s of training)"
             )
         print(f"run folder: {result.out_dir}")
         print(f"  metrics:    {result.out_dir / 'metrics.jsonl'}")

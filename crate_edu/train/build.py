@@ -20,7 +20,7 @@ from crate_edu.data.loader import DeviceImageLoader, EpochSampler, device_source
 from crate_edu.device import cpu_only, distributed_state, resolve_precision
 from crate_edu.errors import ConfigError, one_line
 from crate_edu.train.checkpoint import CHECKPOINT_NAME, is_checkpoint, read_checkpoint
-from crate_edu.train.config import TrainConfig, image_size_of, model_kwargs
+from crate_edu.train.config import TrainConfig, image_size_of, is_language_model, model_kwargs
 
 __all__ = [
     "build_datasets",
@@ -48,13 +48,16 @@ def limit_dataset(ds: Dataset, n: int | None) -> Dataset:
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
-    """The train and test splits of ``cfg.dataset`` at the run's image size and augmentation.
+    """The train and test splits of ``cfg.dataset`` at the run's image size and augmentation (for a
+    language model: the corpus's train and validation windows).
 
     Raises:
         crate_edu.data.DatasetUnavailableError: the files are missing (one-line message).
     """
     from crate_edu.data import build_dataset
 
+    if is_language_model(cfg):
+        return _text_datasets(cfg)
     common = dict(
         data_dir=cfg.data_dir,
         image_size=image_size_of(cfg),
@@ -64,6 +67,19 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     )
     train_set = build_dataset(cfg.dataset, "train", augment=cfg.augment, **common)
     test_set = build_dataset(cfg.dataset, "test", augment=cfg.augment, **common)
+    return limit_dataset(train_set, cfg.limit_train), limit_dataset(test_set, cfg.limit_test)
+
+
+def _text_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
+    """A language model's train and validation windows: the corpus in the run's tokenizer, cut
+    into windows as long as the model's context (:func:`crate_edu.text.build_text_dataset`)."""
+    from crate_edu.models import model_config
+    from crate_edu.text import build_text_dataset
+
+    context = model_config(cfg.model, **model_kwargs(cfg)).block_size
+    common = dict(tokenizer=cfg.tokenizer, block_size=context, data_dir=cfg.data_dir, download=cfg.download)
+    train_set = build_text_dataset(cfg.dataset, "train", **common)
+    test_set = build_text_dataset(cfg.dataset, "val", **common)
     return limit_dataset(train_set, cfg.limit_train), limit_dataset(test_set, cfg.limit_test)
 
 

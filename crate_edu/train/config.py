@@ -29,9 +29,13 @@ __all__ = [
     "choice_error",
     "classifier_models",
     "finite_number",
+    "TOKENIZERS",
     "image_size_of",
+    "is_language_model",
+    "language_models",
     "min_lr_ratio_of",
     "model_kwargs",
+    "tokenizer_vocab_size",
 ]
 
 #: Optimisers by name: ``lion`` (lion-pytorch, the official ImageNet recipe), ``adamw`` (the official
@@ -45,13 +49,19 @@ NORMALIZATIONS: tuple[str, ...] = ("dataset", "imagenet")
 DATA_ON_DEVICE: tuple[str, ...] = ("auto", "yes", "no")
 #: Which parameters weight decay applies to: ``all`` (the official CRATE scripts), or ``kernels``:
 #: only the weight matrices of Linear and Conv layers (big_vision's default mask ``.*/kernel$``,
-#: used by the official CRATE-α recipes), not the ISTA dictionaries, tokens, LayerNorms or biases.
-DECAY_MASKS: tuple[str, ...] = ("all", "kernels")
+#: used by the official CRATE-α recipes), not the ISTA dictionaries, tokens, LayerNorms or biases;
+#: or ``matrices``: every parameter of two or more dimensions, embeddings and dictionaries included,
+#: not biases or LayerNorms (nanoGPT's grouping, used by the official CRATE-LM).
+DECAY_MASKS: tuple[str, ...] = ("all", "kernels", "matrices")
 #: Forms of label smoothing ε over K classes: ``torch`` (the true class 1 − ε + ε/K, every other
 #: ε/K: ``F.cross_entropy(label_smoothing=ε)``) or ``big_vision`` (the true class 1 − ε, every
 #: other ε/K, so the targets add up to 1 − ε/K: the official CRATE-α fine-tuning's one-hot
 #: ``on=0.9, off=0.1/1000``).
 SMOOTHING_STYLES: tuple[str, ...] = ("torch", "big_vision")
+#: Tokenizers of a language-model run (:func:`crate_edu.text.get_tokenizer`): ``char`` (a fixed
+#: vocabulary of printable ASCII characters), ``byte`` (UTF-8 bytes) and ``gpt2`` (GPT-2's byte-level
+#: BPE, the published CRATE-LM's; the optional extra ``language``).
+TOKENIZERS: tuple[str, ...] = ("char", "byte", "gpt2")
 #: Fields that may differ when a run is resumed (they do not change the computation, except
 #: ``epochs``, which stretches the schedule and is allowed with a warning).
 RESUMABLE_OVERRIDES: tuple[str, ...] = (
@@ -78,8 +88,9 @@ class TrainConfig:
     """Everything that defines a training run. Recipes (:mod:`crate_edu.train.recipes`) fill it in.
 
     Attributes:
-        model: a classifier name of ``crate_edu.list_models()``.
-        dataset: a name of ``crate_edu.data.list_datasets()``.
+        model: a classifier or language-model name of ``crate_edu.list_models()``.
+        dataset: a name of ``crate_edu.data.list_datasets()``, or for a language model a corpus of
+            ``crate_edu.text.list_corpora()``.
         epochs: number of passes over the train split (the schedule spans all of them).
         batch_size: GLOBAL batch size, summed over all processes (as in the official ``main.py``);
             with N processes each one sees ``batch_size / N`` images a step.
@@ -138,6 +149,8 @@ class TrainConfig:
             quick experiments; the subset does not depend on ``seed``).
         recipe: name of the recipe the defaults came from (informational).
         progress: show a progress bar (None: only when stderr is a terminal).
+        tokenizer: one of :data:`TOKENIZERS`: how a language model's corpus becomes token ids (the
+            model's vocabulary is set to the tokenizer's). Ignored by classifiers.
         data_on_device: one of :data:`DATA_ON_DEVICE`. With the data on the device, the uint8 images
             of an in-memory dataset (CIFAR, digits, cluttered-digits; policies ``none``, ``cifar``,
             ``shift`` at the stored size) are copied to the training device once and every batch is
@@ -189,6 +202,7 @@ class TrainConfig:
     recipe: str | None = None
     progress: bool | None = None
     data_on_device: str = "auto"
+    tokenizer: str = "char"
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-friendly plain values."""
@@ -229,11 +243,24 @@ def finite_number(name: str, value: Any, hint: str = "") -> None:
 
 
 def classifier_models() -> list[str]:
-    """Model names the trainer accepts: every registered classifier (the MAE models and the
-    CRATE-α-CLIPA image–text models are excluded)."""
+    """The image classifiers the trainer accepts (the MAE models, the CRATE-α-CLIPA image–text
+    models and the language models are excluded)."""
     from crate_edu.models import list_models
 
-    return [m for m in list_models() if "_mae" not in m and "_clipa" not in m]
+    language = set(language_models())
+    return [m for m in list_models() if "_mae" not in m and "_clipa" not in m and m not in language]
+
+
+def language_models() -> list[str]:
+    """The causal language models the trainer accepts (next-token prediction on a text corpus)."""
+    from crate_edu.models import list_models, model_spec
+
+    return [m for m in list_models() if model_spec(m).task == "language"]
+
+
+def is_language_model(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` trains a language model (on a text corpus) rather than a classifier."""
+    return cfg.model in language_models()
 
 
 def check_config(cfg: TrainConfig) -> TrainConfig:
@@ -258,21 +285,12 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
 
 def _check_names(cfg: TrainConfig) -> None:
     """Model, dataset, optimiser, precision, augmentation, normalisation, data placement, compiler."""
-    from crate_edu.data import POLICIES, list_datasets
-    from crate_edu.models import list_models
+    from crate_edu.data import POLICIES
 
-    models = classifier_models()
-    if cfg.model not in models:
-        if cfg.model in list_models():
-            raise ConfigError(
-                f"model {cfg.model!r} is "
-                + ("an image–text model" if "_clipa" in cfg.model else "a masked autoencoder")
-                + "; the trainer trains classifiers for now. "
-                f"Choose one of: {', '.join(models)}"
-            )
-        raise choice_error(cfg.model, models, "model")
-    if cfg.dataset not in list_datasets():
-        raise choice_error(cfg.dataset, list_datasets(), "dataset")
+    if cfg.model in language_models():
+        _check_language_names(cfg)
+    else:
+        _check_classifier_names(cfg)
     if cfg.optimizer not in OPTIMIZERS:
         raise choice_error(cfg.optimizer, OPTIMIZERS, "optimizer")
     if cfg.precision not in PRECISIONS:
@@ -291,6 +309,63 @@ def _check_names(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"compile must name a torch.compile backend such as 'inductor', got {cfg.compile!r}"
         )
+
+
+def _check_classifier_names(cfg: TrainConfig) -> None:
+    """An image classifier on an image dataset."""
+    from crate_edu.data import list_datasets
+    from crate_edu.models import list_models
+
+    models = classifier_models() + language_models()
+    if cfg.model not in models:
+        if cfg.model in list_models():
+            raise ConfigError(
+                f"model {cfg.model!r} is "
+                + ("an image–text model" if "_clipa" in cfg.model else "a masked autoencoder")
+                + "; the trainer trains classifiers and language models. "
+                f"Choose one of: {', '.join(models)}"
+            )
+        raise choice_error(cfg.model, models, "model")
+    if cfg.dataset not in list_datasets():
+        raise choice_error(cfg.dataset, list_datasets(), "dataset")
+
+
+#: Fields of a classification run that mean nothing to a language model, with their defaults.
+_IMAGE_ONLY = {
+    "image_size": None,
+    "augment": None,
+    "normalize": None,
+    "mixup_alpha": 0.0,
+    "cutmix_alpha": 0.0,
+    "randaugment_magnitude": None,
+    "resample_pretrained": False,
+    "pretrained": None,
+}
+
+
+def _check_language_names(cfg: TrainConfig) -> None:
+    """A language model on a text corpus, with a known tokenizer and no image options."""
+    from crate_edu.text import list_corpora
+
+    if cfg.dataset not in list_corpora():
+        raise ConfigError(
+            f"{cfg.model} is a language model and trains on a text corpus, not {cfg.dataset!r}; "
+            f"choose --dataset from: {', '.join(list_corpora())}"
+        )
+    if cfg.tokenizer not in TOKENIZERS:
+        raise choice_error(cfg.tokenizer, TOKENIZERS, "tokenizer")
+    vocab, needed = cfg.model_overrides.get("vocab_size"), tokenizer_vocab_size(cfg.tokenizer)
+    if vocab is not None and (not isinstance(vocab, int) or vocab < needed):
+        raise ConfigError(
+            f"vocab_size {vocab!r} is smaller than the {cfg.tokenizer} tokenizer's {needed} ids; "
+            "leave it out (the model takes the tokenizer's) or make it larger"
+        )
+    for name, default in _IMAGE_ONLY.items():
+        if getattr(cfg, name) != default:
+            raise ConfigError(
+                f"{name.replace('_', '-')} is an image option and {cfg.model} is a language model; "
+                "leave it out"
+            )
 
 
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -367,10 +442,13 @@ def _check_numbers(cfg: TrainConfig) -> None:
         raise ConfigError(f"seed must be an integer from 0 to 2**32 - 1 (NumPy's range), got {cfg.seed!r}")
 
 
-def image_size_of(cfg: TrainConfig) -> int:
-    """The image side the run uses: ``cfg.image_size``, else the dataset's default size."""
+def image_size_of(cfg: TrainConfig) -> int | None:
+    """The image side the run uses: ``cfg.image_size``, else the dataset's default size (None for a
+    language model)."""
     from crate_edu.data import dataset_info
 
+    if is_language_model(cfg):
+        return None
     return int(cfg.image_size) if cfg.image_size is not None else dataset_info(cfg.dataset).image_size
 
 
@@ -380,8 +458,19 @@ def min_lr_ratio_of(cfg: TrainConfig) -> float:
     return cfg.min_lr / cfg.lr if cfg.min_lr is not None else cfg.min_lr_ratio
 
 
+def tokenizer_vocab_size(name: str) -> int:
+    """The number of token ids of the tokenizer ``name`` (no vocabulary file is read)."""
+    from crate_edu.text import GPT2_VOCAB_SIZE, ByteTokenizer, CharTokenizer
+
+    sizes = {"char": CharTokenizer.vocab_size, "byte": ByteTokenizer.vocab_size, "gpt2": GPT2_VOCAB_SIZE}
+    if name not in sizes:
+        raise choice_error(name, TOKENIZERS, "tokenizer")
+    return sizes[name]
+
+
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """``create_model`` keyword arguments of a run: its overrides, image size and number of classes.
+    """``create_model`` keyword arguments of a run: its overrides, image size and number of classes
+    (for a language model: its overrides and the tokenizer's vocabulary size).
 
     The model is always built for the run's image size and the dataset's number of classes, so that
     e.g. ``crate_small`` (224 px) trained on CIFAR-10 gets a 10-way head and a position embedding of
@@ -390,6 +479,9 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     from crate_edu.data import dataset_info
 
     kw: dict[str, Any] = dict(cfg.model_overrides)
+    if is_language_model(cfg):  # the vocabulary is the tokenizer's (or larger: padded, as nanoGPT does)
+        kw.setdefault("vocab_size", tokenizer_vocab_size(cfg.tokenizer))
+        return kw
     kw["image_size"] = image_size_of(cfg)
     kw["num_classes"] = dataset_info(cfg.dataset).num_classes
     return kw

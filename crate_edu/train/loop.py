@@ -73,8 +73,10 @@ from crate_edu.train.config import (
     TrainConfig,
     check_config,
     image_size_of,
+    is_language_model,
     min_lr_ratio_of,
 )
+from crate_edu.train.language import NextToken
 from crate_edu.train.objectives import Classification, EpochStats, Objective, Run
 from crate_edu.train.optim import build_optimizer, lr_schedule, param_groups
 
@@ -293,6 +295,9 @@ class OneDevice:
     def gather(self, tensor: Tensor) -> Tensor:
         return tensor
 
+    def gather_for_metrics(self, tensors: Any) -> Any:
+        return tensors  # one process: no padding to drop
+
     def unwrap_model(self, model: nn.Module, keep_torch_compile: bool = True) -> nn.Module:
         return model
 
@@ -411,12 +416,19 @@ def _seed_generators(
 
 
 def _announce(
-    run: Run, cfg: TrainConfig, mixed_precision: str, n_train: int, n_test: int, on_device: bool
+    run: Run,
+    cfg: TrainConfig,
+    mixed_precision: str,
+    n_train: int,
+    n_test: int,
+    on_device: bool,
+    context: int | None = None,
 ) -> None:
     """The run's first lines on stdout: what trains on what, where; where the data lives."""
     acc = run.accelerator
+    items = f"windows of {context} {cfg.tokenizer} tokens" if context else "images"
     acc.print(
-        f"training {cfg.model} on {cfg.dataset} ({n_train} train / {n_test} test images) "
+        f"training {cfg.model} on {cfg.dataset} ({n_train} train / {n_test} test {items}) "
         f"for {cfg.epochs} epochs of {run.steps_per_epoch} steps on {acc.num_processes} x {acc.device.type}, "
         f"precision {mixed_precision}; run folder {run.out}"
     )
@@ -463,8 +475,9 @@ def set_up(
     out: Path,
     resume: dict[str, Any] | None = None,
 ) -> tuple[Run, Classification]:
-    """Everything before the first step of a classification run: the Accelerator, the optimiser
-    and its schedule, the state of a resumed run, the loaders, the run folder, the generators."""
+    """Everything before the first step of a classification or language-model run: the
+    Accelerator, the optimiser and its schedule, the state of a resumed run, the loaders, the run
+    folder, the generators."""
     accelerator, mixed_precision = make_accelerator(cfg.precision, cfg.grad_accum)
     _check_batches(cfg, accelerator.num_processes, train_set, test_set)
     steps_per_epoch = len(train_set) // cfg.batch_size  # type: ignore[arg-type]  # drops a partial batch
@@ -490,8 +503,10 @@ def set_up(
         start_epoch=start_epoch, history=history,
         show_bar=bool(show_bar) and accelerator.is_local_main_process,
     )  # fmt: skip
-    _announce(run, cfg, mixed_precision, len(train_set), len(test_set), on_device)  # type: ignore[arg-type]
-    return run, Classification(cfg, mixed_precision)
+    context = int(train_set[0][0].shape[0]) if is_language_model(cfg) else None  # tokens per window
+    _announce(run, cfg, mixed_precision, len(train_set), len(test_set), on_device, context)  # type: ignore[arg-type]
+    objective = (NextToken if is_language_model(cfg) else Classification)(cfg, mixed_precision)
+    return run, objective
 
 
 def fit(

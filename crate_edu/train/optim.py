@@ -24,6 +24,7 @@ __all__ = [
     "decayed_parameters",
     "kernel_decay_groups",
     "lr_schedule",
+    "matrix_decay_groups",
     "param_groups",
     "warmup_cosine",
 ]
@@ -80,10 +81,24 @@ def kernel_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str,
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> Any:
     """What :func:`build_optimizer` optimises: every parameter with ``cfg.weight_decay``
-    (``decay_mask='all'``), or :func:`kernel_decay_groups` (``decay_mask='kernels'``)."""
+    (``decay_mask='all'``), :func:`kernel_decay_groups` (``'kernels'``) or
+    :func:`matrix_decay_groups` (``'matrices'``)."""
     if cfg.decay_mask == "all":
         return model.parameters()
+    if cfg.decay_mask == "matrices":
+        return matrix_decay_groups(model, cfg.weight_decay)
     return kernel_decay_groups(model, cfg.weight_decay)
+
+
+def matrix_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two optimiser groups: every trainable parameter with two or more dimensions (weight matrices,
+    embeddings, dictionaries) with ``weight_decay``, the rest (biases, LayerNorms) without: the
+    grouping of nanoGPT's and the official CRATE-LM's ``configure_optimizers``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
+    ]
 
 
 def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:

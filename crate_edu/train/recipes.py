@@ -57,8 +57,8 @@ class Recipe:
         model, dataset, epochs, batch_size, optimizer, lr, weight_decay, warmup_epochs,
         label_smoothing, grad_clip, image_size, augment, normalize, model_overrides, betas, min_lr_ratio,
         threads, min_lr, decay_mask, smoothing_style, mixup_alpha, cutmix_alpha, mix_switch_prob,
-        randaugment_magnitude, resample_pretrained: the :class:`~crate_edu.train.config.TrainConfig`
-        fields this recipe sets.
+        randaugment_magnitude, resample_pretrained, tokenizer: the
+        :class:`~crate_edu.train.config.TrainConfig` fields this recipe sets.
         needs_pretrained: the recipe only makes sense from pretrained weights (``--pretrained``).
         summary: one line for ``crate-edu list recipes`` (default: the doc's first sentence).
     """
@@ -90,6 +90,7 @@ class Recipe:
     mix_switch_prob: float = 0.5
     randaugment_magnitude: float | None = None
     resample_pretrained: bool = False
+    tokenizer: str = "char"
     needs_pretrained: bool = False
     summary: str = ""
 
@@ -396,6 +397,60 @@ _RECIPES: list[Recipe] = [
         mix_switch_prob=0.5,
         resample_pretrained=True,
         needs_pretrained=True,
+    ),
+]
+
+_TEXT_QUICK_DOC = (
+    "A small causal {what} on the Python documentation text that ships with the standard library "
+    "(offline; crate_edu.text corpus python-docs), character by character, on a laptop CPU in "
+    "minutes. {model}: {shape}. Windows of 128 characters, batch 32, AdamW at 2e-3 with betas "
+    "(0.9, 0.95) and weight decay 0.1 on the matrices (nanoGPT's and the official CRATE-LM's "
+    "grouping), half an epoch of warm-up, cosine decay to a tenth, clipping 1.0, one CPU thread. "
+    "{pair} Measured by benchmarks/language_quick.py: validation bits per character, time and "
+    "samples over three seeds for both recipes in benchmarks/results/language_quick.json and the "
+    "README's recipe table."
+)
+_TEXT_QUICK = dict(
+    dataset="python-docs",
+    tokenizer="char",
+    epochs=4,
+    batch_size=32,
+    optimizer="adamw",
+    lr=2e-3,
+    betas=(0.9, 0.95),
+    weight_decay=0.1,
+    decay_mask="matrices",
+    warmup_epochs=0.5,
+    min_lr_ratio=0.1,
+    grad_clip=1.0,
+    threads=1,
+)
+
+_RECIPES += [
+    Recipe(
+        name="text-quick",
+        summary="small causal CRATE language model on offline Python documentation text, CPU minutes",
+        doc=_TEXT_QUICK_DOC.format(
+            what="CRATE language model",
+            model="crate_lm_char",
+            shape="4 layers of causal MSSA and CRATE-LM's overcomplete ISTA block (dim 128, 4 heads, "
+            "512 dictionary atoms)",
+            pair="text-quick-gpt trains the GPT baseline of the same widths on the same budget.",
+        ),
+        model="crate_lm_char",
+        **_TEXT_QUICK,
+    ),
+    Recipe(
+        name="text-quick-gpt",
+        summary="the GPT baseline of text-quick: same widths, data and budget",
+        doc=_TEXT_QUICK_DOC.format(
+            what="GPT (the baseline of text-quick)",
+            model="gpt_lm_char",
+            shape="4 layers of causal attention and a ReLU MLP (dim 128, 4 heads, 512 hidden units)",
+            pair="The same data, budget and optimiser as text-quick, for a like-for-like comparison.",
+        ),
+        model="gpt_lm_char",
+        **_TEXT_QUICK,
     ),
 ]
 

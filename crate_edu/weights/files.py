@@ -31,6 +31,7 @@ __all__ = [
     "read_weights_info",
     "read_weights_tensors",
     "save_weights",
+    "tied_names",
 ]
 
 PathLike = str | os.PathLike
@@ -89,7 +90,7 @@ def save_weights(
     if model_name not in list_models():
         raise ValueError(f"unknown model {model_name!r}; choose one of crate_edu.list_models()")
     state = {}
-    for key, value in model.state_dict().items():
+    for key, value in _untied(model.state_dict()).items():
         for prefix in ("_orig_mod.", "module."):
             key = key.removeprefix(prefix)
         state[key] = value.detach().to("cpu").contiguous()
@@ -104,6 +105,28 @@ def save_weights(
     header[CHECKSUM_KEY] = _tensor_checksum(save(state, metadata=header))
     blob = save(state, metadata=header)
     return atomic_write_bytes(Path(path), lambda f: f.write(blob))
+
+
+def _untied(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` without the second and later names of one tensor (tied weights, such as a language
+    model's embedding and output head): safetensors stores each tensor once, and the model ties the
+    names again when it is built."""
+    seen: set[tuple[int, tuple[int, ...], tuple[int, ...]]] = set()
+    out = {}
+    for key, value in state.items():
+        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()))
+        if value.numel() and ident in seen:
+            continue
+        seen.add(ident)
+        out[key] = value
+    return out
+
+
+def tied_names(model: nn.Module) -> set[str]:
+    """The state-dict names of ``model`` that repeat an earlier name's tensor (tied weights), which
+    :func:`save_weights` stores only under the first name."""
+    state = model.state_dict()
+    return set(state) - set(_untied(state))
 
 
 def _split_safetensors(blob: bytes) -> tuple[dict[str, Any], bytes]:

@@ -35,6 +35,7 @@ from crate_edu.weights.files import (
     WeightsInfo,
     read_weights_info,
     read_weights_tensors,
+    tied_names,
 )
 from crate_edu.weights.reader import sha256sum
 
@@ -125,6 +126,7 @@ def load_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tu
     model = rebuild_model(info.model_name, info.overrides, info.path)
     state = read_weights_tensors(info.path, map_location)
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in tied_names(model)]  # tied: stored once, under the first name
     if missing or unexpected:
         raise WeightsFileError(
             f"{info.path}: weights do not fit {info.model_name} {info.overrides}: missing "
