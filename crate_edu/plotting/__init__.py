@@ -4,11 +4,21 @@ Every function here takes arrays or results computed elsewhere in ``crate_edu`` 
 matplotlib figure (or axes) it drew, so a notebook can style or save it and the numbers behind a
 picture are always testable on their own. Submodules by topic: ``training`` (curves, confusion
 matrices, throughput), ``segmentation`` (attention maps, masks, PCA maps), ``mae``
-(reconstruction panels, probes by layer), ``crate_alpha`` (the ablation and the scaling table).
+(reconstruction panels, probes by layer), ``crate_alpha`` (the ablation and the scaling table),
+``language`` (the layer-wise figure for text, neurons' top contexts, the neuron browser, the
+interpretability comparison).
 """
 
-from crate_edu.plotting import crate_alpha, mae, segmentation, training
+from crate_edu.plotting import crate_alpha, language, mae, segmentation, training
 from crate_edu.plotting.crate_alpha import plot_ablation, plot_scaling
+from crate_edu.plotting.language import (
+    contexts_html,
+    display_text,
+    neuron_browser,
+    plot_interpretability,
+    plot_layerwise_language,
+    plot_neuron_contexts,
+)
 from crate_edu.plotting.mae import (
     plot_attention_grid,
     plot_mae_loss,
@@ -36,12 +46,20 @@ from crate_edu.plotting.training import (
 __all__ = [
     # the modules, for namespaced use (``from crate_edu.plotting import segmentation as pseg``)
     "crate_alpha",
+    "language",
     "mae",
     "segmentation",
     "training",
     # crate_alpha
     "plot_ablation",
     "plot_scaling",
+    # language
+    "contexts_html",
+    "display_text",
+    "neuron_browser",
+    "plot_interpretability",
+    "plot_layerwise_language",
+    "plot_neuron_contexts",
     # mae
     "plot_attention_grid",
     "plot_mae_loss",
