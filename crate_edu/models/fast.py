@@ -17,8 +17,9 @@ What it does:
   pass of queries = keys = values (:func:`shared_qkv_attention`), elsewhere PyTorch's
   ``scaled_dot_product_attention``; the choice is the block's ``kernel``
   (:data:`ATTENTION_KERNELS`, :func:`set_attention_kernel`); ``causal=True`` gives the language
-  models' masked attention (each token attends to itself and the tokens before it), with the same
-  written-out backward, or ``is_causal=True`` in ``scaled_dot_product_attention``;
+  models' masked attention (each token attends to itself and the tokens before it): the shared
+  kernel with its scores masked and the same written-out backward, or ``is_causal=True`` in
+  ``scaled_dot_product_attention`` (the ``'auto'`` choice there, on the CPU too);
 - ISTA's step (:func:`ista_step`): folded into one matmul with a hand-written gradient for the
   folded matrix (:func:`ista_folded`), or two matmuls for small batches (:func:`ista_two_matmuls`);
 - CRATE-α's overcomplete sparse coding block (:func:`overcomplete_ista`): its four matmuls with
@@ -86,21 +87,25 @@ def subspace_attention(
     ``'shared_qkv'`` for eager float32/64 CPU work without attention dropout or autocast,
     ``'sdpa'`` everywhere else (GPU, autocast, ``torch.compile``, dropout). ``dropout`` is the
     attention dropout probability (0 in evaluation). ``causal=True`` masks the scores of later
-    tokens (token i attends to tokens 0..i): the language models' attention.
+    tokens (token i attends to tokens 0..i): the language models' attention. There ``'auto'`` is
+    ``'sdpa'`` on the CPU too: its causal kernel skips the masked half of the scores, which the
+    shared-q/k/v kernel computes and discards, so it is as fast at 128 tokens and twice as fast at
+    1024 (``benchmarks/lm_step.py``).
     """
-    if _resolve_kernel(kernel, w, dropout) == "shared_qkv":
+    if _resolve_kernel(kernel, w, dropout, causal) == "shared_qkv":
         if causal:
             return shared_qkv_attention(w, scale, causal=True)  # (B, h, N, p)
         return shared_qkv_attention(w, scale)  # (B, h, N, p)
     return F.scaled_dot_product_attention(w, w, w, dropout_p=dropout, scale=scale, is_causal=causal)
 
 
-def _resolve_kernel(kernel: str, w: Tensor, dropout: float) -> str:
+def _resolve_kernel(kernel: str, w: Tensor, dropout: float, causal: bool = False) -> str:
     """The kernel ``'auto'`` stands for (see :func:`subspace_attention`)."""
     if kernel != "auto":
         return kernel
     if (
-        w.device.type == "cpu"
+        not causal
+        and w.device.type == "cpu"
         and w.dtype in (torch.float32, torch.float64)
         and dropout == 0.0
         and not torch.is_autocast_enabled("cpu")

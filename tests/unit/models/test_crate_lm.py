@@ -25,6 +25,7 @@ from crate_edu.models import (
     fast,
     list_models,
     model_spec,
+    set_attention_kernel,
     set_reference,
 )
 from tests.support.paths import FIXTURES
@@ -133,9 +134,11 @@ def test_presets():
 
 # --------------------------------------------------------------------------- fast == reference
 @pytest.mark.parametrize("ista", ["overcomplete", "complete"])
+@pytest.mark.parametrize("kernel", ["auto", "shared_qkv"])
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
-def test_model_fast_equals_reference_values_and_grads(ista, dtype, atol):
+def test_model_fast_equals_reference_values_and_grads(ista, kernel, dtype, atol):
     fast_model, reference = twins(lambda ref: tiny(ref, ista=ista).to(dtype))
+    set_attention_kernel(fast_model, kernel)
     idx = torch.randint(0, 23, (3, 12), generator=torch.Generator().manual_seed(1))
     y1, y2 = fast_model(idx), reference(idx)
     torch.testing.assert_close(y1, y2, atol=atol, rtol=atol)
@@ -186,6 +189,12 @@ def test_causal_shared_qkv_kernel_equals_sdpa(tokens):
     )
 
 
+def test_auto_takes_sdpa_for_causal_attention():
+    w = torch.randn(1, 2, 5, 4)
+    assert fast._resolve_kernel("auto", w, 0.0, causal=True) == "sdpa"
+    assert fast._resolve_kernel("auto", w, 0.0) == "shared_qkv"  # the vision models keep theirs
+
+
 def test_bf16_autocast_takes_sdpa_and_agrees():
     torch.manual_seed(0)
     model = tiny().eval()
@@ -199,10 +208,12 @@ def test_bf16_autocast_takes_sdpa_and_agrees():
 
 # ------------------------------------------------------------------------------------ causality
 @pytest.mark.parametrize("ista", ["overcomplete", "complete"])
-@pytest.mark.parametrize("reference", [False, True])
-def test_output_at_t_ignores_later_tokens(ista, reference):
+@pytest.mark.parametrize("path", ["reference", "shared_qkv", "sdpa"])
+def test_output_at_t_ignores_later_tokens(ista, path):
     torch.manual_seed(0)
-    model = tiny(reference, ista=ista).eval()
+    model = tiny(path == "reference", ista=ista).eval()
+    if path != "reference":
+        set_attention_kernel(model, path)
     gen = torch.Generator().manual_seed(3)
     idx = torch.randint(0, 23, (2, 12), generator=gen)
     with torch.no_grad():
