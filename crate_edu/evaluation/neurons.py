@@ -91,8 +91,8 @@ CHAR_CLASSES = ("lower", "upper", "digit", "space", "newline", "punctuation", "o
 FEATURES = ("token", "class", "previous class", "position in word")
 #: Positions in a word from this one on share one category ("4+").
 _WORD_POSITION_CAP = 4
-#: correlation_ratio works on blocks of columns of at most this many float64 values (32 MiB).
-_BLOCK_VALUES = 2**22
+#: correlation_ratio works on blocks of columns of at most this many float64 values (128 MiB).
+_BLOCK_VALUES = 2**24
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,45 +502,48 @@ def correlation_ratio(
     ``adjusted`` (default), Kelley's ε² = 1 − (SS_within / (N − K)) / (SS_total / (N − 1)), K the
     number of categories present, which removes the chance share a K-category feature explains of
     unrelated values (it can be slightly negative). Computed in float64, in blocks of columns.
+    ``categories`` may also be (F, N), F features at once: the result is then (m, F).
 
     Returns:
-        (m,) float64; NaN for a constant column (nothing to explain) or when N ≤ K (adjusted).
+        (m,) float64 (or (m, F)); NaN for a constant column (nothing to explain) or, adjusted, when
+        N ≤ K.
     """
     v = torch.as_tensor(values)
     if v.ndim == 1:
         v = v[:, None]
-    cat = torch.as_tensor(np.asarray(categories), dtype=torch.long).reshape(-1)  # (N,)
+    cats = torch.as_tensor(np.asarray(categories), dtype=torch.long)
+    one_feature = cats.ndim == 1
+    cats = cats.reshape(1, -1) if one_feature else cats  # (F, N)
     N, m = v.shape
-    if cat.numel() != N:
-        raise ValueError(f"values have {N} positions but categories {cat.numel()}")
+    if cats.ndim != 2 or cats.shape[1] != N:
+        raise ValueError(f"values have {N} positions but categories have shape {tuple(cats.shape)}")
     if N == 0:
         raise ValueError("no positions to score")
-    if int(cat.min()) < 0:
+    if int(cats.min()) < 0:
         raise ValueError("category codes must be non-negative integers")
-    counts = torch.bincount(cat).double()  # (K,)
-    present = counts > 0
-    K = int(present.sum())
-    out = np.empty(m, dtype=np.float64)
+    counts = [torch.bincount(c).double() for c in cats]  # per feature: positions per category (K,)
+    out = np.empty((m, len(counts)), dtype=np.float64)
     block = max(1, _BLOCK_VALUES // N)  # columns per block: N · block float64 values
     for lo in range(0, m, block):
         x = v[:, lo : lo + block].double()  # (N, b)
         x0 = x - x.mean(0)  # (N, b) centred
         ss_total = (x0 * x0).sum(0)  # (b,)
-        sums = torch.zeros(counts.numel(), x.shape[1], dtype=torch.float64).index_add_(0, cat, x0)  # (K, b)
-        ss_between = (sums[present] ** 2 / counts[present, None]).sum(0)  # (b,)
-        if adjusted:
-            if N <= K:
-                eta2 = torch.full_like(ss_total, math.nan)
-            else:
+        # a constant column: nothing to explain (relative to its scale, to absorb rounding)
+        constant = ss_total <= 1e-20 * (x * x).sum(0)
+        for f, (cat, n) in enumerate(zip(cats, counts, strict=True)):
+            present = n > 0
+            K = int(present.sum())
+            sums = torch.zeros(n.numel(), x.shape[1], dtype=torch.float64).index_add_(0, cat, x0)  # (K, b)
+            ss_between = (sums[present] ** 2 / n[present, None]).sum(0)  # Σ_c n_c (ȳ_c − ȳ)²  (b,)
+            if not adjusted:
+                eta2 = ss_between / ss_total
+            elif N > K:
                 ss_within = (ss_total - ss_between).clamp_min(0)
                 eta2 = 1 - (ss_within / (N - K)) / (ss_total / (N - 1))
-        else:
-            eta2 = ss_between / ss_total
-        # a constant column: nothing to explain (relative to its scale, to absorb rounding)
-        scale = (x * x).sum(0).clamp_min(torch.finfo(torch.float64).tiny)
-        eta2 = torch.where(ss_total <= 1e-20 * scale, torch.full_like(eta2, math.nan), eta2)
-        out[lo : lo + x.shape[1]] = eta2.numpy()
-    return out
+            else:
+                eta2 = torch.full_like(ss_total, math.nan)
+            out[lo : lo + x.shape[1], f] = torch.where(constant, math.nan, eta2).numpy()
+    return out[:, 0] if one_feature else out
 
 
 @dataclass
@@ -606,7 +609,7 @@ def interpretability_scores(
         values = acts.layer(layer)  # (N, m)
         m = values.shape[1]
         dead = acts.nonzero_fraction[acts.index(layer)].numpy() == 0
-        eta2 = np.stack([correlation_ratio(values, c) for c in feats.codes], axis=1)  # (m, F)
+        eta2 = correlation_ratio(values, feats.codes)  # (m, F)
         finite = np.isfinite(eta2)
         score = np.where(finite.any(1), np.nanmax(np.where(finite, eta2, -np.inf), axis=1), np.nan)
         score[dead] = np.nan

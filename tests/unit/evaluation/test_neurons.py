@@ -129,6 +129,9 @@ def test_correlation_ratio_equals_the_direct_computation():
         r, a = _direct_eta2(y[:, j], cats)
         assert raw[j] == pytest.approx(r, rel=1e-10) and adj[j] == pytest.approx(a, rel=1e-10)
     assert raw[0] < raw[1] < raw[2] < 1 and adj[2] > 0.5
+    both = correlation_ratio(y, np.stack([cats, cats % 3]))  # two features at once: (m, F)
+    assert both.shape == (3, 2) and np.array_equal(both[:, 0], adj)
+    assert both[2, 1] > both[2, 0]  # the effect is a function of cats % 3: fewer categories, less penalty
 
 
 def test_correlation_ratio_in_blocks_equals_one_block(monkeypatch):
@@ -147,6 +150,8 @@ def test_correlation_ratio_edge_cases():
     assert correlation_ratio(np.arange(4.0), np.arange(4), adjusted=False)[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="positions"):
         correlation_ratio(np.ones((4, 2)), np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match="non-negative"):
+        correlation_ratio(np.ones(4), np.array([0, -1, 0, 1]))
 
 
 # --- the score on synthetic neurons -------------------------------------------------------------
