@@ -72,12 +72,19 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
 
 def _text_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     """A language model's train and validation windows: the corpus in the run's tokenizer, cut
-    into windows as long as the model's context (:func:`crate_edu.text.build_text_dataset`)."""
+    into windows as long as the model's context, side by side (:func:`crate_edu.text.build_text_dataset`;
+    the sampler shuffles the windows every epoch)."""
     from crate_edu.models import model_config
     from crate_edu.text import build_text_dataset
 
     context = model_config(cfg.model, **model_kwargs(cfg)).block_size
-    common = dict(tokenizer=cfg.tokenizer, block_size=context, data_dir=cfg.data_dir, download=cfg.download)
+    common = dict(
+        tokenizer=cfg.tokenizer,
+        block_size=context,
+        stride=context,  # windows side by side: an epoch reads the training text once
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+    )
     train_set = build_text_dataset(cfg.dataset, "train", **common)
     test_set = build_text_dataset(cfg.dataset, "val", **common)
     return limit_dataset(train_set, cfg.limit_train), limit_dataset(test_set, cfg.limit_test)

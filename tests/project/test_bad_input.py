@@ -233,7 +233,7 @@ def _train(*extra: str, expected: tuple[str, ...] | str, before_data: bool = Tru
 INT_FLAGS = [
     "--epochs", "--batch-size", "--grad-accum", "--eval-batch-size", "--seed", "--image-size",
     "--num-workers", "--threads", "--limit-train", "--limit-test", "--depth", "--dim", "--heads",
-    "--patch-size",
+    "--patch-size", "--block-size",
 ]  # fmt: skip
 FLOAT_FLAGS = [
     "--lr", "--weight-decay", "--momentum", "--warmup-epochs", "--min-lr-ratio", "--label-smoothing",
@@ -357,6 +357,43 @@ CLI_CASES.update(
         "train --data-on-device": _train("--data-on-device", "maybe", expected="invalid choice: 'maybe'"),
         "train --compile ''": _train("--compile", "", expected="compile must name a torch.compile backend"),
         "train --recipe finetune": Case(("train", "--recipe", "finetune"), ("pass --pretrained PATH",), True),
+        # language models: a corpus, a tokenizer, no image options
+        "train text --tokenizer": Case(
+            ("train", "--out", "{cwd}/r", "--recipe", "text-quick", "--tokenizer", "words"),
+            ("unknown tokenizer 'words'", "choose one of"),
+            True,
+        ),
+        "train text --dataset": Case(
+            ("train", "--out", "{cwd}/r", "--recipe", "text-quick", "--dataset", "digits"),
+            ("language model and trains on a text corpus", "python-docs"),
+            True,
+        ),
+        "train text --augment": Case(
+            ("train", "--out", "{cwd}/r", "--recipe", "text-quick", "--augment", "shift"),
+            ("augment is an image option",),
+            True,
+        ),
+        "train text --block-size": Case(
+            ("train", "--out", "{cwd}/r", "--recipe", "text-quick", "--block-size", "0"),
+            ("model 'crate_lm_char'", "block_size"),
+            True,
+        ),
+        "train text corpus missing": Case(
+            (
+                "train",
+                "--out",
+                "{cwd}/r",
+                "--recipe",
+                "text-quick",
+                "--dataset",
+                "tiny-shakespeare",
+                "--no-download",
+                "--data-dir",
+                "{cwd}/empty",
+            ),
+            ("tiny-shakespeare", "--download"),
+            False,
+        ),
         # --pretrained: missing, unreadable, unsafe
         "train --pretrained missing": _train(
             "--pretrained", "nowhere.pth", expected="no such file, and not the key"
