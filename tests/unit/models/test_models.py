@@ -65,9 +65,11 @@ def test_parameter_counts_equal_official(name, millions):
 
 
 # ---------------------------------------------------------------------------------- the registry
-#: The classifiers and the MAE models (the CRATE-α-CLIPA image–text models have their own tests, in
-#: test_crate_alpha_clipa.py).
-IMAGE_MODELS = [n for n in crate_edu.list_models() if not n.startswith("crate_alpha_clipa")]
+#: The classifiers and the MAE models (the CRATE-α-CLIPA image–text models and the language models
+#: have their own tests, in test_crate_alpha_clipa.py, test_crate_lm.py and test_gpt.py).
+IMAGE_MODELS = crate_edu.list_models(task="classification") + crate_edu.list_models(
+    task="masked-autoencoding"
+)
 
 
 def test_registry_has_required_and_small_image_presets():
