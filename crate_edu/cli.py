@@ -443,7 +443,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f = result.final
             score = f"test_acc {f['test_acc']:.4f}  test_loss {f['test_loss']:.4f}"
             if "test_bits" in f:  # a language model: validation loss in bits per token
-                score = f"val_loss {f['test_loss']:.4f} ({f['test_bits']:.3f} bits per {result.config.tokenizer} token)"
+                unit = f"bits per {result.config.tokenizer} token"
+                score = f"val_loss {f['test_loss']:.4f} ({f['test_bits']:.3f} {unit})"
             print(
                 f"done: {score} after {f['epoch']} epochs "
                 f"({sum(h['seconds'] for h in result.history):.1f} s of training)"
@@ -474,6 +475,7 @@ def _from_exported(path: Path, args: argparse.Namespace) -> tuple[Any, dict[str,
         augment=cfg.augment if cfg is not None else None,
         normalize=cfg.normalize if cfg is not None else None,
         data_dir=args.data_dir if args.data_dir is not None or cfg is None else cfg.data_dir,
+        tokenizer=cfg.tokenizer if cfg is not None else "char",
     )
 
 
@@ -494,6 +496,7 @@ def _from_checkpoint(path: Path, args: argparse.Namespace, obj: dict[str, Any]) 
         augment=cfg.augment,
         normalize=cfg.normalize,
         data_dir=args.data_dir if args.data_dir is not None else cfg.data_dir,
+        tokenizer=cfg.tokenizer,
     )
 
 
@@ -507,7 +510,7 @@ def _from_official(path: Path, args: argparse.Namespace) -> tuple[Any, dict[str,
             f"{path} is not a crate-edu checkpoint (a plain state dict or other weights); to "
             "evaluate official weights pass --model NAME and --dataset NAME"
         )
-    check_config(TrainConfig(model=args.model, dataset=args.dataset))
+    check_config(TrainConfig(model=args.model, dataset=args.dataset, tokenizer="gpt2"))
     try:
         model = load_official(args.model, path)
     except (ValueError, RuntimeError, OSError) as e:
@@ -519,6 +522,7 @@ def _from_official(path: Path, args: argparse.Namespace) -> tuple[Any, dict[str,
         augment=None,
         normalize="imagenet",  # the published weights were trained on ImageNet-normalised images
         data_dir=args.data_dir,
+        tokenizer="gpt2",  # the published language model's (CRATE-LM on the Pile)
     )
 
 
@@ -526,6 +530,7 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model, test dataset, description) for ``crate-edu eval``."""
     from crate_edu.data import build_dataset, dataset_info
     from crate_edu.errors import ConfigError
+    from crate_edu.models import model_spec
     from crate_edu.train.build import limit_dataset
     from crate_edu.train.checkpoint import CHECKPOINT_NAME, is_checkpoint, read_checkpoint
     from crate_edu.train.config import TrainConfig, check_config
@@ -542,6 +547,8 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
         obj = read_checkpoint(path, mmap=True)  # nothing in the file runs; one line if unreadable
         model, data = _from_checkpoint(path, args, obj) if is_checkpoint(obj) else _from_official(path, args)
         del obj
+    if model_spec(data["model_name"]).task == "language":
+        return model, *_language_eval_data(model, data, args)
     dataset, image_size = data["dataset"], data["image_size"]
     check_config(TrainConfig(model=data["model_name"], dataset=dataset, image_size=image_size))
     n_model = getattr(model.config, "num_classes", None)
@@ -565,9 +572,38 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return model, ds, f"{dataset} {args.split}"
 
 
+def _language_eval_data(model: Any, data: dict[str, Any], args: argparse.Namespace) -> tuple[Any, str]:
+    """(windows, description) a language model is evaluated on: its corpus's validation text
+    (``--split test``, the default) or training text, in windows of its context."""
+    from crate_edu.text import build_text_dataset
+    from crate_edu.train.build import limit_dataset
+    from crate_edu.train.config import TrainConfig, check_config
+
+    dataset, tokenizer = data["dataset"], data["tokenizer"]
+    check_config(TrainConfig(model=data["model_name"], dataset=dataset, tokenizer=tokenizer))
+    split = "val" if args.split == "test" else "train"
+    context = model.config.block_size
+    ds = build_text_dataset(
+        dataset,
+        split,
+        tokenizer=tokenizer,
+        block_size=context,
+        stride=context,
+        data_dir=data["data_dir"],
+        download=args.download,
+    )
+    if ds.vocab_size > model.config.vocab_size:
+        raise _UsageError(
+            f"the {tokenizer} tokenizer has {ds.vocab_size} ids but the model reads {model.config.vocab_size}"
+        )
+    if args.limit is not None:
+        ds = limit_dataset(ds, args.limit)
+    return ds, f"{dataset} {split} ({tokenizer} tokens)"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """``crate-edu eval``."""
-    from crate_edu.train import evaluate
+    from crate_edu.train import evaluate, evaluate_language
     from crate_edu.train.checkpoint import json_line
 
     if args.batch_size < 1:
@@ -581,7 +617,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.vocab is not None or args.vocab_from_hub:
         raise _UsageError("--vocab and --vocab-from-hub are for --zero-shot; add --zero-shot")
     model, ds, what = _load_for_eval(args)
-    result = evaluate(
+    language = hasattr(ds, "vocab_size") or hasattr(getattr(ds, "dataset", None), "vocab_size")
+    result = (evaluate_language if language else evaluate)(
         model,
         ds,
         batch_size=args.batch_size,
@@ -591,6 +628,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if _is_main_process():
         if args.json:
             print(json_line({"checkpoint": str(args.checkpoint), "data": what, **result}))
+        elif language:
+            print(
+                f"{what}: {result['bits']:.4f} bits per token (loss {result['loss']:.4f} nats), next-token "
+                f"acc {result['acc']:.4f}, {result['n']} tokens"
+            )
         else:
             print(
                 f"{what}: acc {result['acc']:.4f} ({round(result['acc'] * result['n'])}/{result['n']}), "

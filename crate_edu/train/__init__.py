@@ -13,6 +13,8 @@ The same from a shell: ``crate-edu train`` (or ``crate-edu train --recipe cifar1
 - ``loop``: the loop (:func:`train`, :func:`fit`, :func:`run_epochs`), read top to bottom;
 - ``objectives``: what a run minimises and how it is scored (:class:`Classification`), and the
   contrastive image–text loss (:func:`contrastive_loss`);
+- ``language``: next-token prediction for the causal language models (:class:`NextToken`), scored
+  in bits (:func:`evaluate_language`); ``crate-edu train --recipe text-quick``;
 - ``mae``: CRATE-MAE pre-training (:func:`pretrain_mae`), the same loop with :class:`MaskedPatches`;
 - ``clip``: contrastive image–text training of a small CRATE-α-CLIPA on captioned digits with the
   CLIPA low-resolution phase (:func:`pretrain_clip`; :func:`pretrain_clip_quick` for a notebook's
@@ -52,6 +54,7 @@ from crate_edu.train.clip import (
 )
 from crate_edu.train.config import OPTIMIZERS, TrainConfig, check_config, choice_error, model_kwargs
 from crate_edu.train.export import export_run
+from crate_edu.train.language import NextToken, evaluate_language, evaluate_language_model, next_token_loss
 from crate_edu.train.live import LiveCurves, quiet
 from crate_edu.train.loop import OneDevice, RunResult, fit, run_epochs, train
 from crate_edu.train.mae import (
@@ -104,6 +107,10 @@ __all__ = [
     "clip_image_features",
     "contrastive_loss",
     "evaluate",
+    "evaluate_language",
+    "evaluate_language_model",
+    "next_token_loss",
+    "NextToken",
     "export_run",
     "fit",
     "get_recipe",

@@ -24,10 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crate_edu.device import sum_dtype
+from crate_edu.device import PRECISIONS, sum_dtype
+from crate_edu.errors import ConfigError
+from crate_edu.train.build import default_workers, make_accelerator
+from crate_edu.train.config import choice_error
 from crate_edu.train.objectives import Classification, EpochStats, Run
 
-__all__ = ["NextToken", "evaluate_language_model", "next_token_loss"]
+__all__ = ["NextToken", "evaluate_language", "evaluate_language_model", "next_token_loss"]
 
 
 def next_token_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -57,6 +60,35 @@ def evaluate_language_model(model: nn.Module, loader: Any, accelerator: Any) -> 
         return {"loss": float("nan"), "bits": float("nan"), "acc": float("nan"), "n": 0}
     mean = float(loss_sum) / count  # every window has T tokens: the mean of means is the mean
     return {"loss": mean, "bits": mean / math.log(2), "acc": float(correct) / count, "n": count * y.shape[1]}
+
+
+def evaluate_language(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    batch_size: int = 64,
+    precision: str = "auto",
+    num_workers: int | None = None,
+) -> dict[str, float]:
+    """Next-token loss (nats and bits per token) and accuracy of ``model`` on every window of
+    ``dataset`` (:class:`crate_edu.text.TextWindows`), in one process or under ``accelerate launch``.
+    Returns ``{"loss", "bits", "acc", "n"}`` (``n``: tokens scored)."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if precision not in PRECISIONS:
+        raise choice_error(precision, PRECISIONS, "precision")
+    if len(dataset) == 0:
+        raise ConfigError("the text to evaluate is empty; give at least one window")
+    accelerator, _ = make_accelerator(precision)
+    n = accelerator.num_processes
+    workers = default_workers(accelerator.device.type, n) if num_workers is None else num_workers
+    loader = DataLoader(dataset, batch_size=max(n, batch_size // n * n), shuffle=False, num_workers=workers)
+    model, loader = accelerator.prepare(model, loader)
+    result = evaluate_language_model(model, loader, accelerator)
+    accelerator.free_memory()
+    return result
 
 
 class NextToken(Classification):

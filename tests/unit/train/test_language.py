@@ -20,9 +20,10 @@ TINY = {"depth": 1, "dim": 32, "heads": 2, "block_size": 32}
 
 def _tiny(name: str = "text-quick", **changes):
     """A run of ``name`` that takes a second: one small layer, 32-character windows, few of them."""
-    return RECIPES[name].config(
-        model_overrides=TINY, limit_train=64, limit_test=16, epochs=2, batch_size=16, progress=False, **changes
+    settings = dict(
+        model_overrides=TINY, limit_train=64, limit_test=16, epochs=2, batch_size=16, progress=False
     )
+    return RECIPES[name].config(**{**settings, **changes})
 
 
 # -- the recipes -------------------------------------------------------------------------------------
@@ -122,3 +123,16 @@ def test_a_language_run_trains_resumes_and_exports(name, tmp_path):
     assert info.model_name == RECIPES[name].model and model.config.block_size == 32
     out = model.generate(torch.tensor([[1, 2, 3]]), 5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 8) and out.dtype == torch.long
+
+
+def test_eval_command_scores_a_language_run_in_bits(tmp_path, capsys):
+    from crate_edu.cli import main
+
+    train(_tiny(epochs=1), tmp_path / "run")
+    assert main(["eval", str(tmp_path / "run"), "--limit", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "python-docs val (char tokens):" in out and "bits per token" in out
+    path = export_run(tmp_path / "run", tmp_path / "lm.safetensors")
+    assert main(["eval", str(path), "--limit", "8", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["bits"] == pytest.approx(line["loss"] / math.log(2)) and line["n"] == 8 * 32
