@@ -297,6 +297,24 @@ def _add_eval(sub: Any) -> None:
     )
 
 
+def _add_generate(sub: Any) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="continue a text prompt with a trained language model",
+        description=(
+            "Sample text from a language model: a run folder or checkpoint of `crate-edu train "
+            "--recipe text-quick`, or a weights file it was exported to (the tokenizer is the run's)."
+        ),
+    )
+    p.add_argument("checkpoint", help="a run folder, its checkpoint.pt, or an exported .safetensors file")
+    p.add_argument("--prompt", default="The ", help="the text to continue (default: 'The ')")
+    p.add_argument("--tokens", type=int, default=200, help="how many tokens to add (default 200)")
+    p.add_argument("--temperature", type=_finite_float, default=0.8, help="softmax temperature (default 0.8)")
+    p.add_argument("--top-k", type=int, default=20, help="sample among the k likeliest tokens (0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (the same seed, the same text)")
+    p.add_argument("--samples", type=int, default=1, help="how many continuations (default 1)")
+
+
 def _add_fetch(sub: Any) -> None:
     p = sub.add_parser(
         "fetch",
@@ -362,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
     _add_eval(sub)
+    _add_generate(sub)
     _add_fetch(sub)
     _add_export(sub)
     _add_list(sub)
@@ -638,6 +657,63 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"{what}: acc {result['acc']:.4f} ({round(result['acc'] * result['n'])}/{result['n']}), "
                 f"loss {result['loss']:.4f}"
             )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """``crate-edu generate``."""
+    import torch
+
+    from crate_edu.models import model_spec
+    from crate_edu.text import get_tokenizer
+    from crate_edu.train.checkpoint import CHECKPOINT_NAME, is_checkpoint, read_checkpoint
+    from crate_edu.weights import is_weights_file
+
+    for flag, value, least in (
+        ("--tokens", args.tokens, 1),
+        ("--top-k", args.top_k, 0),
+        ("--samples", args.samples, 1),
+    ):
+        if value < least:
+            raise _UsageError(f"{flag} must be at least {least}, got {value}")
+    if not args.temperature > 0:
+        raise _UsageError(
+            f"--temperature must be positive (1 samples the model's distribution), got {args.temperature}"
+        )
+    if not args.prompt:
+        raise _UsageError("--prompt is empty; give at least one character to continue")
+    path = Path(args.checkpoint).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise _UsageError(f"no checkpoint at {path}")
+    args.model, args.dataset, args.data_dir = None, None, None
+    if is_weights_file(path):
+        model, data = _from_exported(path, args)
+    else:
+        obj = read_checkpoint(path, mmap=True)
+        if not is_checkpoint(obj):
+            raise _UsageError(
+                f"{path} is not a checkpoint of crate-edu train; give a run folder or exported file"
+            )
+        model, data = _from_checkpoint(path, args, obj)
+    if model_spec(data["model_name"]).task != "language":
+        raise _UsageError(
+            f"{path} holds {data['model_name']!r}, an image model; generate needs a language model"
+        )
+    tokenizer = get_tokenizer(data["tokenizer"])
+    prompt = torch.tensor([tokenizer.encode(args.prompt)] * args.samples, dtype=torch.long)
+    out = model.eval().generate(
+        prompt,
+        args.tokens,
+        temperature=args.temperature,
+        top_k=args.top_k or None,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    for i, row in enumerate(out.tolist()):
+        if args.samples > 1:
+            print(f"--- sample {i + 1} ---")
+        print(tokenizer.decode(row))
     return 0
 
 
@@ -1045,6 +1121,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
+    "generate": cmd_generate,
     "fetch": cmd_fetch,
     "export": cmd_export,
     "list": cmd_list,

@@ -136,3 +136,27 @@ def test_eval_command_scores_a_language_run_in_bits(tmp_path, capsys):
     assert main(["eval", str(path), "--limit", "8", "--json"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["bits"] == pytest.approx(line["loss"] / math.log(2)) and line["n"] == 8 * 32
+
+
+def test_generate_command_samples_and_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from crate_edu.cli import main
+
+    train(_tiny(epochs=1), tmp_path / "run")
+    capsys.readouterr()
+    args = ["generate", str(tmp_path / "run"), "--prompt", "def ", "--tokens", "12", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("def ") and len(first.rstrip("\n")) >= 4
+    assert main(args) == 0 and capsys.readouterr().out == first  # the same seed, the same text
+    assert main([*args, "--samples", "2"]) == 0 and capsys.readouterr().out.count("--- sample") == 2
+    for bad, expected in (
+        (["--tokens", "0"], "--tokens must be at least 1"),
+        (["--temperature", "0"], "--temperature must be positive"),
+        (["--top-k", "-1"], "--top-k must be at least 0"),
+        (["--prompt", ""], "--prompt is empty"),
+    ):
+        assert main([*args, *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "\n" not in err
+    assert main(["generate", str(tmp_path / "nowhere")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
