@@ -91,6 +91,18 @@ TUTORIAL_CHECKPOINTS: dict[str, TutorialCheckpoint] = {
             "43e41c0b3c12904d7964addffb7ddffd541374e19a1bcacd5a071f6918db88d5",
             "a small CRATE-α-CLIPA trained contrastively on captioned digits with the CLIPA recipe",
         ),
+        TutorialCheckpoint(
+            "python-docs-crate-lm",
+            "python-docs-crate-lm.safetensors",
+            "1380e4afc25492d85299339f94cc80d3a4baa54018a9adadbc10d93805f00111",
+            "a small causal CRATE language model (crate_lm_char) trained by the text-quick recipe",
+        ),
+        TutorialCheckpoint(
+            "python-docs-gpt",
+            "python-docs-gpt.safetensors",
+            "83c3163ea726206fdda302f2cc759654649f1481a5c4e816a01db39884c5c822",
+            "the GPT baseline (gpt_lm_char) trained by text-quick-gpt, the same budget",
+        ),
     ]
 }
 
