@@ -184,6 +184,13 @@ FACTS: dict[str, dict[str, str]] = {
         "112": "Exercise 2: an image size between 84 and 224 px",
         "160": "Exercise 2: an image size between 84 and 224 px",
     },
+    "11": {
+        "983": "ckpt-crate-12l-overparam-600000.pt: 3 × 4 bytes × 81,934,848 (float32 weights and AdamW's "
+        "two moments) = 983.2 MB (docs/notes/crate_lm_official_code.md §7)",
+        "600,000": "the published CRATE-LM's training steps (its hub repository, "
+        "JackBAI/CRATE-GPT-12L-Pile-600000steps, and its file name)",
+        "1.5": "Exercise 2: a sampling temperature above 1",
+    },
     "09": {
         "3.4": "CRATE-L over CRATE-B parameters: 77.64M / 22.80M",
         "285": "ImageNet-1K class index, standard order: Egyptian cat",
