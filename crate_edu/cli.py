@@ -344,7 +344,7 @@ def _add_export(sub: Any) -> None:
 
 
 #: What ``list`` and ``show`` know about.
-_KINDS = ("models", "datasets", "recipes", "weights")
+_KINDS = ("models", "datasets", "corpora", "recipes", "weights")
 
 
 def _add_list(sub: Any) -> None:
@@ -908,13 +908,19 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     """``crate-edu fetch``."""
     import crate_edu
     from crate_edu.data import fetch_dataset, list_datasets
+    from crate_edu.text import corpus_info, fetch_corpus, list_corpora
     from crate_edu.weights.official import get_official
 
     datasets = list_datasets()
+    corpora = [c for c in list_corpora() if corpus_info(c).downloadable]
     weights = [w.key for w in crate_edu.list_official()]
     unknown = []
     for name in args.names:
-        if name not in datasets and name not in weights:
+        if name in list_corpora() and name not in corpora:
+            raise _UsageError(
+                f"corpus {name!r} is not downloaded by crate-edu: {corpus_info(name).description}"
+            )
+        if name not in datasets and name not in weights and name not in corpora:
             try:
                 get_official(name)  # a model name with exactly one entry
             except ValueError:
@@ -922,10 +928,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if unknown:
         raise _UsageError(
             f"unknown name(s) {', '.join(map(repr, unknown))}; datasets: {', '.join(datasets)}; "
-            f"weights: {', '.join(weights)}"
+            f"text corpora: {', '.join(corpora)}; weights: {', '.join(weights)}"
         )
     for name in args.names:
-        if name in datasets:
+        if name in corpora:
+            print(f"{name}: {fetch_corpus(name, data_dir=args.data_dir)}")
+        elif name in datasets:
             kw = {"size": args.size} if args.size and name == "imagenette" else {}
             path = fetch_dataset(name, data_dir=args.data_dir, **kw)
             print(f"{name}: {path}")
@@ -990,6 +998,26 @@ def cmd_list(args: argparse.Namespace) -> int:
                 continue
             info = dataset_info(name)
             print(f"{name:18s} {info.num_classes:5d} classes  {info.image_size:4d} px  {info.description}")
+    elif args.what == "corpora":
+        from crate_edu.text import corpus_info, list_corpora
+
+        for name in list_corpora():
+            info = corpus_info(name)
+            if args.verbose:
+                print(
+                    f"{name}\n"
+                    + _fields(
+                        [(k, getattr(info, k)) for k in ("kind", "description", "source", "size", "license")]
+                    )
+                )
+                continue
+            size = f"{info.size:,} chars" if info.size else "your token files"
+            how = (
+                "download on request"
+                if info.downloadable
+                else ("offline" if info.kind == "text" else "made by you")
+            )
+            print(f"{name:18s} {size:>16s}  {how}")
     elif args.what == "recipes":
         from crate_edu.train import RECIPES
 

@@ -160,3 +160,18 @@ def test_generate_command_samples_and_refuses_bad_input_in_one_line(tmp_path, ca
         assert expected in err and "\n" not in err
     assert main(["generate", str(tmp_path / "nowhere")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_list_and_fetch_know_the_text_corpora(capsys):
+    from crate_edu.cli import main
+    from crate_edu.text import list_corpora
+
+    assert main(["list", "corpora"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_corpora()
+    assert "465,126 chars" in lines[0] or "chars  offline" in lines[0]
+    assert main(["fetch", "pile"]) == 2  # token files are made by the user, not downloaded
+    err = capsys.readouterr().err.strip()
+    assert "corpus 'pile' is not downloaded by crate-edu" in err and "\n" not in err
+    assert main(["fetch", "shakespeare"]) == 2
+    assert "text corpora: tiny-shakespeare" in capsys.readouterr().err
