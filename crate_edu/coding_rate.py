@@ -1,7 +1,9 @@
 """Coding rates, rate reduction and the two CRATE operators derived from them.
 
 Paper: Yu et al., "White-Box Transformers via Sparse Rate Reduction", arXiv 2306.01129.
-Equation numbers below are that paper's.
+Equation numbers below are that paper's. The last section goes back to the theory before CRATE:
+MCR² with class labels (Yu et al. 2020, arXiv 2006.08558) and the operators E, C_j of its gradient
+that ReduNet is built from (Chan et al., arXiv 2105.10446).
 
 This module is the **derivation**, the first of crate_edu's three levels (docs/design.md): the
 gradient steps as the paper derives them, with γ, κ and the subspaces U. The models compute the
@@ -43,6 +45,13 @@ layer-wise figure                  :func:`measure_coding_rate`, :func:`measure_s
                                    :func:`measure_nonzero` (as the official ``vis_utils``),
                                    :func:`measure_coding_rate_range`
 toy data                           :func:`union_of_subspaces`, :func:`random_complete_split`
+MCR² (arXiv 2006.08558)            :func:`class_compression_rate` R^c(Z, Π) (classes given, not
+                                   subspaces), :func:`mcr2` ΔR = R − R^c, :func:`label_memberships`
+                                   Π, :func:`subspaces_at_angle` (why MCR² prefers orthogonal
+                                   subspaces)
+ReduNet (arXiv 2105.10446)         :func:`expansion_operator` E, :func:`compression_operators`
+                                   C_j and γ_j, :func:`grad_coding_rate` Z E,
+                                   :func:`grad_class_compression_rate`, :func:`grad_mcr2`
 =================================  ==============================================================
 """
 
@@ -86,6 +95,15 @@ __all__ = [
     "measure_nonzero",
     "union_of_subspaces",
     "random_complete_split",
+    "label_memberships",
+    "class_compression_rate",
+    "mcr2",
+    "expansion_operator",
+    "compression_operators",
+    "grad_coding_rate",
+    "grad_class_compression_rate",
+    "grad_mcr2",
+    "subspaces_at_angle",
 ]
 
 _FORMS = ("auto", "d", "n")
@@ -950,3 +968,291 @@ def random_complete_split(
     dtype = dtype or torch.get_default_dtype()
     Q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=dtype))  # (d, d) orthogonal
     return Q.reshape(d, K, p).permute(1, 0, 2)  # (K, d, p): Σ_k U_k U_k^T = Q Q^T = I
+
+
+# ---------------------------------------------------------------------------------------------
+# MCR² with labels (Yu et al. 2020, arXiv 2006.08558) and its gradient (ReduNet, arXiv 2105.10446)
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_memberships(labels: torch.Tensor, Z: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+    """Labels (m,) int or memberships (..., m, K) float -> memberships Π (..., m, K) in Z's dtype."""
+    _check_tokens(Z)
+    m = Z.shape[-2]
+    if m < 1:
+        raise ValueError(f"Z has no samples (shape {tuple(Z.shape)}); MCR² needs m ≥ 1 rows")
+    if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 1):
+        raise ValueError(f"num_classes must be an int ≥ 1 or None (max label + 1), got {num_classes!r}")
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(
+            f"labels must be a torch.Tensor: class indices (m,) or memberships (m, K), got "
+            f"{type(labels).__name__}; use torch.as_tensor(labels)"
+        )
+    if labels.is_floating_point():
+        if labels.ndim < 2 or labels.shape[-2] != m:
+            raise ValueError(
+                f"float labels are memberships Π of shape (..., m, K) with m = {m} rows like Z, got shape "
+                f"{tuple(labels.shape)}; for class indices pass an int64 tensor of shape ({m},)"
+            )
+        if num_classes is not None and labels.shape[-1] != num_classes:
+            raise ValueError(
+                f"memberships have K = {labels.shape[-1]} columns but num_classes = {num_classes}; "
+                f"drop num_classes or pass Π of shape (m, {num_classes})"
+            )
+        if not bool(torch.isfinite(labels).all()) or bool((labels < 0).any()):
+            raise ValueError(
+                "memberships Π must be finite and ≥ 0 (row i: how much sample i belongs to each class)"
+            )
+        return labels.to(dtype=Z.dtype, device=Z.device)
+    if labels.ndim != 1 or labels.shape[0] != m:
+        raise ValueError(
+            f"labels must be class indices of shape (m,) = ({m},) (one per row of Z), got shape "
+            f"{tuple(labels.shape)}; flatten them with labels.reshape(-1)"
+        )
+    if labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}; use labels.long()")
+    K = int(labels.max()) + 1 if num_classes is None else num_classes
+    if int(labels.min()) < 0 or int(labels.max()) >= K:
+        raise ValueError(
+            f"labels must lie in 0..{K - 1} (num_classes = {K}), got values from {int(labels.min())} to "
+            f"{int(labels.max())}; relabel them 0..K-1 or raise num_classes"
+        )
+    return F.one_hot(labels.long().to(Z.device), K).to(Z.dtype)  # (m, K)
+
+
+def label_memberships(
+    labels: torch.Tensor, num_classes: int | None = None, *, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """The membership matrix Π of class labels: Π[i, j] = 1 if sample i is in class j, else 0.
+
+    The paper's Π_j ∈ R^{m×m} is the diagonal matrix diag(Π[:, j]); tr(Π_j) = m_j.
+
+    Args:
+        labels: (m,) integer class indices in 0..K−1.
+        num_classes: K (default: max label + 1; a class with no sample gives a zero column).
+        dtype: default ``torch.get_default_dtype()``.
+
+    Returns:
+        (m, K) one-hot rows.
+    """
+    if isinstance(labels, torch.Tensor) and labels.is_floating_point():
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}; use labels.long()")
+    m = labels.shape[0] if isinstance(labels, torch.Tensor) and labels.ndim >= 1 else 1
+    Z = torch.empty(m, 1, dtype=dtype or torch.get_default_dtype())
+    return _check_memberships(labels, Z, num_classes)
+
+
+def _class_grams(Z: torch.Tensor, Pi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tr Π_j = m_j (..., K) and the class Grams Z^T Π_j Z (..., K, d, d)."""
+    counts = Pi.sum(-2)  # (..., K)
+    G = torch.einsum("...mk,...md,...me->...kde", Pi, Z, Z)  # (..., K, d, d)
+    return counts, G
+
+
+def _class_scales(counts: torch.Tensor, d: int, eps: float) -> torch.Tensor:
+    """α_j = d/(m_j ε²) for each class, 0 for an empty class (whose Gram is 0 anyway)."""
+    safe = torch.where(counts > 0, counts, torch.ones_like(counts))
+    return torch.where(counts > 0, d / (safe * eps**2), torch.zeros_like(counts))  # (..., K)
+
+
+def class_compression_rate(
+    Z: torch.Tensor, labels: torch.Tensor, eps: float = 0.5, *, num_classes: int | None = None
+) -> torch.Tensor:
+    """MCR²'s compression term R^c(Z, Π; ε): the coding rate of each class, weighted by its size.
+
+    Paper (Yu et al. 2020; Z ∈ R^{d×m}, Π_j = diag of class j's memberships):
+
+        R^c(Z, Π) = Σ_j tr(Π_j)/(2m) · logdet(I + d/(tr(Π_j) ε²) · Z Π_j Z^T).
+
+    In rows form (Z of shape (m, d), Z_j the m_j rows of class j):
+
+        R^c(Z, Π) = Σ_j (m_j / 2m) · logdet(I_d + d/(m_j ε²) · Z_j^T Z_j),
+
+    i.e. Σ_j (m_j/m) R(Z_j): each class coded on its own, as the official ``compute_loss_vec``
+    computes it (whose ``eps`` is this ε²). Unlike eq. 8 of CRATE (:func:`compression_rate`), the
+    classes are given, not subspaces. A class with no sample contributes 0.
+
+    Args:
+        Z: (..., m, d) samples as rows.
+        labels: (m,) class indices, or memberships Π (..., m, K) (soft, ≥ 0; rows need not sum to 1).
+        eps: distortion ε > 0.
+        num_classes: K, for class indices (default max label + 1).
+
+    Returns:
+        (...) in nats.
+    """
+    Pi = _check_memberships(labels, Z, num_classes)  # (..., m, K)
+    _check_eps(eps)
+    m, d = Z.shape[-2], Z.shape[-1]
+    counts, G = _class_grams(Z, Pi)  # m_j (..., K), Z_j^T Z_j (..., K, d, d)
+    alpha = _class_scales(counts, d, eps)  # α_j = d/(m_j ε²)
+    eye = torch.eye(d, dtype=Z.dtype, device=Z.device)
+    half_logdet = 0.5 * _logdet_pd(eye + alpha[..., None, None] * G)  # (..., K)
+    return (counts / m * half_logdet).sum(-1)  # Σ_j (m_j/m) · ½ logdet(…)
+
+
+def mcr2(
+    Z: torch.Tensor, labels: torch.Tensor, eps: float = 0.5, *, num_classes: int | None = None
+) -> torch.Tensor:
+    """Maximal coding rate reduction ΔR(Z, Π; ε) = R(Z) − R^c(Z, Π), in nats (Yu et al. 2020).
+
+    Large when the samples as a whole span a large volume (R) while each class is compact (R^c).
+    It is ≥ 0 for one-hot Π (concavity of logdet) and, for classes of fixed size and energy,
+    largest when the classes lie on mutually orthogonal subspaces (see
+    :func:`subspaces_at_angle`). Scale matters: R grows with ‖Z‖, so MCR² is used on normalised
+    samples (ReduNet projects each sample to the unit sphere).
+
+    Args:
+        Z: (..., m, d). labels: (m,) class indices or memberships (..., m, K). eps: ε > 0.
+        num_classes: K for class indices.
+
+    Returns:
+        (...) in nats.
+    """
+    Rc = class_compression_rate(Z, labels, eps, num_classes=num_classes)  # checks Z, labels and ε first
+    return coding_rate(Z, eps) - Rc
+
+
+def expansion_operator(Z: torch.Tensor, eps: float = 0.5) -> torch.Tensor:
+    """ReduNet's expansion operator E = α (I + α Z^T Z)^{-1}, α = d/(m ε²) (ReduNet, arXiv 2105.10446).
+
+    Paper (Z ∈ R^{d×m}): E = α (I + α Z Z^*)^{-1}, so that ∂R/∂Z = E Z. In rows form ∇_Z R = Z E
+    (E is symmetric): :func:`grad_coding_rate`.
+
+    Args:
+        Z: (..., m, d) samples as rows. eps: ε > 0.
+
+    Returns:
+        (..., d, d) symmetric positive definite.
+    """
+    _check_tokens(Z)
+    _check_eps(eps)
+    m, d = Z.shape[-2], Z.shape[-1]
+    alpha = d / (m * eps**2)
+    eye = torch.eye(d, dtype=Z.dtype, device=Z.device)
+    return alpha * torch.linalg.inv(eye + alpha * (Z.transpose(-2, -1) @ Z))  # (..., d, d)
+
+
+def compression_operators(
+    Z: torch.Tensor, labels: torch.Tensor, eps: float = 0.5, *, num_classes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReduNet's compression operators C_j = α_j (I + α_j Z_j^T Z_j)^{-1} and weights γ_j = m_j/m.
+
+    α_j = d/(m_j ε²) (arXiv 2105.10446; paper form α_j (I + α_j Z Π_j Z^*)^{-1}). With them
+    the class-j part of ∇R^c is γ_j Π_j Z C_j in rows form (:func:`grad_class_compression_rate`).
+    An empty class gets C_j = 0 and γ_j = 0.
+
+    Args:
+        Z: (..., m, d). labels: (m,) class indices or memberships (..., m, K). eps: ε > 0.
+        num_classes: K for class indices.
+
+    Returns:
+        (C, gamma): C (..., K, d, d), gamma (..., K).
+    """
+    Pi = _check_memberships(labels, Z, num_classes)  # (..., m, K)
+    _check_eps(eps)
+    m, d = Z.shape[-2], Z.shape[-1]
+    counts, G = _class_grams(Z, Pi)  # (..., K), (..., K, d, d)
+    alpha = _class_scales(counts, d, eps)[..., None, None]  # (..., K, 1, 1)
+    eye = torch.eye(d, dtype=Z.dtype, device=Z.device)
+    C = alpha * torch.linalg.inv(eye + alpha * G)  # (..., K, d, d)
+    return C, counts / m
+
+
+def grad_coding_rate(Z: torch.Tensor, eps: float = 0.5) -> torch.Tensor:
+    """Closed-form gradient ∇_Z R(Z; ε) = Z E, E = α (I + α Z^T Z)^{-1} (rows form of ∂R/∂Z = E Z).
+
+    Row i is E z_i: the direction that expands the whole set.
+
+    Args:
+        Z: (..., m, d). eps: ε > 0.
+
+    Returns:
+        (..., m, d), the same shape as Z.
+    """
+    _check_tokens(Z)
+    _check_eps(eps)
+    m, d = Z.shape[-2], Z.shape[-1]
+    alpha = d / (m * eps**2)
+    M = torch.eye(d, dtype=Z.dtype, device=Z.device) + alpha * (Z.transpose(-2, -1) @ Z)  # (..., d, d)
+    return alpha * torch.linalg.solve(M, Z, left=False)  # α Z M^{-1} = Z E
+
+
+def grad_class_compression_rate(
+    Z: torch.Tensor, labels: torch.Tensor, eps: float = 0.5, *, num_classes: int | None = None
+) -> torch.Tensor:
+    """Closed-form gradient ∇_Z R^c(Z, Π; ε) = Σ_j γ_j Π_j Z C_j (rows form of Σ_j γ_j C_j Z Π_j).
+
+    For one-hot Π, row i of class j is γ_j C_j z_i: sample i is pulled towards compressing its
+    own class only.
+
+    Args:
+        Z: (..., m, d). labels: (m,) class indices or memberships (..., m, K). eps: ε > 0.
+        num_classes: K for class indices.
+
+    Returns:
+        (..., m, d).
+    """
+    Pi = _check_memberships(labels, Z, num_classes)  # (..., m, K)
+    C, gamma = compression_operators(Z, Pi, eps)  # (..., K, d, d), (..., K)
+    CZ = torch.einsum("...kde,...me->...kmd", C, Z)  # C_j z_i for every class: (..., K, m, d)
+    return torch.einsum("...k,...mk,...kmd->...md", gamma, Pi, CZ)  # Σ_j γ_j π_ij C_j z_i
+
+
+def grad_mcr2(
+    Z: torch.Tensor, labels: torch.Tensor, eps: float = 0.5, *, num_classes: int | None = None
+) -> torch.Tensor:
+    """Closed-form gradient of MCR²: ∇_Z ΔR = Z E − Σ_j γ_j Π_j Z C_j (arXiv 2105.10446).
+
+    Row i of class j: E z_i − γ_j C_j z_i. One ReduNet layer is the step z ← z + η (this), then a
+    projection back to the unit sphere (:mod:`crate_edu.models.redunet`).
+
+    Args:
+        Z: (..., m, d). labels: (m,) class indices or memberships (..., m, K). eps: ε > 0.
+        num_classes: K for class indices.
+
+    Returns:
+        (..., m, d).
+    """
+    grad_Rc = grad_class_compression_rate(Z, labels, eps, num_classes=num_classes)  # checks inputs first
+    return grad_coding_rate(Z, eps) - grad_Rc
+
+
+def subspaces_at_angle(
+    n_per: int,
+    d: int,
+    p: int,
+    theta: float,
+    generator: torch.Generator | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes on p-dimensional subspaces whose principal angles all equal θ (MCR²'s toy).
+
+    Class 0 is z = U_1 a, class 1 is z = U_2 b with U_2 = cos θ U_1 + sin θ V (V ⊥ U_1), and
+    a, b ~ N(0, I_p/p). The bases and the coefficients depend only on the generator, not on θ: with
+    one seed, changing θ rotates class 1's subspace and nothing else, so R^c(Z, Π) stays fixed
+    (each class's Gram is only rotated) while R(Z), hence ΔR, changes. θ = 0: one shared
+    subspace; θ = π/2: orthogonal subspaces.
+
+    Args:
+        n_per: samples per class. d: ambient dimension (≥ 2p). p: subspace dimension.
+        theta: angle in radians. generator: draw the same bases and coefficients for every θ.
+        dtype: default ``torch.get_default_dtype()``.
+
+    Returns:
+        Z (2·n_per, d), labels (2·n_per,) int64.
+    """
+    if min(n_per, d, p) < 1 or 2 * p > d:
+        raise ValueError(
+            f"need n_per, d, p ≥ 1 and 2p ≤ d (room for V ⊥ U_1), got n_per={n_per}, d={d}, p={p}"
+        )
+    if not math.isfinite(theta):
+        raise ValueError(f"theta is an angle in radians and must be finite, got {theta!r}")
+    dtype = dtype or torch.get_default_dtype()
+    Q, _ = torch.linalg.qr(torch.randn(d, 2 * p, generator=generator, dtype=dtype))  # (d, 2p)
+    U1, V = Q[:, :p], Q[:, p:]  # orthonormal, U1 ⊥ V
+    U2 = math.cos(theta) * U1 + math.sin(theta) * V  # (d, p), orthonormal columns for every θ
+    A = torch.randn(2, n_per, p, generator=generator, dtype=dtype) / math.sqrt(p)  # coefficients
+    Z = torch.cat([A[0] @ U1.T, A[1] @ U2.T])  # (2·n_per, d)
+    return Z, torch.arange(2).repeat_interleave(n_per)

@@ -615,3 +615,211 @@ def test_causal_mssa_rejects_unknown_membership():
     Z, U = _causal_data()
     with pytest.raises(ValueError, match="membership must be"):
         cr.causal_mssa(Z, U, membership="linear")
+
+
+# ---------------------------------------------------------------------------------------------
+# MCR² with labels (arXiv 2006.08558) and ReduNet's operators E, C_j (arXiv 2105.10446)
+# ---------------------------------------------------------------------------------------------
+
+
+def _labelled(seed: int = 0, noise: float = 0.3, sizes: tuple[int, ...] = (7, 12, 9)):
+    """Three classes of unequal sizes, shuffled, on non-orthogonal subspaces plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    Z, labels, _ = cr.union_of_subspaces(12, 3, 6, 2, noise, g, orthogonal=False, dtype=F64)
+    keep = torch.cat([torch.nonzero(labels == k)[: sizes[k], 0] for k in range(3)])
+    perm = torch.randperm(len(keep), generator=g)
+    return Z[keep][perm], labels[keep][perm]
+
+
+def _official_compute_loss_vec(Z: torch.Tensor, y: torch.Tensor, eps: float):
+    """A transcription of the official ReduNet ``loss.compute_loss_vec`` (loss.py:44-57).
+
+    Its ``eps`` is the ε² of the paper: c = d/(m·eps).
+    """
+    m, d = Z.shape
+    eye = torch.eye(d, dtype=Z.dtype)
+    c = d / (m * eps)
+    loss_expd = torch.logdet(c * Z.T @ Z + eye) / 2.0
+    loss_comp = 0.0
+    for j in y.unique():
+        Z_j = Z[(y == int(j))]
+        m_j = Z_j.shape[0]
+        c_j = d / (m_j * eps)
+        loss_comp = loss_comp + m_j / m * torch.logdet(eye + c_j * Z_j.T @ Z_j) / 2.0
+    return loss_expd - loss_comp, loss_expd, loss_comp
+
+
+def test_class_compression_rate_matches_the_paper_form_and_the_official_loss():
+    Z, labels = _labelled()
+    m, d = Z.shape
+    for eps in (0.2, 0.5, 1.5):
+        # the paper's form: Z_paper = Z^T (d×m), Π_j = diag(1[labels = j]) (m×m)
+        expected = torch.zeros((), dtype=F64)
+        for j in range(3):
+            Pi_j = torch.diag((labels == j).to(F64))
+            tr = torch.trace(Pi_j)
+            M = torch.eye(d, dtype=F64) + d / (tr * eps**2) * Z.T @ Pi_j @ Z
+            expected = expected + tr / (2 * m) * torch.logdet(M)
+        Rc = cr.class_compression_rate(Z, labels, eps)
+        torch.testing.assert_close(Rc, expected, rtol=1e-12, atol=0)
+        # the official loss with its eps = ε²: (ΔR, R, R^c) all equal
+        dR, R, Rc_off = _official_compute_loss_vec(Z, labels, eps**2)
+        torch.testing.assert_close(Rc, Rc_off, rtol=1e-12, atol=0)
+        torch.testing.assert_close(cr.coding_rate(Z, eps), R, rtol=1e-12, atol=0)
+        torch.testing.assert_close(cr.mcr2(Z, labels, eps), dR, rtol=1e-12, atol=0)
+        # R^c = Σ_j (m_j/m) R(Z_j): each class coded on its own
+        per_class = sum(
+            (labels == j).sum().item() / m * cr.coding_rate(Z[labels == j], eps) for j in range(3)
+        )
+        torch.testing.assert_close(Rc, per_class, rtol=1e-12, atol=0)
+
+
+def test_mcr2_is_nonnegative_and_handles_memberships_empty_classes_and_batches():
+    Z, labels = _labelled()
+    eps = 0.5
+    Pi = cr.label_memberships(labels, dtype=F64)  # (m, 3) one-hot
+    assert Pi.shape == (28, 3) and torch.equal(Pi.sum(0), torch.tensor([7.0, 12.0, 9.0], dtype=F64))
+    # one-hot memberships and labels are the same thing
+    torch.testing.assert_close(cr.mcr2(Z, Pi, eps), cr.mcr2(Z, labels, eps), rtol=1e-12, atol=0)
+    # ΔR ≥ 0 for one-hot Π (concavity of logdet), for every seed tried
+    for seed in range(5):
+        Zs, ls = _labelled(seed)
+        assert cr.mcr2(Zs, ls, eps) > 0
+    # an empty class contributes nothing
+    torch.testing.assert_close(
+        cr.class_compression_rate(Z, labels, eps, num_classes=5),
+        cr.class_compression_rate(Z, labels, eps),
+        rtol=1e-12,
+        atol=0,
+    )
+    # one class: R^c = R and ΔR = 0
+    zeros = torch.zeros(28, dtype=torch.int64)
+    torch.testing.assert_close(cr.mcr2(Z, zeros, eps), torch.zeros((), dtype=F64), rtol=0, atol=1e-12)
+    # soft memberships: the paper's form with Π_j = diag(π_·j)
+    g = torch.Generator().manual_seed(1)
+    soft = torch.softmax(torch.randn(28, 3, generator=g, dtype=F64), -1)
+    expected = sum(
+        soft[:, j].sum()
+        / (2 * 28)
+        * torch.logdet(
+            torch.eye(6, dtype=F64) + 6 / (soft[:, j].sum() * eps**2) * Z.T @ torch.diag(soft[:, j]) @ Z
+        )
+        for j in range(3)
+    )
+    torch.testing.assert_close(cr.class_compression_rate(Z, soft, eps), expected, rtol=1e-12, atol=0)
+    # batches: (B, m, d) with shared labels, and (B, m, d) with per-batch memberships
+    Zb = torch.stack([Z, 2 * Z])
+    out = cr.mcr2(Zb, labels, eps)
+    assert out.shape == (2,)
+    torch.testing.assert_close(out[1], cr.mcr2(2 * Z, labels, eps), rtol=1e-12, atol=0)
+    out = cr.class_compression_rate(Zb, torch.stack([soft, Pi]), eps)
+    torch.testing.assert_close(out[1], cr.class_compression_rate(2 * Z, labels, eps), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.5, 2.0])
+def test_mcr2_gradients_equal_autograd(eps):
+    Z, labels = _labelled(seed=3)
+    soft = torch.softmax(torch.randn(28, 3, generator=torch.Generator().manual_seed(4), dtype=F64), -1)
+    Zr = Z.clone().requires_grad_(True)
+    (g_R,) = torch.autograd.grad(cr.coding_rate(Zr, eps), Zr)
+    assert _rel(cr.grad_coding_rate(Z, eps), g_R) < 1e-10
+    for memberships in (labels, soft):
+        (g_Rc,) = torch.autograd.grad(cr.class_compression_rate(Zr, memberships, eps), Zr)
+        (g_dR,) = torch.autograd.grad(cr.mcr2(Zr, memberships, eps), Zr)
+        assert _rel(cr.grad_class_compression_rate(Z, memberships, eps), g_Rc) < 1e-10
+        assert _rel(cr.grad_mcr2(Z, memberships, eps), g_dR) < 1e-10
+    # batched, with per-batch memberships
+    Zb = torch.stack([Z, 0.5 * Z]).requires_grad_(True)
+    Pb = torch.stack([soft, cr.label_memberships(labels, dtype=F64)])
+    (g_b,) = torch.autograd.grad(cr.mcr2(Zb, Pb, eps).sum(), Zb)
+    assert _rel(cr.grad_mcr2(Zb.detach(), Pb, eps), g_b) < 1e-10
+
+
+def test_expansion_and_compression_operators_are_the_gradient_per_sample():
+    Z, labels = _labelled(seed=2)
+    m, d = Z.shape
+    eps = 0.4
+    # the official arithmetic (vector.py:48-67) with its eps = ε², samples as columns
+    c = d / (m * eps**2)
+    E_off = c * torch.inverse(torch.eye(d, dtype=F64) + c * Z.T @ Z)
+    E = cr.expansion_operator(Z, eps)
+    torch.testing.assert_close(E, E_off, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(E, E.T, rtol=0, atol=1e-14)
+    C, gamma = cr.compression_operators(Z, labels, eps)
+    assert C.shape == (3, d, d) and gamma.shape == (3,)
+    torch.testing.assert_close(gamma, torch.tensor([7, 12, 9], dtype=F64) / m, rtol=0, atol=1e-15)
+    for j in range(3):
+        Zj = Z[labels == j]
+        cj = d / (len(Zj) * eps**2)
+        torch.testing.assert_close(
+            C[j], cj * torch.inverse(torch.eye(d, dtype=F64) + cj * Zj.T @ Zj), rtol=1e-12, atol=1e-14
+        )
+    # ∇ΔR at sample i of class j is E z_i − γ_j C_j z_i
+    per_sample = torch.stack([E @ z - gamma[y] * C[y] @ z for z, y in zip(Z, labels, strict=True)])
+    assert _rel(per_sample, cr.grad_mcr2(Z, labels, eps)) < 1e-12
+    # an empty class: C_j = 0, γ_j = 0
+    C5, gamma5 = cr.compression_operators(Z, labels, eps, num_classes=4)
+    assert C5[3].abs().max() == 0 and gamma5[3] == 0
+
+
+def test_mcr2_prefers_orthogonal_subspaces():
+    """Fixed per-class data, class 1's subspace rotated: R^c is unchanged, R and ΔR grow with the
+    angle and are largest at θ = π/2, where R splits into the two classes' own rates."""
+    eps, n_per, d, p = 0.5, 30, 8, 2
+    thetas = torch.linspace(0, math.pi / 2, 19, dtype=F64).tolist()
+    dR, Rc = [], []
+    for theta in thetas:
+        Z, labels = cr.subspaces_at_angle(n_per, d, p, theta, torch.Generator().manual_seed(0), dtype=F64)
+        dR.append(cr.mcr2(Z, labels, eps).item())
+        Rc.append(cr.class_compression_rate(Z, labels, eps).item())
+    assert max(Rc) - min(Rc) < 1e-10  # only a rotation of class 1
+    assert all(b > a for a, b in zip(dR[:-1], dR[1:], strict=True)), dR  # strictly increasing in θ
+    assert int(np.argmax(dR)) == len(thetas) - 1
+    # at θ = π/2: det(I + c(A + B)) = det(I + cA) det(I + cB) for A B = 0 (orthogonal ranges)
+    Z, labels = cr.subspaces_at_angle(n_per, d, p, math.pi / 2, torch.Generator().manual_seed(0), dtype=F64)
+    m = 2 * n_per
+    c = d / (m * eps**2)
+    split = sum(
+        0.5 * torch.logdet(torch.eye(d, dtype=F64) + c * Z[labels == j].T @ Z[labels == j]) for j in (0, 1)
+    )
+    torch.testing.assert_close(cr.coding_rate(Z, eps), split, rtol=1e-12, atol=0)
+    # any other orientation of class 1 (random orthonormal bases, same coefficients) scores lower
+    best = cr.mcr2(Z, labels, eps)
+    g = torch.Generator().manual_seed(1)
+    A1 = Z[labels == 1] @ torch.linalg.qr(Z[labels == 1].T)[0][:, :p]  # class 1's coefficients (n_per, p)
+    for _ in range(50):
+        U2 = torch.linalg.qr(torch.randn(d, p, generator=g, dtype=F64))[0]
+        Z_rot = torch.cat([Z[labels == 0], A1 @ U2.T])
+        assert cr.mcr2(Z_rot, labels, eps) < best
+    with pytest.raises(ValueError, match=r"2p ≤ d"):
+        cr.subspaces_at_angle(5, 3, 2, 0.1)
+
+
+def test_mcr2_bad_inputs_raise_one_line_errors():
+    Z, labels = _labelled()
+    cases = [
+        (lambda: cr.mcr2(Z, labels[:-1]), r"shape \(m,\) = \(28,\).*got shape \(27,\)"),
+        (lambda: cr.mcr2(Z, labels.reshape(4, 7)), r"shape \(m,\) = \(28,\).*reshape\(-1\)"),
+        (lambda: cr.mcr2(Z, labels - 1), r"must lie in 0\.\.1 .*from -1 to 1"),
+        (lambda: cr.mcr2(Z, labels, num_classes=2), r"must lie in 0\.\.1 \(num_classes = 2\)"),
+        (lambda: cr.mcr2(Z, labels, num_classes=0), r"num_classes must be an int ≥ 1"),
+        (
+            lambda: cr.mcr2(Z, torch.rand(27, 3, dtype=F64)),
+            r"memberships Π of shape \(\.\.\., m, K\) with m = 28",
+        ),
+        (lambda: cr.mcr2(Z, -torch.rand(28, 3, dtype=F64)), r"finite and ≥ 0"),
+        (
+            lambda: cr.mcr2(Z, torch.rand(28, 3, dtype=F64), num_classes=4),
+            r"K = 3 columns but num_classes = 4",
+        ),
+        (lambda: cr.mcr2(Z, labels.tolist()), r"torch.Tensor.*as_tensor"),
+        (lambda: cr.mcr2(Z, labels == 0), r"integer class indices, got dtype torch.bool"),
+        (lambda: cr.mcr2(Z[:0], labels[:0]), r"no samples"),
+        (lambda: cr.mcr2(Z, labels, eps=0), r"ε and must be a finite number > 0"),
+        (lambda: cr.grad_mcr2(Z[0], labels), r"\(\.\.\., N, d\)"),
+        (lambda: cr.label_memberships(labels.double()), r"integer class indices.*labels.long\(\)"),
+    ]
+    for call, pattern in cases:
+        with pytest.raises((ValueError, TypeError), match=pattern) as info:
+            call()
+        assert "\n" not in str(info.value)
