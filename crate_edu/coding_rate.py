@@ -48,7 +48,7 @@ toy data                           :func:`union_of_subspaces`, :func:`random_com
 MCR² (arXiv 2006.08558)            :func:`class_compression_rate` R^c(Z, Π) (classes given, not
                                    subspaces), :func:`mcr2` ΔR = R − R^c, :func:`label_memberships`
                                    Π, :func:`subspaces_at_angle` (why MCR² prefers orthogonal
-                                   subspaces)
+                                   subspaces), :func:`redunet_mixture` (the official toy data)
 ReduNet (arXiv 2105.10446)         :func:`expansion_operator` E, :func:`compression_operators`
                                    C_j and γ_j, :func:`grad_coding_rate` Z E,
                                    :func:`grad_class_compression_rate`, :func:`grad_mcr2`
@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -104,6 +105,8 @@ __all__ = [
     "grad_class_compression_rate",
     "grad_mcr2",
     "subspaces_at_angle",
+    "REDUNET_MIXTURE_CENTERS",
+    "redunet_mixture",
 ]
 
 _FORMS = ("auto", "d", "n")
@@ -1256,3 +1259,94 @@ def subspaces_at_angle(
     A = torch.randn(2, n_per, p, generator=generator, dtype=dtype) / math.sqrt(p)  # coefficients
     Z = torch.cat([A[0] @ U1.T, A[1] @ U2.T])  # (2·n_per, d)
     return Z, torch.arange(2).repeat_interleave(n_per)
+
+
+#: The class centres of the official ReduNet toy mixtures (examples/utils_example.py:5-83), by
+#: dimension and configuration number. 3-D configuration 3 keeps the official cos(5π/6) as its
+#: third centre's y (utils_example.py:63; probably meant sin).
+REDUNET_MIXTURE_CENTERS: dict[int, dict[int, tuple[tuple[float, ...], ...]]] = {
+    2: {
+        1: ((1.0, 0.0), (0.0, 1.0)),
+        2: ((math.cos(math.pi / 3), math.sin(math.pi / 3)), (1.0, 0.0)),
+        3: ((math.cos(math.pi / 4), math.sin(math.pi / 4)), (1.0, 0.0)),
+        4: ((math.cos(3 * math.pi / 4), math.sin(3 * math.pi / 4)), (1.0, 0.0)),
+        5: ((math.cos(2 * math.pi / 3), math.sin(2 * math.pi / 3)), (1.0, 0.0)),
+        6: (
+            (math.cos(3 * math.pi / 4), math.sin(3 * math.pi / 4)),
+            (math.cos(4 * math.pi / 3), math.sin(4 * math.pi / 3)),
+            (1.0, 0.0),
+        ),
+        7: (
+            (math.cos(3 * math.pi / 4), math.sin(3 * math.pi / 4)),
+            (math.cos(4 * math.pi / 3), math.sin(4 * math.pi / 3)),
+            (math.cos(math.pi / 4), math.sin(math.pi / 4)),
+        ),
+        8: tuple(
+            (math.cos(a), math.sin(a))
+            for a in (
+                math.pi / 6,
+                math.pi / 2,
+                3 * math.pi / 4,
+                5 * math.pi / 4,
+                7 * math.pi / 4,
+                3 * math.pi / 2,
+            )
+        ),
+    },
+    3: {
+        1: ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+        2: (
+            (math.cos(math.pi / 4), math.sin(math.pi / 4), 1.0),
+            (math.cos(2 * math.pi / 3), math.sin(2 * math.pi / 3), 1.0),
+            (math.cos(math.pi), math.sin(math.pi), 1.0),
+        ),
+        3: (
+            (math.cos(math.pi / 4), math.sin(math.pi / 4), 1.0),
+            (math.cos(2 * math.pi / 3), math.sin(2 * math.pi / 3), 1.0),
+            (math.cos(5 * math.pi / 6), math.cos(5 * math.pi / 6), 1.0),
+        ),
+    },
+}
+
+
+def redunet_mixture(
+    dim: int = 2,
+    data: int = 1,
+    noise: float = 0.1,
+    samples: int = 100,
+    rng: int | np.random.RandomState = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official ReduNet toy data: Gaussians around unit centres, projected to the unit sphere.
+
+    As ``generate_2d`` / ``generate_3d`` of the official examples/utils_example.py: for each class
+    in order, ``samples`` draws of N(centre, noise² I) from numpy's legacy generator, then every
+    sample divided by its norm (float64), returned as float32. The official notebooks use
+    configuration 1, noise 0.1 and 100 samples per class, drawing the training set and then the
+    test set from numpy's global stream; pass one ``np.random.RandomState`` twice to do the same.
+    ``rng=s`` draws what ``np.random.seed(s)`` followed by the official generator draws.
+
+    Args:
+        dim: 2 (configurations 1–8: two, three or six classes on the circle) or 3 (1–3: three
+            classes on the sphere). data: the configuration number. noise: standard deviation
+            ≥ 0. samples: per class. rng: a seed or a ``np.random.RandomState``.
+
+    Returns:
+        X (K·samples, dim) float32 on the unit sphere, labels (K·samples,) int64, ordered by class.
+    """
+    if dim not in REDUNET_MIXTURE_CENTERS:
+        raise ValueError(f"dim must be 2 or 3 (the official 2-D and 3-D mixtures), got {dim!r}")
+    if data not in REDUNET_MIXTURE_CENTERS[dim]:
+        raise ValueError(
+            f"data must be one of {sorted(REDUNET_MIXTURE_CENTERS[dim])} for dim={dim} (the official "
+            f"configurations), got {data!r}"
+        )
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise is a standard deviation and must be a finite number ≥ 0, got {noise!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples is the number per class and must be a positive int, got {samples!r}")
+    state = rng if isinstance(rng, np.random.RandomState) else np.random.RandomState(rng)
+    centres = REDUNET_MIXTURE_CENTERS[dim][data]
+    X = np.concatenate([state.normal(loc=c, scale=noise, size=(samples, dim)) for c in centres])
+    X = X / np.linalg.norm(X, axis=1, ord=2, keepdims=True)  # onto the unit sphere
+    labels = np.repeat(np.arange(len(centres)), samples)
+    return torch.tensor(X).float(), torch.tensor(labels).long()

@@ -53,6 +53,7 @@ from crate_edu.models.crate_mae import (
 from crate_edu.models.fast import ATTENTION_KERNELS, set_attention_kernel, shared_qkv_attention
 from crate_edu.models.gpt import GPT, GPTMLP, CausalSelfAttention, GPTBlock, GPTConfig
 from crate_edu.models.language import LanguageModel, LMConfig, LMLayerTrace, check_tokens
+from crate_edu.models.redunet import LayerRates, ReduLayer, ReduNet, build_redunet
 from crate_edu.models.registry import (
     TASKS,
     ModelSpec,
@@ -85,6 +86,11 @@ __all__ = [
     "GPTConfig",
     "LanguageModel",
     "LMConfig",
+    # ReduNet: built forward from data, not trained (no preset)
+    "ReduNet",
+    "ReduLayer",
+    "LayerRates",
+    "build_redunet",
     # blocks and layers
     "PatchEmbedding",
     "MSSA",
