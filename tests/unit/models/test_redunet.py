@@ -71,7 +71,7 @@ def test_a_small_step_along_the_layer_raises_delta_r():
 
 
 def test_estimated_membership_is_the_true_one_on_well_separated_data():
-    # two classes on orthogonal lines of R^4 and one on a third: each C_j shrinks its own class
+    # three classes on mutually orthogonal lines of R^6, little noise: each C_j shrinks its own class
     g = torch.Generator().manual_seed(2)
     Z, labels, _ = cr.union_of_subspaces(20, 3, 6, 1, 0.02, g, dtype=F64)
     Z = _unit(Z)
