@@ -11,6 +11,8 @@ public faces::
 The folders, by job (docs/design.md draws the whole design):
 
 - ``coding_rate``: the derivation: R, R^c, ΔR, their gradients, the MSSA and ISTA steps;
+- ``denoising``: compression as denoising: the exact score of a mixture of low-rank Gaussians and
+  MSSA beside it;
 - ``models``: CRATE, CRATE-α, CRATE-MAE and a ViT baseline, one readable file each, with the fast
   kernels apart in ``models/fast.py`` and the registry of named presets;
 - ``data``: datasets by name and the offline ones that ship with installed packages;
@@ -40,6 +42,7 @@ renamed.install()
 from crate_edu import (  # noqa: E402
     coding_rate,
     data,
+    denoising,
     device,
     evaluation,
     models,
@@ -72,6 +75,7 @@ __all__ = [
     "coding_rate",
     "create_model",
     "data",
+    "denoising",
     "device",
     "download_official",
     "evaluation",

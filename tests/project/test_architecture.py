@@ -28,6 +28,7 @@ FACES = {
     "crate_edu",
     "crate_edu.coding_rate",
     "crate_edu.data",
+    "crate_edu.denoising",
     "crate_edu.device",
     "crate_edu.evaluation",
     "crate_edu.experiments",
