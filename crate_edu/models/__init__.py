@@ -1,10 +1,11 @@
-"""CRATE, CRATE-α, CRATE-α-CLIPA, CRATE-MAE, CRATE-LM, a ViT and a GPT baseline, their blocks,
+"""CRATE, CRATE-α, CRATE-α-CLIPA, CRATE-MAE, CRATE-LM, ToST, a ViT and a GPT baseline, their blocks,
 and a timm-style registry.
 
 One file per model, read top to bottom next to its paper: ``crate.py`` (patch embedding, MSSA,
 ISTA, the layer, CRATE), ``crate_alpha.py``, ``crate_alpha_clipa.py`` (the image–text model),
-``crate_mae.py``, ``vit.py``, and for language ``crate_lm.py`` (the causal CRATE language model)
-and ``gpt.py`` (its GPT baseline). ``base.py`` holds the shell they share (checks, the classifier
+``crate_mae.py``, ``vit.py``, ``tost.py`` (ToST's linear-time TSSA, its causal form, the ToST
+classifier), and for language ``crate_lm.py`` (the causal CRATE language model) and ``gpt.py``
+(its GPT baseline). ``base.py`` holds the shell they share (checks, the classifier
 interface, the layer stack), ``language.py`` the language models' (token checks, generation);
 ``fast.py`` the fast path (attention kernels, folded ISTA, the pruned last layer); ``registry.py``
 the presets.
@@ -33,6 +34,7 @@ from crate_edu.models.crate_alpha import (
 )
 from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA, CRATEAlphaCLIPAConfig
 from crate_edu.models.crate_lm import (
+    ATTENTION_KINDS,
     ISTA_KINDS,
     CausalMSSA,
     CRATELanguageModel,
@@ -63,6 +65,16 @@ from crate_edu.models.registry import (
     model_spec,
     register_model,
 )
+from crate_edu.models.tost import (
+    TSSA,
+    CausalTSSA,
+    ToST,
+    ToSTConfig,
+    causal_tssa_update,
+    tssa_update,
+    variational_compression_rate,
+    weighted_compression_rate,
+)
 from crate_edu.models.vit import Attention, FeedForward, ViT, ViTConfig, ViTLayer
 from crate_edu.renamed import renamed_name
 
@@ -84,6 +96,8 @@ __all__ = [
     "CRATELMConfig",
     "GPT",
     "GPTConfig",
+    "ToST",
+    "ToSTConfig",
     "LanguageModel",
     "LMConfig",
     # ReduNet: built forward from data, not trained (no preset)
@@ -109,6 +123,14 @@ __all__ = [
     "TiedOvercompleteISTA",
     "CRATELMBlock",
     "ISTA_KINDS",
+    "ATTENTION_KINDS",
+    "TSSA",
+    "CausalTSSA",
+    # ToST's derivation: the variational compression term and TSSA's update
+    "variational_compression_rate",
+    "weighted_compression_rate",
+    "tssa_update",
+    "causal_tssa_update",
     "CausalSelfAttention",
     "GPTMLP",
     "GPTBlock",

@@ -45,9 +45,11 @@ from crate_edu.models import base, fast
 from crate_edu.models.crate import ISTA
 from crate_edu.models.crate_alpha import SparseCodes
 from crate_edu.models.language import LanguageModel, LMConfig, LMLayerTrace, later_tokens
+from crate_edu.models.tost import CausalTSSA
 
 __all__ = [
     "ISTA_KINDS",
+    "ATTENTION_KINDS",
     "CausalMSSA",
     "TiedOvercompleteISTA",
     "CRATELMBlock",
@@ -57,6 +59,8 @@ __all__ = [
 
 #: The sparse coding blocks: CRATE-LM's (``crate_overcomplete.py``) and CRATE's (``crate.py``).
 ISTA_KINDS: tuple[str, ...] = ("overcomplete", "complete")
+#: The causal attentions: CRATE-LM's MSSA, or ToST's TSSA (linear in T; :mod:`crate_edu.models.tost`).
+ATTENTION_KINDS: tuple[str, ...] = ("mssa", "tssa")
 
 
 class CausalMSSA(base.Block):
@@ -174,6 +178,9 @@ class CRATELMBlock(base.Block):
 
     x^{ℓ+½} = x^ℓ + attn(prenorm_1(x^ℓ))          # causal MSSA, residual coefficient 1
     x^{ℓ+1} = ista(prenorm_2(x^{ℓ+½}))             # sparse coding; no residual: it replaces the stream
+
+    ``attention="tssa"`` puts ToST's causal TSSA (:class:`~crate_edu.models.tost.CausalTSSA`, with
+    CausalMSSA's biases and a ``denom_bias`` of ``block_size`` rows) in MSSA's place.
     """
 
     def __init__(
@@ -186,10 +193,15 @@ class CRATELMBlock(base.Block):
         eta: float = 0.1,
         lambd: float = 0.1,
         reference: bool = False,
+        attention: str = "mssa",
+        block_size: int = 1024,
     ):
         super().__init__()
         self.prenorm_1 = nn.LayerNorm(dim)  # eps 1e-5, with bias, as officially
-        self.attn = CausalMSSA(dim, heads, dropout, reference=reference)
+        if attention == "tssa":  # ToST's causal TSSA: linear in T, no T × T matrix
+            self.attn: nn.Module = CausalTSSA(dim, heads, block_size, dropout=dropout)
+        else:
+            self.attn = CausalMSSA(dim, heads, dropout, reference=reference)
         self.prenorm_2 = nn.LayerNorm(dim)
         if ista == "overcomplete":
             self.ista: nn.Module = TiedOvercompleteISTA(dim, overcomplete_ratio, eta, lambd, reference)
@@ -202,7 +214,8 @@ class CRATELMBlock(base.Block):
         return self.ista(self.prenorm_2(z_half))  # x^{ℓ+1}                                 (B, T, d)
 
     def forward_trace(self, x: Tensor) -> tuple[Tensor, LMLayerTrace]:
-        """x^{ℓ+1} and what the layer computed (:class:`~crate_edu.models.language.LMLayerTrace`)."""
+        """x^{ℓ+1} and what the layer computed (:class:`~crate_edu.models.language.LMLayerTrace`; with
+        TSSA its ``attn`` is the membership Π (B, h, T): TSSA has no T × T matrix)."""
         parts = self.attn.forward_parts(self.prenorm_1(x))
         z_half = x + parts.out
         v = self.prenorm_2(z_half)
@@ -220,7 +233,8 @@ class CRATELMConfig(LMConfig):
     ``ista`` is ``"overcomplete"`` (CRATE-LM, ``crate_overcomplete.py``: W is
     ``overcomplete_ratio`` · d × d) or ``"complete"`` (``crate.py``: CRATE's d × d block; give
     ``final_norm=False`` to match that file, which has no ``ln_f``). ``eta`` and ``lambd`` are the
-    ISTA step size and penalty (official 0.1 and 0.1, fixed in the official code).
+    ISTA step size and penalty (official 0.1 and 0.1, fixed in the official code). ``attention`` is
+    ``"mssa"`` (CRATE-LM) or ``"tssa"`` (ToST's causal TSSA in MSSA's place: not a published model).
     """
 
     ista: str = "overcomplete"
@@ -229,9 +243,15 @@ class CRATELMConfig(LMConfig):
     lambd: float = 0.1
     final_norm: bool = True
     reference: bool = False  # the official arithmetic, written out, instead of the fast path
+    attention: str = "mssa"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(
+                f"attention must be 'mssa' (CRATE-LM's causal MSSA) or 'tssa' (ToST's causal TSSA, "
+                f"linear in the context), got {self.attention!r}"
+            )
         if self.ista not in ISTA_KINDS:
             raise ValueError(
                 f"ista must be 'overcomplete' (CRATE-LM: 4d codes, two steps, decoded) or 'complete' "
@@ -270,6 +290,8 @@ class CRATELanguageModel(LanguageModel):
                 cfg.eta,
                 cfg.lambd,
                 cfg.reference,
+                cfg.attention,
+                cfg.block_size,
             )
             for _ in range(cfg.depth)
         ]

@@ -442,7 +442,10 @@ def tied_overcomplete_ista(x: Tensor, W: Tensor, eta: float, lambd: float) -> tu
 def prunes_last_layer(model: nn.Module) -> bool:
     """Whether ``model.forward`` computes only the [CLS] row of the last layer
     (:func:`forward_cls_logits`): ``pool='cls'``, ``model.prune_last_layer`` set (the default),
-    and no block of the last layer on the reference path."""
+    and no block of the last layer on the reference path. A model with its own rule says so
+    (ToST: its last class-attention block, ``ToST.prunes_last_layer``)."""
+    if callable(own := getattr(model, "prunes_last_layer", None)):
+        return own()
     if not (model.prune_last_layer and model.config.pool == "cls"):
         return False
     last = model.transformer.layers[-1]

@@ -24,6 +24,7 @@ from crate_edu.models.crate_alpha_clipa import CRATEAlphaCLIPA, CRATEAlphaCLIPAC
 from crate_edu.models.crate_lm import CRATELanguageModel, CRATELMConfig
 from crate_edu.models.crate_mae import CRATEMAE, CRATEMAEConfig
 from crate_edu.models.gpt import GPT, GPTConfig
+from crate_edu.models.tost import ToST, ToSTConfig
 from crate_edu.models.vit import ViT, ViTConfig
 
 __all__ = [
@@ -246,6 +247,25 @@ for size, (dim, depth, heads) in _VIT_CIFAR.items():
         ViTConfig(dim=dim, depth=depth, heads=heads, **_SMALL_IMAGES),
         f"ViT baseline ({dim} wide, {depth} layers, {heads} heads, MLP 4×) for 32×32 images, patch 4",
     )
+# ToST (crate_edu.models.tost): the official tost_cab_* presets (tost_vision/tost.py:450-492), and
+# a CPU size for 32-px images whose patch-4 stem (two stride-2 stages) is this package's extension.
+_TOST = {"tiny_12": (192, 12, 4, 1.0), "small_12": (384, 12, 8, 1.0), "medium_24": (512, 24, 8, 1e-5)}
+for size, (dim, depth, heads, eta) in _TOST.items():
+    register_model(
+        f"tost_{size}_p16",
+        ToST,
+        ToSTConfig(
+            image_size=224, patch_size=16, num_classes=1000, dim=dim, depth=depth, heads=heads, eta=eta
+        ),
+        f"ToST-{size[0].upper()}/16 ({depth} TSSA blocks), 224 px, ImageNet-1K head (official config)",
+        official=f"tost_vision/tost.py:tost_cab_{size}_p16",
+    )
+register_model(
+    "tost_nano_cifar",
+    ToST,
+    ToSTConfig(dim=128, depth=6, heads=4, **_SMALL_IMAGES),
+    "ToST (128 wide, 6 TSSA blocks, 4 heads, 2 class-attention blocks) for 32×32 images, patch 4",
+)
 register_model(
     "crate_mae_nano_cifar",
     CRATEMAE,
