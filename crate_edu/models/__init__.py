@@ -12,6 +12,7 @@ the presets.
 """
 
 from crate_edu.models import fast
+from crate_edu.models.aot import AoT, AoTConfig, AoTLayer, snr_by_layer, token_snr
 from crate_edu.models.base import (
     AttentionParts,
     Block,
@@ -102,6 +103,11 @@ __all__ = [
     "LMConfig",
     # ReduNet: built forward from data, not trained (no preset)
     "ReduNet",
+    "AoT",
+    "AoTConfig",
+    "AoTLayer",
+    "snr_by_layer",
+    "token_snr",
     "ReduLayer",
     "LayerRates",
     "build_redunet",

@@ -262,6 +262,10 @@ class CausalTSSA(nn.Module):
             torch.zeros(heads, block_size, 1)
         )  # per-head, per-position (h, T_max, 1)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters the official tost_lang run keeps out of weight decay (docs/notes §2)."""
+        return {"temp", "denom_bias"}
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, d) -> (B, T, d); row t depends on rows 0 .. t of x only."""
         return self.forward_parts(x).out

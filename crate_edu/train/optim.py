@@ -93,11 +93,20 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> Any:
 def matrix_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two optimiser groups: every trainable parameter with two or more dimensions (weight matrices,
     embeddings, dictionaries) with ``weight_decay``, the rest (biases, LayerNorms) without: the
-    grouping of nanoGPT's and the official CRATE-LM's ``configure_optimizers``."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    grouping of nanoGPT's and the official CRATE-LM's ``configure_optimizers``. Parameters a module
+    names in its ``no_weight_decay()`` (TSSA's temperatures, as the official ToST code) are not
+    decayed either."""
+    exempt = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        if callable(getattr(module, "no_weight_decay", None))
+        for name in module.no_weight_decay()
+    }
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decayed = [p for n, p in named if p.dim() >= 2 and n not in exempt]
     return [
-        {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
+        {"params": decayed, "weight_decay": weight_decay},
+        {"params": [p for n, p in named if p.dim() < 2 or n in exempt], "weight_decay": 0.0},
     ]
 
 

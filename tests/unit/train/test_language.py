@@ -175,3 +175,18 @@ def test_list_and_fetch_know_the_text_corpora(capsys):
     assert "corpus 'pile' is not downloaded by crate-edu" in err and "\n" not in err
     assert main(["fetch", "shakespeare"]) == 2
     assert "text corpora: tiny-shakespeare" in capsys.readouterr().err
+
+
+def test_matrix_decay_keeps_tssa_temperatures_out():
+    from crate_edu.models import create_model
+    from crate_edu.train.optim import matrix_decay_groups
+
+    model = create_model("crate_lm_char", attention="tssa", depth=1, dim=32, heads=2, block_size=16)
+    decayed, kept = matrix_decay_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    kept_names = {names[id(p)] for p in kept["params"]}
+    assert any(n.endswith("attn.temp") for n in kept_names) and any(
+        n.endswith("denom_bias") for n in kept_names
+    )
+    assert all(p.dim() >= 2 for p in decayed["params"]) and kept["weight_decay"] == 0.0
+    assert "transformer.h.0.ista.weight" in {names[id(p)] for p in decayed["params"]}
