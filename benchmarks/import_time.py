@@ -57,8 +57,10 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for name, value in medians.items():
         print(f"{statements[name]!r:22} {value:6.2f} s (median of {args.runs})")
-    print(f"crate_edu adds {result['crate_edu_over_torch_seconds']:.2f} s to torch; "
-          f"heavy libraries loaded: {result['heavy_libraries_loaded'] or 'none'}")
+    print(
+        f"crate_edu adds {result['crate_edu_over_torch_seconds']:.2f} s to torch; "
+        f"heavy libraries loaded: {result['heavy_libraries_loaded'] or 'none'}"
+    )
     print(f"wrote {RESULTS}")
 
 
