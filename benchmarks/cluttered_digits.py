@@ -5,7 +5,9 @@ once with a ViT of the same width, depth, heads and patch (``--vit``, default ``
 under the same epochs, batch, optimiser, schedule, augmentation and seed, and writes the test
 accuracy, wall time, epochs, steps and machine to ``benchmarks/results/cluttered_digits.json``.
 The ViT's accuracy at the CRATE run's wall time is recorded too (from its per-epoch curve), so the
-two can be compared per step and per second.
+two can be compared per step and per second. ``--models tost`` trains ToST (``--tost``, default
+``tost_nano_cifar``: TSSA blocks with ToST's convolutional stem and class-attention blocks) with the
+recipe's depth and patch and the same budget.
 
 ``--controls`` also measures whether the clutter means something:
 
@@ -22,6 +24,7 @@ per-class mean colour of the background, and a logistic regression on the digit-
     python benchmarks/cluttered_digits.py --models crate        # the recipe's CRATE only
     python benchmarks/cluttered_digits.py --models --controls   # the two controls only
     python benchmarks/cluttered_digits.py --models vit-same-time  # the ViT for the CRATE run's time
+    python benchmarks/cluttered_digits.py --models tost         # ToST (tost_nano_cifar, depth 4), same recipe
     python benchmarks/cluttered_digits.py --epochs 10           # any length (recorded)
 
 Results of runs not repeated are kept in the JSON, each with its own date and machine.
@@ -226,10 +229,15 @@ def data_statistics() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--models", nargs="*", default=["crate", "vit"], choices=["crate", "vit", "vit-same-time"]
+        "--models", nargs="*", default=["crate", "vit"], choices=["crate", "vit", "vit-same-time", "tost"]
     )
     parser.add_argument(
         "--vit", default="vit_nano_cifar", help="the ViT preset (gets the recipe's overrides)"
+    )
+    parser.add_argument(
+        "--tost",
+        default="tost_nano_cifar",
+        help="the ToST preset for --models tost (gets the recipe's overrides)",
     )
     parser.add_argument("--controls", action="store_true", help="also run plain-digits and no-digit")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
@@ -250,6 +258,7 @@ def main() -> None:
     crate_cfg = recipe.config(**overrides)
     # a different model drops the recipe's shape overrides: give them back, so only the blocks differ
     vit_cfg = recipe.config(model=args.vit, model_overrides=dict(recipe.model_overrides), **overrides)
+    tost_cfg = recipe.config(model=args.tost, model_overrides=dict(recipe.model_overrides), **overrides)
 
     results = {"recipe": RECIPE, "config": crate_cfg.to_dict(), "data": data_statistics(), "runs": {}}
     print(json.dumps(results["data"], indent=1), flush=True)
@@ -278,6 +287,9 @@ def main() -> None:
                 else None
             )
             save()
+    if "tost" in args.models:  # TSSA blocks in place of MSSA + ISTA (and ToST's stem and class attention)
+        mine["tost"] = run_recipe("tost", tost_cfg, args.keep_runs)
+        save()
     if "vit-same-time" in args.models:
         runs = save()
         if "crate" not in runs or "vit" not in runs:
